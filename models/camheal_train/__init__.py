@@ -1,0 +1,1 @@
+"""Training, synthetic degradations, evaluation and export for camheal models (needs the `train` extra)."""

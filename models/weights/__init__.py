@@ -1,0 +1,1 @@
+"""Shipped model weights (ONNX) for camheal; see models/MODEL_CARD.md."""
