@@ -355,3 +355,57 @@ def test_layout_constants_are_stable():
     assert layout.total_size == 4096 + 4 * layout.slot_stride
     with pytest.raises(ValueError):
         RingLayout.for_frame(0, 1080, 4, 64)
+
+
+STRESS_SCRIPT = r"""
+import json, os, sys, time
+from camheal.ring import RingReader, TornFrameError
+
+reader = RingReader(int(sys.argv[1]), int(sys.argv[2]))
+ok = torn = bad = 0
+print("ready", flush=True)
+deadline = time.monotonic() + 20
+while time.monotonic() < deadline:
+    frame = reader.next_frame()
+    if frame is None:
+        if reader.write_count >= int(sys.argv[3]):
+            break
+        reader.wait(0.05)
+        continue
+    try:
+        kept = frame.copy()
+    except TornFrameError:
+        torn += 1
+        continue
+    expected = kept.seq % 251
+    if (kept.image == expected).all() and kept.meta == str(kept.seq).encode():
+        ok += 1
+    else:
+        bad += 1
+print(json.dumps({"ok": ok, "torn": torn, "bad": bad, "dropped": reader.stats.dropped}))
+"""
+
+
+def test_concurrent_reader_never_accepts_a_mixed_frame():
+    total = 400
+    with FrameRing(320, 240, slots=2, meta_bytes=32) as ring:
+        waiter = ring.add_waiter()
+        ro = ring.readonly_fd()
+        proc = subprocess.Popen(
+            [sys.executable, "-c", STRESS_SCRIPT, str(ro), str(waiter.fd), str(total)],
+            pass_fds=(ro, waiter.fd), stdout=subprocess.PIPE, text=True,
+        )
+        os.close(ro)
+        try:
+            assert proc.stdout.readline().strip() == "ready"
+            img = np.empty((240, 320, 3), np.uint8)
+            for seq in range(total):
+                img.fill(seq % 251)
+                ring.write(img, seq, seq, str(seq).encode())
+            out, _ = proc.communicate(timeout=30)
+        finally:
+            proc.kill()
+            proc.wait()
+    result = json.loads(out)
+    assert result["bad"] == 0, result
+    assert result["ok"] >= 1, result
