@@ -1,0 +1,5 @@
+import sys
+
+from camheal.cli import main
+
+sys.exit(main())

@@ -1,0 +1,214 @@
+"""AsyncClient: the asyncio SDK for camheald (D-Bus control, frames by file descriptor)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from dbus_fast import BusType, Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import AuthError, InvalidAddressError
+
+from camheal import constants as C
+from camheal.errors import CamhealError, ServiceUnavailable, from_dbus
+from camheal.frame import Frame, frame_from_fd, read_fd
+
+HealthCallback = Callable[[str, str, dict[str, Any]], None]
+"""Called as ``callback(camera_id, event, payload)``; event is one of 'health',
+'anomaly_detected', 'anomaly_cleared', 'state'."""
+
+
+def unpack(value: Any) -> Any:
+    """Variants (and containers of them) to plain Python values."""
+    if isinstance(value, Variant):
+        return unpack(value.value)
+    if isinstance(value, dict):
+        return {k: unpack(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [unpack(v) for v in value]
+    return value
+
+
+class AsyncClient:
+    """Connection to camheald. Use ``async with AsyncClient(bus="session") as client:``.
+
+    Args:
+        bus: "system" (the installed service), "session", or a D-Bus address string.
+    """
+
+    def __init__(self, bus: str = "system") -> None:
+        self._bus_spec = bus
+        self._bus: MessageBus | None = None
+        self._callbacks: list[HealthCallback] = []
+        self._matched = False
+
+    async def connect(self) -> AsyncClient:
+        spec = self._bus_spec
+        try:
+            if spec == "system":
+                bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
+            elif spec == "session":
+                bus = MessageBus(bus_type=BusType.SESSION, negotiate_unix_fd=True)
+            else:
+                bus = MessageBus(bus_address=spec, negotiate_unix_fd=True)
+            self._bus = await bus.connect()
+        except (OSError, InvalidAddressError, AuthError) as exc:
+            raise ServiceUnavailable(f"cannot connect to the D-Bus {spec} bus: {exc}") from None
+        return self
+
+    async def close(self) -> None:
+        if self._bus is not None:
+            self._bus.disconnect()
+            self._bus = None
+
+    async def __aenter__(self) -> AsyncClient:
+        return await self.connect()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- low level -----------------------------------------------------------------------------
+    async def call(self, path: str, interface: str, member: str, signature: str = "",
+                   body: list[Any] | None = None, unix_fds: list[int] | None = None,
+                   timeout: float = 30.0) -> list[Any]:
+        """Call a method of camheald; raises the typed SDK error on an error reply."""
+        if self._bus is None:
+            await self.connect()
+        assert self._bus is not None
+        msg = Message(destination=C.BUS_NAME, path=path, interface=interface, member=member,
+                      signature=signature, body=body or [], unix_fds=unix_fds or [])
+        try:
+            reply = await asyncio.wait_for(self._bus.call(msg), timeout)
+        except asyncio.TimeoutError:
+            raise CamhealError(f"{member}: no reply from camheald within {timeout:g} s") from None
+        if reply is None:
+            raise CamhealError(f"{member}: no reply")
+        if reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else reply.error_name
+            raise from_dbus(reply.error_name or "", str(text))
+        if reply.unix_fds:
+            return _replace_fds(reply.signature, reply.body, reply.unix_fds)
+        return reply.body
+
+    async def get_property(self, path: str, interface: str, name: str) -> Any:
+        (value,) = await self.call(path, "org.freedesktop.DBus.Properties", "Get", "ss",
+                                   [interface, name])
+        return unpack(value)
+
+    async def get_properties(self, path: str, interface: str) -> dict[str, Any]:
+        (values,) = await self.call(path, "org.freedesktop.DBus.Properties", "GetAll", "s",
+                                    [interface])
+        return unpack(values)
+
+    # -- API -----------------------------------------------------------------------------------
+    async def version(self) -> str:
+        (v,) = await self.call(C.MANAGER_PATH, C.MANAGER_IFACE, "Version")
+        return v
+
+    async def cameras(self) -> list[AsyncCamera]:
+        """All cameras the daemon runs."""
+        (paths,) = await self.call(C.MANAGER_PATH, C.MANAGER_IFACE, "ListCameras")
+        return [AsyncCamera(self, p.rsplit("/", 1)[-1]) for p in paths]
+
+    async def camera(self, cam_id: str | None = None) -> AsyncCamera:
+        """The camera with this id (the first one when None)."""
+        cams = await self.cameras()
+        if not cams:
+            raise from_dbus(C.ERROR_UNKNOWN_CAMERA, "camheald runs no camera")
+        if cam_id is None:
+            return cams[0]
+        for cam in cams:
+            if cam.id == cam_id:
+                return cam
+        raise from_dbus(C.ERROR_UNKNOWN_CAMERA,
+                        f"no camera {cam_id!r} (have: {', '.join(c.id for c in cams)})")
+
+    async def on_health(self, callback: HealthCallback) -> None:
+        """Call ``callback`` for every health signal of every camera."""
+        self._callbacks.append(callback)
+        if self._matched:
+            return
+        assert self._bus is not None
+        rule = f"type='signal',interface='{C.CAMERA_IFACE}'"
+        await self.call_bus("AddMatch", "s", [rule])
+        self._bus.add_message_handler(self._on_signal)
+        self._matched = True
+
+    async def call_bus(self, member: str, signature: str, body: list[Any]) -> list[Any]:
+        assert self._bus is not None
+        reply = await self._bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member=member, signature=signature, body=body))
+        return reply.body if reply else []
+
+    def _on_signal(self, msg: Message) -> None:
+        if msg.message_type != MessageType.SIGNAL or msg.interface != C.CAMERA_IFACE:
+            return
+        cam_id = (msg.path or "").rsplit("/", 1)[-1]
+        kinds = {"HealthChanged": "health", "AnomalyDetected": "anomaly_detected",
+                 "AnomalyCleared": "anomaly_cleared", "StateChanged": "state"}
+        kind = kinds.get(msg.member or "")
+        if kind is None:
+            return
+        if kind == "health":
+            payload = unpack(msg.body[0])
+        elif kind == "anomaly_detected":
+            payload = {"name": msg.body[0], "score": msg.body[1]}
+        elif kind == "anomaly_cleared":
+            payload = {"name": msg.body[0]}
+        else:
+            payload = {"state": msg.body[0]}
+        for cb in list(self._callbacks):
+            cb(cam_id, kind, payload)
+
+
+class AsyncCamera:
+    """A handle on one camera of the daemon."""
+
+    def __init__(self, client: AsyncClient, cam_id: str) -> None:
+        self.client = client
+        self.id = cam_id
+        self.path = C.camera_path(cam_id)
+
+    def __repr__(self) -> str:
+        return f"<AsyncCamera {self.id}>"
+
+    async def properties(self) -> dict[str, Any]:
+        """Id, Source, Width, Height, Fps, Health, Stats, Corrections."""
+        return await self.client.get_properties(self.path, C.CAMERA_IFACE)
+
+    async def health(self) -> dict[str, Any]:
+        return await self.client.get_property(self.path, C.CAMERA_IFACE, "Health")
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.client.get_property(self.path, C.CAMERA_IFACE, "Stats")
+
+    async def capture(self, corrected: bool = True, timeout_ms: int = 3000) -> Frame:
+        """One still: the newest frame, corrected or raw, as a Frame that owns its pixels."""
+        fd, meta = await self.client.call(
+            self.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
+            [{"corrected": Variant("b", corrected), "timeout_ms": Variant("i", timeout_ms)}])
+        return frame_from_fd(fd, unpack(meta))
+
+    async def capture_encoded(self, fmt: str = "png", corrected: bool = True,
+                              quality: int = 90, timeout_ms: int = 3000
+                              ) -> tuple[bytes, dict[str, Any]]:
+        """One still encoded by the daemon as "png" or "jpeg": (file bytes, metadata)."""
+        fd, meta = await self.client.call(
+            self.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
+            [{"corrected": Variant("b", corrected), "format": Variant("s", fmt),
+              "quality": Variant("i", quality), "timeout_ms": Variant("i", timeout_ms)}])
+        meta = unpack(meta)
+        return read_fd(fd, int(meta["size"])), meta
+
+
+def _replace_fds(signature: str, body: list[Any], fds: list[int]) -> list[Any]:
+    """Swap fd indexes in a reply body for the received fds (top-level 'h' args only)."""
+    from dbus_fast.signature import get_signature_tree
+
+    out = list(body)
+    for i, t in enumerate(get_signature_tree(signature).types):
+        if t.signature == "h":
+            out[i] = fds[out[i]]
+    return out

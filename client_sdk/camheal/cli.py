@@ -1,0 +1,174 @@
+"""`camheal`: the client command line (talks to camheald; offline tools need the daemon package)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from camheal.constants import VERSION
+from camheal.errors import CamhealError
+
+
+def _bus_default() -> str:
+    return os.environ.get("CAMHEAL_BUS", "system")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="camheal", description="camheal client and offline tools")
+    p.add_argument("--version", action="version", version=f"camheal {VERSION}")
+    p.add_argument("--bus", default=_bus_default(),
+                   help="system, session or a D-Bus address (default: $CAMHEAL_BUS or system)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("status", help="cameras, resolution, fps and current health")
+    s.add_argument("--json", action="store_true", help="print one JSON object")
+
+    c = sub.add_parser("capture", help="save one frame (PNG or JPEG by file extension)")
+    c.add_argument("-o", "--output", required=True, metavar="FILE")
+    c.add_argument("--raw", action="store_true", help="the uncorrected frame")
+    c.add_argument("--camera", metavar="ID", help="camera id (default: the first)")
+
+    w = sub.add_parser("watch", help="print health events as they happen")
+    w.add_argument("--duration", type=float, default=0.0, metavar="S",
+                   help="stop after S seconds (default: run until interrupted)")
+
+    d = sub.add_parser("diagnose", help="detect anomalies in image files (offline)")
+    d.add_argument("files", nargs="+", metavar="FILE")
+    d.add_argument("--json", action="store_true", help="one JSON object per line")
+
+    r = sub.add_parser("correct", help="correct image files (offline)")
+    r.add_argument("inputs", nargs="+", metavar="IN")
+    r.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="output file, or a directory (ending in /) for several inputs")
+    r.add_argument("--json", action="store_true", help="print the report per file as JSON")
+    return p
+
+
+def _fmt_health(h: dict[str, Any]) -> str:
+    detected = ", ".join(h.get("detected", [])) or "none"
+    text = f"state {h.get('state', '?')}, anomalies: {detected}"
+    if h.get("model_error"):
+        text += f" ({h['model_error']})"
+    return text
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    import json
+
+    from camheal.client import Client
+
+    with Client(args.bus) as client:
+        cams = [(c.id, c.properties()) for c in client.cameras()]
+        if args.json:
+            print(json.dumps({"version": client.version(),
+                              "cameras": {cid: props for cid, props in cams}}, default=str))
+            return 0
+        print(f"camheald {client.version()}: {len(cams)} camera(s)")
+        for cid, pr in cams:
+            print(f"  {cid}: {pr['Width']}x{pr['Height']} @ {pr['Fps']:.1f} fps, "
+                  f"source {pr['Source']}")
+            print(f"    health: {_fmt_health(pr['Health'])}")
+            scores = pr["Health"].get("scores", {})
+            if scores:
+                print("    scores: " + " ".join(f"{k}={v:.2f}" for k, v in scores.items()))
+    return 0
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` via a temporary file and rename (no half-written files)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from camheal.client import Client
+
+    out = Path(args.output)
+    fmt = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}.get(out.suffix.lower())
+    if fmt is None:
+        raise CamhealError(f"{out}: use a .png, .jpg or .jpeg file name")
+    with Client(args.bus) as client:
+        cam = client.camera(args.camera)
+        data, meta = cam.capture_encoded(fmt, corrected=not args.raw)
+    write_atomic(out, data)
+    if not meta.get("corrected"):
+        kind = "raw"
+    elif meta.get("actions"):
+        kind = "corrected (" + ", ".join(meta["actions"]) + ")"
+    else:
+        kind = "corrected-stream (no correction applied)"
+    print(f"{out}: {meta['width']}x{meta['height']} {kind} frame #{meta['seq']} "
+          f"from camera {cam.id}")
+    return 0
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    from camheal.client import Client
+
+    done = threading.Event()
+
+    def on_event(cam_id: str, kind: str, payload: dict[str, Any]) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if kind == "anomaly_detected":
+            print(f"{stamp} {cam_id}: detected {payload['name']} "
+                  f"(score {payload['score']:.2f})", flush=True)
+        elif kind == "anomaly_cleared":
+            print(f"{stamp} {cam_id}: cleared {payload['name']}", flush=True)
+        elif kind == "state":
+            print(f"{stamp} {cam_id}: state {payload['state']}", flush=True)
+
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    with Client(args.bus) as client:
+        client.on_health(on_event)
+        for cam in client.cameras():
+            print(f"{time.strftime('%H:%M:%S')} {cam.id}: {_fmt_health(cam.health())}",
+                  flush=True)
+        done.wait(args.duration or None)
+    return 0
+
+
+def cmd_offline(args: argparse.Namespace) -> int:
+    try:
+        from camheald import offline
+    except ImportError as exc:
+        raise CamhealError(f"offline tools need the full camheal package: {exc}") from None
+    return offline.diagnose(args) if args.command == "diagnose" else offline.correct(args)
+
+
+COMMANDS = {"status": cmd_status, "capture": cmd_capture, "watch": cmd_watch,
+            "diagnose": cmd_offline, "correct": cmd_offline}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except CamhealError as exc:
+        print(f"camheal: error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"camheal: error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

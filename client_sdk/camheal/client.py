@@ -1,0 +1,108 @@
+"""Client: the blocking SDK (an asyncio loop on a private thread runs AsyncClient)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from camheal.aio import AsyncCamera, AsyncClient, HealthCallback
+from camheal.frame import Frame
+
+T = TypeVar("T")
+
+
+class Client:
+    """Blocking connection to camheald.
+
+    Example::
+
+        with Client(bus="session") as client:
+            cam = client.cameras()[0]
+            frame = cam.capture()          # Frame, .image is HxWx3 uint8 RGB
+            print(cam.health()["detected"])
+
+    Args:
+        bus: "system" (the installed service), "session", or a D-Bus address.
+        timeout: seconds to wait for any one call.
+    """
+
+    def __init__(self, bus: str = "system", timeout: float = 30.0) -> None:
+        self.timeout = timeout
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="camheal-client",
+                                        daemon=True)
+        self._thread.start()
+        self._aio = AsyncClient(bus)
+        try:
+            self._run(self._aio.connect())
+        except BaseException:
+            self._stop_loop()
+            raise
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout + 5)
+
+    def _stop_loop(self) -> None:
+        if self._loop.is_running():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        self._loop.close()
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self._aio.close())
+        self._stop_loop()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def version(self) -> str:
+        return self._run(self._aio.version())
+
+    def cameras(self) -> list[Camera]:
+        return [Camera(self, c) for c in self._run(self._aio.cameras())]
+
+    def camera(self, cam_id: str | None = None) -> Camera:
+        return Camera(self, self._run(self._aio.camera(cam_id)))
+
+    def on_health(self, callback: HealthCallback) -> None:
+        """Call ``callback(camera_id, event, payload)`` on each health signal.
+
+        The callback runs on the client's private thread: keep it short.
+        """
+        self._run(self._aio.on_health(callback))
+
+
+class Camera:
+    """Blocking handle on one camera."""
+
+    def __init__(self, client: Client, cam: AsyncCamera) -> None:
+        self._client = client
+        self._cam = cam
+        self.id = cam.id
+        self.path = cam.path
+
+    def __repr__(self) -> str:
+        return f"<Camera {self.id}>"
+
+    def properties(self) -> dict[str, Any]:
+        return self._client._run(self._cam.properties())
+
+    def health(self) -> dict[str, Any]:
+        return self._client._run(self._cam.health())
+
+    def stats(self) -> dict[str, Any]:
+        return self._client._run(self._cam.stats())
+
+    def capture(self, corrected: bool = True, timeout_ms: int = 3000) -> Frame:
+        return self._client._run(self._cam.capture(corrected, timeout_ms))
+
+    def capture_encoded(self, fmt: str = "png", corrected: bool = True, quality: int = 90,
+                        timeout_ms: int = 3000) -> tuple[bytes, dict[str, Any]]:
+        return self._client._run(self._cam.capture_encoded(fmt, corrected, quality, timeout_ms))

@@ -1,0 +1,3 @@
+from camheald.cli import main
+import sys
+sys.exit(main())

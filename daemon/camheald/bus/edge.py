@@ -1,0 +1,152 @@
+"""The bus edge: caller identity, error translation, variant packing, unexpected-fd hygiene.
+
+Everything D-Bus specific that the interfaces share lives here, so that the service layer
+only ever sees plain Python values and domain exceptions.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from dbus_fast import Message, MessageType, Variant
+from dbus_fast.aio import MessageBus
+from dbus_fast.errors import DBusError
+
+from camheal import constants as C
+from camheald.errors import CamhealError
+
+logger = logging.getLogger(__name__)
+
+#: unique bus name of the caller of the method being served (set by the message handler)
+caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+
+#: members allowed to carry unix fds in their arguments; fds on any other call are closed
+FD_MEMBERS = frozenset({(C.MANAGER_IFACE, "CorrectImage")})
+
+T = TypeVar("T")
+
+
+def translate_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Turn domain exceptions into named D-Bus errors; never leak a traceback to a caller."""
+
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return await fn(*args, **kwargs)
+        except DBusError:
+            raise
+        except CamhealError as exc:
+            raise DBusError(exc.dbus_name, str(exc).splitlines()[0] if str(exc) else
+                            type(exc).__name__) from None
+        except Exception:
+            logger.exception("unexpected error in %s (caller %s)", fn.__name__, caller.get())
+            raise DBusError(C.ERROR_FAILED, "internal error; see the daemon log") from None
+
+    return wrapper
+
+
+def to_variant(value: Any) -> Variant:
+    """Pack a plain Python value (bool, int, float, str, list[str], dict) as a Variant."""
+    if isinstance(value, Variant):
+        return value
+    if isinstance(value, bool):
+        return Variant("b", value)
+    if isinstance(value, int):
+        return Variant("x", value)
+    if isinstance(value, float):
+        return Variant("d", value)
+    if isinstance(value, str):
+        return Variant("s", value)
+    if isinstance(value, (list, tuple)):
+        if all(isinstance(v, str) for v in value):
+            return Variant("as", list(value))
+        return Variant("av", [to_variant(v) for v in value])
+    if isinstance(value, dict):
+        if value and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                         for v in value.values()):
+            return Variant("a{sd}", {str(k): float(v) for k, v in value.items()})
+        return Variant("a{sv}", to_vardict(value))
+    raise TypeError(f"cannot pack {type(value).__name__} into a D-Bus variant")
+
+
+def to_vardict(mapping: dict[str, Any], types: dict[str, str] | None = None
+               ) -> dict[str, Variant]:
+    """Pack a dict as a{sv}; ``types`` pins the D-Bus type of known keys."""
+    types = types or {}
+    out = {}
+    for key, value in mapping.items():
+        sig = types.get(key)
+        if sig is None:
+            out[str(key)] = to_variant(value)
+        else:
+            out[str(key)] = Variant(sig, _coerce(sig, value))
+    return out
+
+
+def _coerce(sig: str, value: Any) -> Any:
+    if sig == "d":
+        return float(value)
+    if sig in ("u", "t", "x", "i"):
+        return int(value)
+    if sig == "a{sd}":
+        return {str(k): float(v) for k, v in value.items()}
+    if sig == "as":
+        return [str(v) for v in value]
+    return value
+
+
+def from_vardict(options: dict[str, Variant]) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, Variant) else v) for k, v in options.items()}
+
+
+class CamhealBus(MessageBus):
+    """A MessageBus that closes fds the daemon hands out once the reply carrying them is sent.
+
+    dbus-fast neither closes the fds of outgoing messages nor those of incoming calls that
+    did not expect any; both leak without this (see issue 7 for the measured leak).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, negotiate_unix_fd=True, **kwargs)
+        self._owned_fds: set[int] = set()
+        self.add_message_handler(self._on_message)
+
+    def hand_out(self, fd: int) -> int:
+        """Mark ``fd`` as owned by the next message that carries it: closed once sent."""
+        self._owned_fds.add(fd)
+        return fd
+
+    def send(self, msg: Message):  # type: ignore[override]
+        future = super().send(msg)
+        owned = [fd for fd in (msg.unix_fds or ()) if fd in self._owned_fds]
+        if owned:
+            self._owned_fds.difference_update(owned)
+
+            def _close(_fut: Any, fds: list[int] = owned) -> None:
+                for fd in fds:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
+            future.add_done_callback(_close)
+        return future
+
+    def _on_message(self, msg: Message) -> Message | None:
+        if msg.message_type != MessageType.METHOD_CALL:
+            return None
+        caller.set(msg.sender or "")
+        if msg.unix_fds and (msg.interface, msg.member) not in FD_MEMBERS:
+            for fd in msg.unix_fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+            return Message.new_error(msg, C.ERROR_INVALID_ARGUMENT,
+                                     f"{msg.member} does not take file descriptors")
+        return None

@@ -1,0 +1,139 @@
+"""D-Bus objects of camheald; the contract is io.camheal.Camheal1.xml beside this file."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from dbus_fast import Variant
+from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, dbus_signal, method
+
+from camheal import constants as C
+from camheald.bus.edge import CamhealBus, from_vardict, to_vardict, translate_errors
+from camheald.errors import InvalidArgument, NotReady
+from camheald.service import frames
+from camheald.service.camera import Camera
+from camheald.service.manager import CameraManager
+
+MAX_OPTIONS = 16
+
+
+def _options(options: dict[str, Variant], known: dict[str, type]) -> dict[str, Any]:
+    """Validate an a{sv} options dict: known keys only, right types."""
+    if len(options) > MAX_OPTIONS:
+        raise InvalidArgument(f"too many options ({len(options)} > {MAX_OPTIONS})")
+    values = from_vardict(options)
+    for key, value in values.items():
+        if key not in known:
+            raise InvalidArgument(f"unknown option {key!r} (known: {', '.join(known)})")
+        expected = known[key]
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise InvalidArgument(f"option {key!r} must be {expected.__name__}")
+    return values
+
+
+class ManagerInterface(ServiceInterface):
+    """io.camheal.Camheal1.Manager at /io/camheal/Camheal1."""
+
+    def __init__(self, manager: CameraManager) -> None:
+        super().__init__(C.MANAGER_IFACE)
+        self._manager = manager
+
+    @method()
+    @translate_errors
+    async def ListCameras(self) -> "ao":  # noqa: F821,N802 - D-Bus names and signatures
+        return [C.camera_path(cid) for cid in self._manager.cameras]
+
+    @method()
+    @translate_errors
+    async def Version(self) -> "s":  # noqa: F821,N802
+        return self._manager.version
+
+
+class CameraInterface(ServiceInterface):
+    """io.camheal.Camheal1.Camera at /io/camheal/Camheal1/cameras/<id>."""
+
+    def __init__(self, camera: Camera, bus: CamhealBus) -> None:
+        super().__init__(C.CAMERA_IFACE)
+        self._camera = camera
+        self._bus = bus
+
+    # -- properties ------------------------------------------------------------------------
+    @dbus_property(access=PropertyAccess.READ)
+    def Id(self) -> "s":  # noqa: F821,N802
+        return self._camera.id
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Source(self) -> "s":  # noqa: F821,N802
+        return self._camera.source.uri
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Width(self) -> "u":  # noqa: F821,N802
+        frame = self._camera.latest(False)
+        return int(frame.image.shape[1]) if frame else int(self._camera.source.size[0])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Height(self) -> "u":  # noqa: F821,N802
+        frame = self._camera.latest(False)
+        return int(frame.image.shape[0]) if frame else int(self._camera.source.size[1])
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Fps(self) -> "d":  # noqa: F821,N802
+        return float(self._camera.stats.fps)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Health(self) -> "a{sv}":  # noqa: F821,N802
+        return to_vardict(self._camera.health_report(), C.HEALTH_TYPES)
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Stats(self) -> "a{sv}":  # noqa: F821,N802
+        return to_vardict(self._camera.stats_report())
+
+    @dbus_property(access=PropertyAccess.READ)
+    def Corrections(self) -> "as":  # noqa: F821,N802
+        return ["global"] if self._camera.correct_enabled else []
+
+    # -- methods ---------------------------------------------------------------------------
+    @method()
+    @translate_errors
+    async def CaptureFrame(self, options: "a{sv}") -> "ha{sv}":  # noqa: F821,N802
+        opts = _options(options, {"corrected": bool, "format": str, "quality": int,
+                                  "timeout_ms": int})
+        fmt = opts.get("format", "rgb")
+        if fmt not in frames.FORMATS:
+            raise InvalidArgument(f"format must be one of {', '.join(frames.FORMATS)}")
+        quality = opts.get("quality", 90)
+        if not 1 <= quality <= 100:
+            raise InvalidArgument("quality must be between 1 and 100")
+        timeout_ms = opts.get("timeout_ms", 3000)
+        if not 0 <= timeout_ms <= 30000:
+            raise InvalidArgument("timeout_ms must be between 0 and 30000")
+        corrected = opts.get("corrected", True)
+        frame = self._camera.latest(corrected)
+        if frame is None and timeout_ms:
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._camera.wait_frame, 0, timeout_ms / 1000)
+            frame = self._camera.latest(corrected)
+        if frame is None:
+            raise NotReady(f"camera {self._camera.id} has no frame yet "
+                           f"(state: {self._camera.health.state})")
+        fd, meta = await asyncio.get_running_loop().run_in_executor(
+            None, frames.package, frame, fmt, quality)
+        return [self._bus.hand_out(fd), to_vardict(meta, C.FRAME_META_TYPES)]
+
+    # -- signals ---------------------------------------------------------------------------
+    @dbus_signal()
+    def HealthChanged(self, health: dict[str, Any]) -> "a{sv}":  # noqa: F821,N802
+        return to_vardict(health, C.HEALTH_TYPES)
+
+    @dbus_signal()
+    def AnomalyDetected(self, name: str, score: float) -> "sd":  # noqa: F821,N802
+        return [name, score]
+
+    @dbus_signal()
+    def AnomalyCleared(self, name: str) -> "s":  # noqa: F821,N802
+        return name
+
+    @dbus_signal()
+    def StateChanged(self, state: str) -> "s":  # noqa: F821,N802
+        return state

@@ -1,0 +1,112 @@
+"""Run the service on a bus: export the objects, own the name, forward health events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+
+from dbus_fast import BusType, RequestNameReply
+from dbus_fast.constants import NameFlag
+
+from camheal import constants as C
+from camheald.bus.edge import CamhealBus
+from camheald.bus.interfaces import CameraInterface, ManagerInterface
+from camheald.errors import CamhealError
+from camheald.service.camera import Camera
+from camheald.service.health import HealthEvent
+from camheald.service.manager import CameraManager
+
+logger = logging.getLogger(__name__)
+
+
+def sd_notify(state: str) -> None:
+    """Tell systemd about our state when started with Type=notify (no-op otherwise)."""
+    path = os.environ.get("NOTIFY_SOCKET")
+    if not path:
+        return
+    if path.startswith("@"):
+        path = "\0" + path[1:]
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.connect(path)
+            sock.sendall(state.encode())
+        except OSError as exc:
+            logger.warning("sd_notify failed: %s", exc)
+
+
+class NameTaken(CamhealError):
+    """Another process already owns the bus name."""
+
+
+class Server:
+    """The daemon process: one bus connection, one manager object, one object per camera."""
+
+    def __init__(self, manager: CameraManager, bus_type: str) -> None:
+        self.manager = manager
+        self.bus_type = bus_type
+        self.bus: CamhealBus | None = None
+        self._camera_ifaces: dict[str, CameraInterface] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopping = asyncio.Event()
+
+    def _on_events(self, camera: Camera, events: list[HealthEvent]) -> None:
+        """Called from capture/analysis threads: re-post to the loop."""
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._publish_events, camera.id, events)
+
+    def _publish_events(self, cam_id: str, events: list[HealthEvent]) -> None:
+        iface = self._camera_ifaces.get(cam_id)
+        if iface is None:
+            return
+        camera = self.manager.cameras[cam_id]
+        for ev in events:
+            logger.info("camera %s: %s %s", cam_id, ev.kind, ev.name)
+            if ev.kind == "detected":
+                iface.AnomalyDetected(ev.name, float(ev.score))
+            elif ev.kind == "cleared":
+                iface.AnomalyCleared(ev.name)
+            else:
+                iface.StateChanged(ev.name)
+        health = camera.health_report()
+        iface.HealthChanged(health)
+        iface.emit_properties_changed({"Health": iface.Health})
+
+    async def run(self) -> int:
+        self._loop = asyncio.get_running_loop()
+        for cam in self.manager.cameras.values():
+            cam.on_events = self._on_events
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._loop.add_signal_handler(sig, self._stopping.set)
+        bus_type = BusType.SYSTEM if self.bus_type == "system" else BusType.SESSION
+        self.bus = await CamhealBus(bus_type=bus_type).connect()
+        self.bus.export(C.MANAGER_PATH, ManagerInterface(self.manager))
+        for cam_id, camera in self.manager.cameras.items():
+            iface = CameraInterface(camera, self.bus)
+            self._camera_ifaces[cam_id] = iface
+            self.bus.export(C.camera_path(cam_id), iface)
+        load = self._loop.run_in_executor(None, self.manager.load_models)
+        reply = await self.bus.request_name(C.BUS_NAME, NameFlag.DO_NOT_QUEUE)
+        if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):
+            self.bus.disconnect()
+            raise NameTaken(f"bus name {C.BUS_NAME} is already owned by another process")
+        await load
+        self.manager.start()
+        print("camheald ready", flush=True)
+        sd_notify("READY=1\nSTATUS=serving")
+        ticker = asyncio.ensure_future(self._tick())
+        await self._stopping.wait()
+        logger.info("stopping")
+        sd_notify("STOPPING=1")
+        ticker.cancel()
+        await self._loop.run_in_executor(None, self.manager.stop)
+        self.bus.disconnect()
+        return 0
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            for camera in self.manager.cameras.values():
+                camera.tick()

@@ -1,0 +1,47 @@
+"""The source interface every camera backend implements."""
+
+from __future__ import annotations
+
+import abc
+
+import numpy as np
+
+
+class SourceClosed(Exception):
+    """The source has no more frames right now (device gone, stream dropped, end of input)."""
+
+
+class Source(abc.ABC):
+    """A camera: yields RGB frames, blocking, from a capture thread (never the event loop).
+
+    Lifecycle: ``open()`` (may raise ``SourceClosed`` when the device is absent), then
+    ``read()`` until it raises ``SourceClosed``, then ``close()``. The pipeline reconnects by
+    calling ``open()`` again after a back-off.
+    """
+
+    #: the URI the user gave, shown in status and on D-Bus
+    uri: str = ""
+
+    @abc.abstractmethod
+    def open(self) -> None:
+        """Acquire the device; raise SourceClosed when it is not there."""
+
+    @abc.abstractmethod
+    def read(self) -> np.ndarray:
+        """Return the next frame, HxWx3 uint8 RGB, owned by the caller (never reused).
+
+        Paces itself to the source rate (a live camera blocks until the next frame).
+        """
+
+    def close(self) -> None:
+        """Release the device; safe to call twice."""
+
+    @property
+    @abc.abstractmethod
+    def size(self) -> tuple[int, int]:
+        """(width, height) of the frames; best known value before the first frame."""
+
+    @property
+    @abc.abstractmethod
+    def fps(self) -> float:
+        """Nominal frame rate (frames per second)."""

@@ -1,0 +1,158 @@
+"""Sources read through OpenCV's VideoCapture: files, image folders, V4L2 devices, network streams.
+
+Verified on this machine: video files, image files and folders (tests make them), RTSP/HTTP
+only through FFmpeg as built into opencv-python. V4L2 devices and GStreamer pipelines are
+thin calls into OpenCV and were not exercised on real hardware here.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from camheald.capture.base import Source, SourceClosed
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _to_rgb(bgr: np.ndarray) -> np.ndarray:
+    if bgr.ndim == 2:
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB)
+    if bgr.shape[2] == 4:
+        return cv2.cvtColor(bgr, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class _Pacer:
+    """Sleeps so that frames come out at ``fps`` (for files, which decode faster than real time)."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps if fps > 0 else 0.0
+        self.next = time.monotonic()
+
+    def wait(self) -> None:
+        if not self.period:
+            return
+        now = time.monotonic()
+        if self.next > now:
+            time.sleep(self.next - now)
+        self.next = max(self.next + self.period, time.monotonic() - self.period)
+
+
+class ImageFolderSource(Source):
+    """A still image or a folder of images, looped, paced at ``fps``."""
+
+    def __init__(self, uri: str, path: Path, fps: float = 10.0, loop: bool = True) -> None:
+        self.uri = uri
+        self._path = path
+        self._fps = fps
+        self._loop = loop
+        self._files: list[Path] = []
+        self._i = 0
+        self._size = (0, 0)
+        self._pacer = _Pacer(fps)
+
+    def open(self) -> None:
+        if self._path.is_dir():
+            files = sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        else:
+            files = [self._path]
+        if not files:
+            raise SourceClosed(f"{self._path}: no images")
+        self._files = files
+        self._i = 0
+        self._pacer = _Pacer(self._fps)
+        first = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
+        if first is None:
+            raise SourceClosed(f"{files[0]}: not a readable image")
+        self._size = (first.shape[1], first.shape[0])
+
+    def read(self) -> np.ndarray:
+        if self._i >= len(self._files):
+            if not self._loop:
+                raise SourceClosed("end of images")
+            self._i = 0
+        path = self._files[self._i]
+        self._i += 1
+        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise SourceClosed(f"{path}: not a readable image")
+        self._pacer.wait()
+        return _to_rgb(bgr)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def fps(self) -> float:
+        return self._fps
+
+
+class VideoCaptureSource(Source):
+    """Anything cv2.VideoCapture opens: a video file (looped), /dev/videoN, rtsp://, http://."""
+
+    def __init__(self, uri: str, target: str | int, api: int = cv2.CAP_ANY, fps: float = 0.0,
+                 loop: bool = False, pace: bool = False,
+                 props: dict[int, float] | None = None) -> None:
+        self.uri = uri
+        self._target = target
+        self._api = api
+        self._fps = fps
+        self._loop = loop
+        self._pace = pace
+        self._props = props or {}
+        self._cap: cv2.VideoCapture | None = None
+        self._size = (0, 0)
+        self._pacer = _Pacer(0)
+
+    def open(self) -> None:
+        self.close()
+        if isinstance(self._target, str) and self._target.startswith("/dev/") \
+                and not os.path.exists(self._target):
+            raise SourceClosed(f"{self._target}: no such device")
+        cap = cv2.VideoCapture(self._target, self._api)
+        for prop, value in self._props.items():
+            cap.set(prop, value)
+        if not cap.isOpened():
+            cap.release()
+            raise SourceClosed(f"{self._target}: cannot open")
+        self._cap = cap
+        native = cap.get(cv2.CAP_PROP_FPS)
+        if not self._fps and native and 0 < native < 1000:
+            self._fps = float(native)
+        self._size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                      int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        self._pacer = _Pacer(self._fps if self._pace else 0)
+
+    def read(self) -> np.ndarray:
+        if self._cap is None:
+            raise SourceClosed("not open")
+        ok, bgr = self._cap.read()
+        if not ok and self._loop:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            raise SourceClosed(f"{self._target}: no frame")
+        self._pacer.wait()
+        return _to_rgb(bgr)
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self._size
+
+    @property
+    def fps(self) -> float:
+        return self._fps or 30.0

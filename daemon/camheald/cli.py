@@ -1,0 +1,82 @@
+"""`camheald`: the service's command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from dbus_fast.errors import AuthError, DBusError, InvalidAddressError
+
+from camheal.constants import VERSION
+from camheald import config as cfg
+from camheald.errors import CamhealError
+
+logger = logging.getLogger("camheald")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="camheald", description="camheal camera-pipeline daemon (D-Bus service)")
+    p.add_argument("--bus", choices=("session", "system"), help="bus to serve on "
+                   "(default: from the config, else system)")
+    p.add_argument("--source", action="append", default=[], metavar="URI",
+                   help="camera source URI (repeatable); overrides the config's cameras")
+    p.add_argument("--demo", action="store_true", help="add the procedural demo camera")
+    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    p.add_argument("--log-level", choices=cfg.LOG_LEVELS, help="logging verbosity")
+    p.add_argument("--check-config", action="store_true",
+                   help="validate the configuration and sources, then exit")
+    p.add_argument("--version", action="version", version=f"camheald {VERSION}")
+    return p
+
+
+def resolve(args: argparse.Namespace) -> cfg.Config:
+    """The effective configuration: file, then flags on top."""
+    config = cfg.load(args.config)
+    if args.bus:
+        config.daemon.bus = args.bus
+    if args.log_level:
+        config.daemon.log_level = args.log_level
+    if args.source:
+        config.camera = [cfg.CameraConfig(id=f"cam{i}", source=uri)
+                         for i, uri in enumerate(args.source)]
+    if args.demo:
+        taken = {c.id for c in config.camera}
+        cam_id = "demo" if "demo" not in taken else f"demo{len(taken)}"
+        config.camera.append(cfg.CameraConfig(id=cam_id, source="demo"))
+    return cfg.validate(config)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = resolve(args)
+        logging.basicConfig(
+            level=config.daemon.log_level.upper(), stream=sys.stderr,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        from camheald.bus.server import Server
+        from camheald.service.manager import CameraManager
+
+        manager = CameraManager(config)  # parses every source URI: bad ones fail here
+        if not manager.cameras:
+            logger.warning("no camera configured: use --source URI, --demo or [[camera]]")
+        if args.check_config:
+            print(f"camheald: configuration OK ({len(manager.cameras)} camera(s))")
+            return 0
+        return asyncio.run(Server(manager, config.daemon.bus).run())
+    except CamhealError as exc:
+        print(f"camheald: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+    except (OSError, DBusError, InvalidAddressError, AuthError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        print(f"camheald: error: cannot use the D-Bus {args.bus or 'configured'} bus: {detail}",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,139 @@
+"""Typed daemon configuration: a TOML file plus command-line overrides; unknown keys rejected."""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from camheald.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+_CAMERA_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+
+
+@dataclass
+class CameraConfig:
+    """One camera: ``id`` becomes its object path, ``source`` a URI (see capture.uri)."""
+
+    id: str
+    source: str
+    correct: bool = True
+    analyze_fps: float | None = None
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""  # empty: the shipped detector
+    threads: int = 1
+
+
+@dataclass
+class DaemonConfig:
+    bus: str = "system"
+    log_level: str = "info"
+    analyze_fps: float = 5.0
+    max_clients_per_camera: int = 32
+
+
+@dataclass
+class Config:
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    camera: list[CameraConfig] = field(default_factory=list)
+
+
+def _check_type(where: str, value: Any, annotation: str) -> Any:
+    kinds = {"str": str, "bool": bool, "int": int, "float": (int, float),
+             "float | None": (int, float)}
+    expected = kinds[annotation]
+    if isinstance(value, bool) and annotation != "bool":
+        raise ConfigError(f"{where}: expected {annotation}, got a boolean")
+    if not isinstance(value, expected):
+        raise ConfigError(f"{where}: expected {annotation}, got {type(value).__name__}")
+    return float(value) if annotation.startswith("float") else value
+
+
+def _build(cls: type, data: Any, where: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a table")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} "
+                          f"(known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _check_type(f"{where}.{name}", value, str(fields[name].type))
+    missing = [n for n, f in fields.items() if n not in data
+               and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        raise ConfigError(f"{where}: missing key {missing[0]!r}")
+    return cls(**kwargs)
+
+
+def validate(config: Config) -> Config:
+    d = config.daemon
+    if d.bus not in ("session", "system"):
+        raise ConfigError(f"daemon.bus: must be 'session' or 'system', got {d.bus!r}")
+    if d.log_level not in LOG_LEVELS:
+        raise ConfigError(f"daemon.log_level: must be one of {', '.join(LOG_LEVELS)}")
+    if not 0.1 <= d.analyze_fps <= 120:
+        raise ConfigError("daemon.analyze_fps: must be between 0.1 and 120")
+    if not 1 <= d.max_clients_per_camera <= 1024:
+        raise ConfigError("daemon.max_clients_per_camera: must be between 1 and 1024")
+    if not 1 <= config.model.threads <= 64:
+        raise ConfigError("model.threads: must be between 1 and 64")
+    seen: set[str] = set()
+    for i, cam in enumerate(config.camera):
+        if not _CAMERA_ID.match(cam.id):
+            raise ConfigError(f"camera[{i}].id: {cam.id!r} must be 1-32 of [A-Za-z0-9_]")
+        if cam.id in seen:
+            raise ConfigError(f"camera[{i}].id: duplicate id {cam.id!r}")
+        seen.add(cam.id)
+        if cam.analyze_fps is not None and not 0.1 <= cam.analyze_fps <= 120:
+            raise ConfigError(f"camera[{i}].analyze_fps: must be between 0.1 and 120")
+    return config
+
+
+def load(path: str | Path | None) -> Config:
+    """Read and validate a TOML config file; None gives the defaults."""
+    if path is None:
+        return validate(Config())
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config {p}: no such file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config {p}: is a directory") from None
+    except PermissionError:
+        raise ConfigError(f"config {p}: permission denied") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"config {p}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config {p}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config {p}: cannot read: {exc.strerror}") from None
+    unknown = sorted(set(data) - {"daemon", "model", "camera"})
+    if unknown:
+        raise ConfigError(f"config {p}: unknown section {unknown[0]!r} "
+                          "(known: daemon, model, camera)")
+    cameras = data.get("camera", [])
+    if not isinstance(cameras, list):
+        raise ConfigError(f"config {p}: [[camera]] must be an array of tables")
+    config = Config(
+        daemon=_build(DaemonConfig, data.get("daemon", {}), "daemon"),
+        model=_build(ModelConfig, data.get("model", {}), "model"),
+        camera=[_build(CameraConfig, c, f"camera[{i}]") for i, c in enumerate(cameras)],
+    )
+    return validate(config)

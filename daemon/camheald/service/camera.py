@@ -1,0 +1,264 @@
+"""One camera's capture path: source thread -> (decoupled) analysis -> correction -> publish."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from camheald.capture.base import Source, SourceClosed
+from camheald.service.health import HealthEvent, HealthTracker
+from camheald.service.vision import VisionEngine
+from camheald.vision.types import Analysis
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PublishedFrame:
+    """A frame as handed to clients: never modified after publication."""
+
+    image: np.ndarray  # HxWx3 uint8 RGB
+    seq: int
+    timestamp_ns: int  # CLOCK_MONOTONIC capture time
+    corrected: bool
+    scores: dict[str, float] = field(default_factory=dict)
+    actions: tuple[str, ...] = ()
+
+
+FrameSink = Callable[[PublishedFrame, PublishedFrame], None]
+EventSink = Callable[["Camera", list[HealthEvent]], None]
+
+
+@dataclass
+class CameraStats:
+    frames: int = 0
+    fps: float = 0.0
+    analyses: int = 0
+    analyze_ms: float = 0.0
+    correct_ms: float = 0.0
+    reconnects: int = 0
+    source_errors: int = 0
+    last_error: str = ""
+
+
+class Camera:
+    """Owns a Source and runs its capture path on two threads (capture, analysis).
+
+    Nothing here touches the event loop: health events go to ``on_events`` (the owner
+    re-posts them to its loop) and frames to the registered sinks.
+    """
+
+    def __init__(self, cam_id: str, source: Source, vision: VisionEngine,
+                 analyze_fps: float = 5.0, correct: bool = True,
+                 on_events: EventSink | None = None) -> None:
+        self.id = cam_id
+        self.source = source
+        self.vision = vision
+        self.analyze_period = 1.0 / analyze_fps if analyze_fps > 0 else 0.0
+        self.correct_enabled = correct
+        self.on_events = on_events
+        self.stats = CameraStats()
+        self.health = HealthTracker(model=vision.name or vision.error)
+        self._lock = threading.Lock()
+        self._sinks: list[FrameSink] = []
+        self._raw: PublishedFrame | None = None
+        self._corrected: PublishedFrame | None = None
+        self._analysis: Analysis | None = None
+        self._pending: np.ndarray | None = None
+        self._want_frame = False
+        self._pending_ready = threading.Condition(threading.Lock())
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._new_frame = threading.Condition(self._lock)
+        self._fps_window = (time.monotonic(), 0)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        for name, target in (("capture", self._capture_loop), ("analyze", self._analyze_loop)):
+            t = threading.Thread(target=target, name=f"{name}-{self.id}", daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        self._stop.set()
+        with self._pending_ready:
+            self._pending_ready.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+        self.source.close()
+
+    # -- consumers ---------------------------------------------------------------------------
+    def add_sink(self, sink: FrameSink) -> None:
+        with self._lock:
+            self._sinks = [*self._sinks, sink]
+
+    def remove_sink(self, sink: FrameSink) -> None:
+        with self._lock:
+            self._sinks = [s for s in self._sinks if s is not sink]
+
+    def latest(self, corrected: bool = True) -> PublishedFrame | None:
+        with self._lock:
+            return self._corrected if corrected else self._raw
+
+    def wait_frame(self, after_seq: int, timeout: float) -> PublishedFrame | None:
+        """Block (in a worker thread) until a frame newer than ``after_seq`` exists."""
+        with self._new_frame:
+            self._new_frame.wait_for(
+                lambda: self._raw is not None and self._raw.seq > after_seq, timeout)
+            return self._corrected
+
+    def health_report(self) -> dict[str, object]:
+        with self._lock:
+            report = self.health.snapshot()
+        if self.vision.error:
+            report["model_error"] = self.vision.error
+        return report
+
+    def stats_report(self) -> dict[str, object]:
+        s = self.stats
+        return {
+            "frames": s.frames, "fps": round(s.fps, 2), "analyses": s.analyses,
+            "analyze_ms": round(s.analyze_ms, 2), "correct_ms": round(s.correct_ms, 2),
+            "reconnects": s.reconnects, "source_errors": s.source_errors,
+            "last_error": s.last_error, "model": self.vision.name or "none",
+        }
+
+    def tick(self) -> None:
+        """Called about once a second from the owner: notices a source gone silent."""
+        with self._lock:
+            events = self.health.observe_tick(time.monotonic())
+        self._emit(events)
+
+    # -- threads -----------------------------------------------------------------------------
+    def _emit(self, events: list[HealthEvent]) -> None:
+        if events and self.on_events is not None:
+            self.on_events(self, events)
+
+    def _capture_loop(self) -> None:
+        backoff = 0.25
+        while not self._stop.is_set():
+            try:
+                self.source.open()
+            except SourceClosed as exc:
+                self._source_failed(str(exc))
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            except Exception as exc:  # noqa: BLE001 - a backend bug must not kill the thread
+                logger.exception("camera %s: opening source failed", self.id)
+                self._source_failed(f"open failed: {exc}")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
+                continue
+            backoff = 0.25
+            while not self._stop.is_set():
+                try:
+                    image = self.source.read()
+                except SourceClosed as exc:
+                    self._source_failed(str(exc))
+                    break
+                except Exception as exc:  # noqa: BLE001
+                    logger.exception("camera %s: reading source failed", self.id)
+                    self._source_failed(f"read failed: {exc}")
+                    break
+                self._process(image)
+            self.source.close()
+            if not self._stop.is_set():
+                self.stats.reconnects += 1
+
+    def _source_failed(self, why: str) -> None:
+        self.stats.source_errors += 1
+        self.stats.last_error = why
+        logger.warning("camera %s: %s", self.id, why)
+        with self._lock:
+            events = self.health.source_lost()
+        self._emit(events)
+
+    def _process(self, image: np.ndarray) -> None:
+        ts = time.monotonic_ns()
+        self.stats.frames += 1
+        seq = self.stats.frames
+        self._update_fps(ts)
+        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 24),
+                           interpolation=cv2.INTER_AREA)
+        self._maybe_submit(image)
+        analysis = self._analysis
+        scores = dict(analysis.scores) if analysis else {}
+        corrected_img, actions = image, ()
+        if self.correct_enabled:
+            t0 = time.perf_counter()
+            corrected_img, actions = self.vision.correct(image, analysis)
+            self.stats.correct_ms = 0.9 * self.stats.correct_ms + \
+                100.0 * (time.perf_counter() - t0)
+        raw = PublishedFrame(image, seq, ts, False, scores, ())
+        corrected = PublishedFrame(corrected_img, seq, ts, True, scores, tuple(actions))
+        with self._lock:
+            self._raw, self._corrected = raw, corrected
+            events = self.health.observe_frame(thumb, ts / 1e9)
+            sinks = self._sinks
+            self._new_frame.notify_all()
+        self._emit(events)
+        for sink in sinks:
+            try:
+                sink(raw, corrected)
+            except Exception:  # noqa: BLE001 - one bad consumer must not stop capture
+                logger.exception("camera %s: frame sink failed", self.id)
+
+    def _update_fps(self, ts: int) -> None:
+        start, count = self._fps_window
+        now = ts / 1e9
+        count += 1
+        if now - start >= 1.0:
+            self.stats.fps = count / (now - start)
+            start, count = now, 0
+        self._fps_window = (start, count)
+
+    def _maybe_submit(self, image: np.ndarray) -> None:
+        if not self._want_frame:
+            return
+        with self._pending_ready:
+            self._want_frame = False
+            self._pending = image
+            self._pending_ready.notify()
+
+    def _analyze_loop(self) -> None:
+        """Analyse the newest frame at most every ``analyze_period`` seconds.
+
+        Correction parameters change slowly, so analysis runs decoupled from the frame rate:
+        the capture thread hands over a frame only when this thread asks for one.
+        """
+        if not self.vision.ready:
+            return
+        while not self._stop.is_set():
+            started = time.monotonic()
+            with self._pending_ready:
+                self._pending = None
+                self._want_frame = True
+                self._pending_ready.wait_for(
+                    lambda: self._pending is not None or self._stop.is_set())
+                image, self._pending = self._pending, None
+            if image is None:
+                continue
+            t0 = time.perf_counter()
+            try:
+                analysis = self.vision.analyze(image)
+            except Exception as exc:  # noqa: BLE001
+                logger.exception("camera %s: analysis failed", self.id)
+                self.stats.last_error = f"analysis failed: {exc}"
+                analysis = None
+            self.stats.analyze_ms = (time.perf_counter() - t0) * 1e3
+            if analysis is not None:
+                self.stats.analyses += 1
+                with self._lock:
+                    self._analysis = analysis
+                    events = self.health.observe_analysis(analysis.scores)
+                self._emit(events)
+            rest = started + self.analyze_period - time.monotonic()
+            if rest > 0:
+                self._stop.wait(rest)

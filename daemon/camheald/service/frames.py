@@ -1,0 +1,67 @@
+"""Frames handed to one caller: a sealed, read-only memfd plus plain metadata."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+import cv2
+import numpy as np
+
+from camheald.errors import InvalidArgument
+from camheald.service.camera import PublishedFrame
+
+F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
+F_SEAL_SEAL = getattr(fcntl, "F_SEAL_SEAL", 0x1)
+F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x2)
+F_SEAL_GROW = getattr(fcntl, "F_SEAL_GROW", 0x4)
+F_SEAL_WRITE = getattr(fcntl, "F_SEAL_WRITE", 0x8)
+
+FORMATS = ("rgb", "png", "jpeg")
+
+
+def sealed_memfd(data: memoryview | bytes, name: str = "camheal-frame") -> int:
+    """A memfd holding ``data``, sealed so nobody (us included) can change or resize it.
+
+    Returns a read-only fd (the writable one is closed), ready to pass to a client.
+    """
+    fd = os.memfd_create(name, os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    try:
+        view = memoryview(data).cast("B")
+        written = 0
+        while written < len(view):
+            written += os.write(fd, view[written:])
+        fcntl.fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_WRITE | F_SEAL_SEAL)
+        ro = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+    finally:
+        os.close(fd)
+    return ro
+
+
+def encode(image: np.ndarray, fmt: str, quality: int = 90) -> tuple[bytes | memoryview, dict]:
+    """Encode an HxWx3 uint8 RGB image as raw RGB24, PNG or JPEG; returns (bytes, layout)."""
+    h, w = image.shape[:2]
+    layout = {"width": w, "height": h, "format": fmt}
+    if fmt == "rgb":
+        contiguous = np.ascontiguousarray(image)
+        layout.update(stride=w * 3, pixel_format="RGB24")
+        return memoryview(contiguous).cast("B"), layout
+    if fmt not in FORMATS:
+        raise InvalidArgument(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    ext = ".png" if fmt == "png" else ".jpg"
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fmt == "jpeg" else []
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise InvalidArgument(f"could not encode the frame as {fmt}")
+    return buf.tobytes(), layout
+
+
+def package(frame: PublishedFrame, fmt: str = "rgb", quality: int = 90) -> tuple[int, dict]:
+    """Put one published frame into a sealed memfd; returns (fd, metadata)."""
+    data, layout = encode(frame.image, fmt, quality)
+    fd = sealed_memfd(data)
+    meta = dict(layout)
+    meta.update(size=len(data), seq=frame.seq, timestamp_ns=frame.timestamp_ns,
+                corrected=frame.corrected, scores=dict(frame.scores),
+                actions=list(frame.actions))
+    return fd, meta

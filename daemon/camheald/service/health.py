@@ -1,0 +1,112 @@
+"""Per-camera health: smoothed anomaly scores with hysteresis, source states, change events."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from camheal.constants import ANOMALIES
+
+
+@dataclass(frozen=True)
+class HealthEvent:
+    """One change of camera health: ``kind`` is 'detected' or 'cleared' (anomalies) or 'state'."""
+
+    kind: str
+    name: str
+    wall_time: float
+    score: float = 0.0
+
+
+@dataclass
+class HealthConfig:
+    """Smoothing and hysteresis; thresholds apply to the smoothed score."""
+
+    alpha: float = 0.35  # EMA weight of the newest analysis
+    on: float = 0.6
+    off: float = 0.35
+    confirm: int = 2  # analyses in a row past `on` before reporting
+    no_signal_s: float = 3.0
+    frozen_s: float = 4.0
+
+
+@dataclass
+class HealthTracker:
+    """Aggregates per-frame analyses into the camera's health; not thread-safe (one owner)."""
+
+    config: HealthConfig = field(default_factory=HealthConfig)
+    state: str = "starting"
+    model: str = ""
+    scores: dict[str, float] = field(default_factory=lambda: {a: 0.0 for a in ANOMALIES})
+    detected: dict[str, float] = field(default_factory=dict)  # name -> wall time since
+    state_since: float = field(default_factory=time.time)
+    _streak: dict[str, int] = field(default_factory=dict)
+    _last_frame: float = 0.0
+    _last_digest: bytes = b""
+    _same_since: float = 0.0
+
+    def observe_analysis(self, scores: dict[str, float], now: float | None = None
+                         ) -> list[HealthEvent]:
+        """Fold in one analysis (anomaly -> probability); return the events it caused."""
+        now = time.time() if now is None else now
+        cfg = self.config
+        events: list[HealthEvent] = []
+        for name in ANOMALIES:
+            p = float(scores.get(name, 0.0))
+            s = (1 - cfg.alpha) * self.scores[name] + cfg.alpha * p
+            self.scores[name] = s
+            if name in self.detected:
+                if s < cfg.off:
+                    del self.detected[name]
+                    self._streak[name] = 0
+                    events.append(HealthEvent("cleared", name, now, s))
+            elif s >= cfg.on:
+                self._streak[name] = self._streak.get(name, 0) + 1
+                if self._streak[name] >= cfg.confirm:
+                    self.detected[name] = now
+                    events.append(HealthEvent("detected", name, now, s))
+            else:
+                self._streak[name] = 0
+        return events
+
+    def observe_frame(self, thumb: np.ndarray | None, now_mono: float,
+                      now: float | None = None) -> list[HealthEvent]:
+        """Note that a frame arrived (``thumb``: small grey view of it, for freeze detection)."""
+        self._last_frame = now_mono
+        if thumb is not None:
+            digest = thumb.tobytes()
+            if digest != self._last_digest:
+                self._last_digest = digest
+                self._same_since = now_mono
+        frozen = self._same_since and now_mono - self._same_since >= self.config.frozen_s
+        return self._set_state("frozen" if frozen else "ok", now)
+
+    def observe_tick(self, now_mono: float, now: float | None = None) -> list[HealthEvent]:
+        """Periodic check: no frame for a while means no signal."""
+        if self.state in ("ok", "frozen", "starting") and self._last_frame \
+                and now_mono - self._last_frame > self.config.no_signal_s:
+            return self._set_state("no_signal", now)
+        return []
+
+    def source_lost(self, now: float | None = None) -> list[HealthEvent]:
+        return self._set_state("no_signal", now)
+
+    def _set_state(self, state: str, now: float | None) -> list[HealthEvent]:
+        if state == self.state:
+            return []
+        self.state = state
+        self.state_since = time.time() if now is None else now
+        return [HealthEvent("state", state, self.state_since)]
+
+    def snapshot(self) -> dict[str, object]:
+        """The report served on D-Bus and by the CLI (plain Python types only)."""
+        return {
+            "state": self.state,
+            "state_since": self.state_since,
+            "detected": [n for n in ANOMALIES if n in self.detected],
+            "since": dict(self.detected),
+            "scores": {n: round(v, 4) for n, v in self.scores.items()},
+            "model": self.model,
+        }

@@ -1,0 +1,66 @@
+"""The service's view of the models: load the detector if it can, otherwise pass frames through."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+
+from camheald.vision.types import Analysis
+
+logger = logging.getLogger(__name__)
+
+
+class VisionEngine:
+    """Detector + global corrector behind one small interface, safe when the model is missing.
+
+    When the model cannot be loaded (file missing, corrupt, runtime absent), ``error`` says
+    why, ``analyze`` returns None and frames pass through uncorrected: the camera keeps
+    working and its health reports the problem.
+    """
+
+    def __init__(self, model_path: str | None = None, threads: int = 1) -> None:
+        self.model_path = model_path
+        self.threads = threads
+        self.detector = None
+        self.error = ""
+        self.name = ""
+        self._apply = None
+
+    def load(self) -> None:
+        """Load and warm up the model (slow: call off the event loop)."""
+        t0 = time.monotonic()
+        try:
+            from camheald.vision.correct import apply_global
+            from camheald.vision.detector import Detector
+
+            self.detector = Detector.load(self.model_path, threads=self.threads)
+            self._apply = apply_global
+        except Exception as exc:  # noqa: BLE001 - any failure means "run without the model"
+            self.detector = None
+            self.error = f"model unavailable: {exc}".splitlines()[0]
+            logger.warning("%s; frames pass through uncorrected", self.error)
+            return
+        self.name = getattr(self.detector, "name", "detector")
+        logger.info("model %s loaded in %.0f ms", self.name, (time.monotonic() - t0) * 1e3)
+
+    @property
+    def ready(self) -> bool:
+        return self.detector is not None
+
+    def analyze(self, rgb: np.ndarray) -> Analysis | None:
+        """Run the detector on one frame (HxWx3 uint8 RGB); None without a model."""
+        if self.detector is None:
+            return None
+        return self.detector.analyze(rgb)
+
+    def correct(self, rgb: np.ndarray, analysis: Analysis | None,
+                out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[str, ...]]:
+        """Apply the analysis' global correction; returns (image, actions applied).
+
+        Returns ``rgb`` itself (no copy) when there is nothing to apply.
+        """
+        if analysis is None or analysis.correction is None or self._apply is None:
+            return rgb, ()
+        return self._apply(rgb, analysis.correction, out), analysis.actions

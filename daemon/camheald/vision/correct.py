@@ -1,0 +1,115 @@
+"""Global tone/colour correction at full resolution: per-channel LUTs then a 3x3 colour matrix.
+
+The maths (also implemented differentiably in ``camheal_train.apply``; a test keeps the two
+within 1/255):
+    1. lut[v, c] = round(255 * clip(interp(v / 255, CURVE_X, curves[c]), 0, 1)), v = 0..255
+    2. t = lut[rgb[..., c], c]                      (uint8, per channel)
+    3. out = saturate(round(matrix @ t))            (uint8, per pixel)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import cached_property
+
+import cv2
+import numpy as np
+
+from camheald.vision import spec
+
+logger = logging.getLogger(__name__)
+
+_IDENTITY_LUT = np.arange(256, dtype=np.uint8)
+_MATRIX_EPS = 1e-4
+
+
+@dataclass(frozen=True, eq=False)
+class Correction:
+    """Parameters of one global correction.
+
+    Attributes:
+        curves: 3 x spec.N_KNOTS float32, tone-curve values (R, G, B) at spec.CURVE_X.
+        matrix: 3 x 3 float32 colour matrix applied to the curve output (rows = output channel).
+    """
+
+    curves: np.ndarray
+    matrix: np.ndarray
+
+    def __post_init__(self) -> None:
+        curves = np.asarray(self.curves, np.float32).reshape(3, spec.N_KNOTS)
+        matrix = np.asarray(self.matrix, np.float32).reshape(3, 3)
+        if not (np.isfinite(curves).all() and np.isfinite(matrix).all()):
+            raise ValueError("correction parameters must be finite")
+        object.__setattr__(self, "curves", curves)
+        object.__setattr__(self, "matrix", matrix)
+
+    @classmethod
+    def identity(cls) -> Correction:
+        """The correction that leaves every image unchanged."""
+        return cls(np.tile(spec.CURVE_X, (3, 1)), np.eye(3, dtype=np.float32))
+
+    @cached_property
+    def lut(self) -> np.ndarray:
+        """256 x 3 uint8 per-channel lookup table (cached per object)."""
+        v = np.arange(256, dtype=np.float32) / np.float32(255.0)
+        out = np.empty((256, 3), np.uint8)
+        for c in range(3):
+            y = np.interp(v, spec.CURVE_X, self.curves[c]).astype(np.float32)
+            out[:, c] = np.rint(np.clip(y, 0.0, 1.0) * np.float32(255.0)).astype(np.uint8)
+        return out
+
+    @cached_property
+    def _cv_lut(self) -> np.ndarray | None:
+        """LUT in OpenCV's (1, 256, 3) layout, or None when it is the identity."""
+        lut = self.lut
+        if all(np.array_equal(lut[:, c], _IDENTITY_LUT) for c in range(3)):
+            return None
+        return np.ascontiguousarray(lut.reshape(1, 256, 3))
+
+    @cached_property
+    def _cv_matrix(self) -> np.ndarray | None:
+        """Matrix for cv2.transform, or None when it is (numerically) the identity."""
+        if np.abs(self.matrix - np.eye(3, dtype=np.float32)).max() < _MATRIX_EPS:
+            return None
+        return self.matrix.astype(np.float32)
+
+    @property
+    def is_identity(self) -> bool:
+        """True when applying this correction changes nothing."""
+        return self._cv_lut is None and self._cv_matrix is None
+
+
+def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray | None = None
+                 ) -> np.ndarray:
+    """Apply a global correction to a full-resolution frame.
+
+    Args:
+        rgb: HxWx3 uint8 RGB frame.
+        correction: parameters from the detector; None means "leave unchanged".
+        out: optional HxWx3 uint8 C-contiguous destination (may be ``rgb`` itself); when given
+            nothing is allocated per call.
+
+    Returns:
+        HxWx3 uint8 corrected frame (``out`` when given).
+    """
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected HxWx3 uint8, got {rgb.dtype} {rgb.shape}")
+    if out is None:
+        out = np.empty(rgb.shape, np.uint8)
+    elif out.shape != rgb.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+        raise ValueError("out must be a C-contiguous uint8 array of the input's shape")
+    if not rgb.flags.c_contiguous:
+        rgb = np.ascontiguousarray(rgb)
+    lut = None if correction is None else correction._cv_lut
+    mat = None if correction is None else correction._cv_matrix
+    src = rgb
+    if lut is not None:
+        cv2.LUT(src, lut, dst=out)
+        src = out
+    if mat is not None:
+        cv2.transform(src, mat, dst=out)
+        src = out
+    if src is not out:
+        np.copyto(out, src)
+    return out
