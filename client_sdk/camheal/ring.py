@@ -324,6 +324,8 @@ class RingReader:
             meta = self._mm[slot.meta_offset:end]
             fence()
             if int(slot.u64[0]) == lock:
+                if write_no == 0:  # a write that was abandoned half-way
+                    return None
                 return RingFrame(slot.image, seq, ts, meta, write_no, stride, fmt, slot.u64, lock)
             self.stats.torn += 1
         return None

@@ -409,3 +409,22 @@ def test_concurrent_reader_never_accepts_a_mixed_frame():
     result = json.loads(out)
     assert result["bad"] == 0, result
     assert result["ok"] >= 1, result
+
+
+def test_writing_in_place_and_abandoned_write(ring, reader):
+    with ring.writing(1, 11) as slot:
+        assert slot.image.flags.writeable and slot.image.shape == (H, W, 3)
+        slot.image[:] = 7
+        slot.set_meta(b'{"k": 1}')
+        assert reader.latest() is None  # not published before the block ends
+    frame = reader.latest()
+    assert frame.seq == 1 and frame.meta_json() == {"k": 1} and (frame.image == 7).all()
+    with pytest.raises(RuntimeError), ring.writing(2, 12) as slot:
+        slot.image[:] = 9
+        raise RuntimeError("pipeline failed mid-frame")
+    assert reader.latest().seq == 1 and ring.writes == 1
+    assert reader.read(after_seq=-1).seq == 1
+    with pytest.raises(ValueError, match="at most"), ring.writing(3, 13) as slot:
+        slot.set_meta(b"x" * 1000)
+    ring.write(frame_for(4), 4, 14)
+    assert [reader.next_frame(newest=False).seq for _ in range(2)] == [1, 4]

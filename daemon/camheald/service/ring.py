@@ -13,6 +13,8 @@ import fcntl
 import logging
 import mmap
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,6 +39,28 @@ logger = logging.getLogger(__name__)
 
 _MFD_FLAGS = os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING
 _EVENTFD_FLAGS = os.EFD_NONBLOCK | os.EFD_CLOEXEC
+
+
+class SlotWriter:
+    """The slot being filled inside :meth:`FrameRing.writing`."""
+
+    def __init__(self, view: SlotView, mm: mmap.mmap, capacity: int, write_no: int) -> None:
+        self.image = view.image  # HxWx3 uint8 RGB, writable, in shared memory
+        self.write_no = write_no
+        self._view, self._mm, self._capacity = view, mm, capacity
+
+    def set_meta(self, meta: bytes) -> None:
+        """Store the metadata blob (e.g. UTF-8 JSON).
+
+        Raises:
+            ValueError: ``meta`` is longer than the ring's ``meta_bytes``.
+        """
+        if len(meta) > self._capacity:
+            raise ValueError(f"frame metadata is {len(meta)} bytes, the ring holds at most "
+                             f"{self._capacity}")
+        if meta:
+            self._mm[self._view.meta_offset:self._view.meta_offset + len(meta)] = meta
+        self._view.u32[4] = len(meta)
 
 
 @dataclass(eq=False)
@@ -100,6 +124,8 @@ class FrameRing:
         self._write_count = np.frombuffer(self._mm, np.uint64, 1, WRITE_COUNT_OFFSET)
         self._slots = [SlotView(self._mm, self.layout, i) for i in range(slots)]
         self._shape = (height, width, CHANNELS)
+        self._slot_u32 = np.array([width, height, self.layout.stride, self.layout.pixel_format,
+                                   0, 0], np.uint32)
         self._writes = 0
         self._last_seq = -1
         self._waiters: list[Waiter] = []
@@ -171,37 +197,53 @@ class FrameRing:
         Raises:
             ValueError: wrong image shape/dtype, metadata too long, or ``seq`` not increasing.
         """
-        if self._mm is None:
-            raise ValueError("frame ring is closed")
         if rgb.shape != self._shape or rgb.dtype != np.uint8:
             raise ValueError(f"frame must be {self._shape} uint8, got {rgb.shape} {rgb.dtype}; "
                              "a new frame size needs a new FrameRing")
-        if len(meta) > self.layout.meta_bytes:
+        if len(meta) > self.layout.meta_bytes:  # checked before the slot is touched
             raise ValueError(f"frame metadata is {len(meta)} bytes, the ring holds at most "
                              f"{self.layout.meta_bytes}")
+        with self.writing(seq, timestamp_ns) as slot:
+            slot.set_meta(meta)
+            np.copyto(slot.image, rgb)
+        return slot.write_no
+
+    @contextmanager
+    def writing(self, seq: int, timestamp_ns: int) -> Iterator[SlotWriter]:
+        """Fill the next slot in place (e.g. ``cv2.cvtColor(src, code, dst=slot.image)``).
+
+        Saves the copy that :meth:`write` makes. The slot is published (and waiters woken)
+        when the block exits normally; if it raises, the slot is left empty and nothing is
+        published. ``slot.image`` is writable shared memory: do not keep it past the block.
+
+        Raises:
+            ValueError: ``seq`` not increasing, negative timestamp, or the ring is closed.
+        """
+        if self._mm is None:
+            raise ValueError("frame ring is closed")
         if seq <= self._last_seq or seq < 0 or timestamp_ns < 0:
             raise ValueError(f"frame seq {seq} must be > {self._last_seq} and timestamp >= 0")
         write_no = self._writes + 1
-        slot = self._slots[(write_no - 1) % self.layout.slots]
-        lock = int(slot.u64[0])
-        slot.u64[0] = lock + 1  # odd: slot being written
+        view = self._slots[(write_no - 1) % self.layout.slots]
+        lock = int(view.u64[0])
+        view.u64[0] = lock + 1  # odd: slot being written
         fence()
-        slot.u64[1] = write_no
-        slot.u64[2] = seq
-        slot.u64[3] = timestamp_ns
-        slot.u32[:] = (self.layout.width, self.layout.height, self.layout.stride,
-                       self.layout.pixel_format, len(meta), 0)
-        if meta:
-            self._mm[slot.meta_offset:slot.meta_offset + len(meta)] = meta
-        np.copyto(slot.image, rgb)
-        fence()
-        slot.u64[0] = lock + 2  # even: complete
-        fence()
+        view.u64[1] = 0  # 0 = no frame, until the block completes
+        view.u64[2] = seq
+        view.u64[3] = timestamp_ns
+        view.u32[:] = self._slot_u32
+        slot = SlotWriter(view, self._mm, self.layout.meta_bytes, write_no)
+        try:
+            yield slot
+            view.u64[1] = write_no
+        finally:
+            fence()
+            view.u64[0] = lock + 2  # even: complete (or empty, when the block raised)
+            fence()
         self._write_count[0] = write_no
         self._writes = write_no
         self._last_seq = seq
         self._notify()
-        return write_no
 
     def _notify(self) -> None:
         for waiter in self._waiters:
