@@ -23,7 +23,8 @@ def private_session_bus() -> Iterator[str]:
                           "(Debian/Ubuntu: apt install dbus-daemon)")
     proc = subprocess.Popen(
         [exe, "--session", "--nofork", "--nopidfile", "--print-address=1"],
-        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+        stdout=subprocess.PIPE, stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        text=True)
     try:
         assert proc.stdout is not None
         address = proc.stdout.readline().strip()

@@ -36,6 +36,10 @@ class Source(abc.ABC):
     def close(self) -> None:
         """Release the device; safe to call twice."""
 
+    def injected(self) -> str:
+        """Name of the defect this source injects right now ("" for real cameras)."""
+        return ""
+
     @property
     @abc.abstractmethod
     def size(self) -> tuple[int, int]:

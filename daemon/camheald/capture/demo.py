@@ -128,5 +128,5 @@ class DemoSource(Source):
         self._n += 1
         return self._defects[self.phase_at(t)].apply(frame)
 
-    def current_phase(self) -> str:
-        return self.phase_at(time.monotonic() - self._t0)
+    def injected(self) -> str:
+        return self.phase_at(time.monotonic() - self._t0) if self._world is not None else ""

@@ -127,6 +127,7 @@ class Camera:
             "analyze_ms": round(s.analyze_ms, 2), "correct_ms": round(s.correct_ms, 2),
             "reconnects": s.reconnects, "source_errors": s.source_errors,
             "last_error": s.last_error, "model": self.vision.name or "none",
+            "injected": self.source.injected(),
         }
 
     def tick(self) -> None:
