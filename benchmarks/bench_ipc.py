@@ -201,9 +201,9 @@ def summarize(method: str, args: argparse.Namespace, procs: list[subprocess.Pope
         total_cpu_ms_per_frame=(pub_cpu + clients_cpu + broker_cpu) / n * 1e3,
         latency_ms_p50=float(np.percentile(lat, 50)) if lat.size else float("nan"),
         latency_ms_p99=float(np.percentile(lat, 99)) if lat.size else float("nan"),
-        received_min=min(r["received"] for r in reports),
+        received_min=min((r["received"] for r in reports), default=0),
         dropped_total=sum(r["dropped"] for r in reports),
-        fps_min=min(r["fps"] for r in reports),
+        fps_min=min((r["fps"] for r in reports), default=0.0),
         extra=extra or {},
     )
 
@@ -267,14 +267,26 @@ def bench_dbus(args: argparse.Namespace, images: list[np.ndarray]) -> Result:
         async def publish() -> tuple[float, float]:
             bus = await MessageBus(bus_address=address).connect()
             cpu0, b0 = cpu_self(), cpu_of(broker.pid)
+            loop, pending = asyncio.get_running_loop(), None
             start = time.monotonic()
             for i in range(args.frames):
                 delay = start + i / args.fps - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
                 data = images[i % len(images)].tobytes()  # dbus-fast marshals bytes for 'ay'
-                bus.send(Message.new_signal(DBUS_PATH, DBUS_IFACE, "Frame", "ttay",
-                                            [i, time.monotonic_ns(), data]))
+                # dbus-fast 5.2 drops the connection when a send hits EAGAIN (broker behind):
+                # wait for the previous frame to be written and the socket to have room.
+                if pending is not None:
+                    await pending
+                    room = loop.create_future()
+                    loop.add_writer(bus._fd, room.set_result, None)
+                    try:
+                        await room
+                    finally:
+                        loop.remove_writer(bus._fd)
+                pending = bus.send(Message.new_signal(DBUS_PATH, DBUS_IFACE, "Frame", "ttay",
+                                                      [i, time.monotonic_ns(), data]))
+            await pending
             # A round trip after the last signal: everything before it has left our socket.
             await bus.call(Message(destination="org.freedesktop.DBus",
                                    path="/org/freedesktop/DBus",
