@@ -420,7 +420,7 @@ class RingReader:
             os.close(self._notify_fd)
             self._notify_fd = -1
         self._slots = []
-        self._write_count = np.empty(1, np.uint64)
+        self._write_count = np.zeros(1, np.uint64)
         try:
             self._mm.close()
         except BufferError:

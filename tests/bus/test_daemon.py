@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, Variant
 from dbus_fast.aio import MessageBus
-from support import BIN, run_cli
 
 import camheald
-from camheal import AsyncClient, constants as C
+from camheal import AsyncClient
+from camheal import constants as C
 from camheal.errors import InvalidArgument, ServiceUnavailable
+from support import BIN, run_cli
 
 XML = Path(camheald.__file__).parent / "bus" / "io.camheal.Camheal1.xml"
 DEMO = "demo:?size=320x180&fps=20"

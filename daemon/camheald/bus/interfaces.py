@@ -41,12 +41,12 @@ class ManagerInterface(ServiceInterface):
 
     @method()
     @translate_errors
-    async def ListCameras(self) -> "ao":  # noqa: F821,N802 - D-Bus names and signatures
+    async def ListCameras(self) -> ao:
         return [C.camera_path(cid) for cid in self._manager.cameras]
 
     @method()
     @translate_errors
-    async def Version(self) -> "s":  # noqa: F821,N802
+    async def Version(self) -> s:
         return self._manager.version
 
 
@@ -60,43 +60,43 @@ class CameraInterface(ServiceInterface):
 
     # -- properties ------------------------------------------------------------------------
     @dbus_property(access=PropertyAccess.READ)
-    def Id(self) -> "s":  # noqa: F821,N802
+    def Id(self) -> s:
         return self._camera.id
 
     @dbus_property(access=PropertyAccess.READ)
-    def Source(self) -> "s":  # noqa: F821,N802
+    def Source(self) -> s:
         return self._camera.source.uri
 
     @dbus_property(access=PropertyAccess.READ)
-    def Width(self) -> "u":  # noqa: F821,N802
+    def Width(self) -> u:
         frame = self._camera.latest(False)
         return int(frame.image.shape[1]) if frame else int(self._camera.source.size[0])
 
     @dbus_property(access=PropertyAccess.READ)
-    def Height(self) -> "u":  # noqa: F821,N802
+    def Height(self) -> u:
         frame = self._camera.latest(False)
         return int(frame.image.shape[0]) if frame else int(self._camera.source.size[1])
 
     @dbus_property(access=PropertyAccess.READ)
-    def Fps(self) -> "d":  # noqa: F821,N802
+    def Fps(self) -> d:
         return float(self._camera.stats.fps)
 
     @dbus_property(access=PropertyAccess.READ)
-    def Health(self) -> "a{sv}":  # noqa: F821,N802
+    def Health(self) -> "a{sv}":
         return to_vardict(self._camera.health_report(), C.HEALTH_TYPES)
 
     @dbus_property(access=PropertyAccess.READ)
-    def Stats(self) -> "a{sv}":  # noqa: F821,N802
+    def Stats(self) -> "a{sv}":
         return to_vardict(self._camera.stats_report())
 
     @dbus_property(access=PropertyAccess.READ)
-    def Corrections(self) -> "as":  # noqa: F821,N802
+    def Corrections(self) -> "as":
         return ["global"] if self._camera.correct_enabled else []
 
     # -- methods ---------------------------------------------------------------------------
     @method()
     @translate_errors
-    async def CaptureFrame(self, options: "a{sv}") -> "ha{sv}":  # noqa: F821,N802
+    async def CaptureFrame(self, options: "a{sv}") -> "ha{sv}":
         opts = _options(options, {"corrected": bool, "format": str, "quality": int,
                                   "timeout_ms": int})
         fmt = opts.get("format", "rgb")
@@ -123,17 +123,17 @@ class CameraInterface(ServiceInterface):
 
     # -- signals ---------------------------------------------------------------------------
     @dbus_signal()
-    def HealthChanged(self, health: dict[str, Any]) -> "a{sv}":  # noqa: F821,N802
+    def HealthChanged(self, health: dict[str, Any]) -> "a{sv}":
         return to_vardict(health, C.HEALTH_TYPES)
 
     @dbus_signal()
-    def AnomalyDetected(self, name: str, score: float) -> "sd":  # noqa: F821,N802
+    def AnomalyDetected(self, name: str, score: float) -> sd:
         return [name, score]
 
     @dbus_signal()
-    def AnomalyCleared(self, name: str) -> "s":  # noqa: F821,N802
+    def AnomalyCleared(self, name: str) -> s:
         return name
 
     @dbus_signal()
-    def StateChanged(self, state: str) -> "s":  # noqa: F821,N802
+    def StateChanged(self, state: str) -> s:
         return state

@@ -33,7 +33,7 @@ class Source(abc.ABC):
         Paces itself to the source rate (a live camera blocks until the next frame).
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release the device; safe to call twice."""
 
     def injected(self) -> str:

@@ -27,6 +27,10 @@ def _render_world(width: int, height: int, seed: int) -> np.ndarray:
         small = rng.normal(0, 1, (max(2, (h - horizon) * cells // w), cells)).astype(np.float32)
         ground += amp * cv2.resize(small, (w, h - horizon), interpolation=cv2.INTER_CUBIC)
     world[horizon:] = (np.array([95, 120, 70], np.float32) + ground[..., None])
+    # Slow colour variation (soil, flowers, shade) so colour statistics are not trivial.
+    tint = cv2.resize(rng.normal(0, 22, (4, 16, 3)).astype(np.float32), (w, h - horizon),
+                      interpolation=cv2.INTER_CUBIC)
+    world[horizon:] += tint
     # Buildings with windows: strong edges and repeated structure.
     x = 0
     while x < w:

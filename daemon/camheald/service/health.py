@@ -45,7 +45,7 @@ class HealthTracker:
     _streak: dict[str, int] = field(default_factory=dict)
     _last_frame: float = 0.0
     _last_digest: bytes = b""
-    _same_since: float = 0.0
+    _same_since: float | None = None
 
     def observe_analysis(self, scores: dict[str, float], now: float | None = None
                          ) -> list[HealthEvent]:
@@ -80,7 +80,8 @@ class HealthTracker:
             if digest != self._last_digest:
                 self._last_digest = digest
                 self._same_since = now_mono
-        frozen = self._same_since and now_mono - self._same_since >= self.config.frozen_s
+        frozen = self._same_since is not None and \
+            now_mono - self._same_since >= self.config.frozen_s
         return self._set_state("frozen" if frozen else "ok", now)
 
     def observe_tick(self, now_mono: float, now: float | None = None) -> list[HealthEvent]:

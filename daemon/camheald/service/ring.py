@@ -277,7 +277,7 @@ class FrameRing:
             waiter._close()
         self._waiters.clear()
         self._slots = []
-        self._write_count = np.empty(1, np.uint64)
+        self._write_count = np.zeros(1, np.uint64)
         if self._mm is not None:
             self._mm.close()
             self._mm = None

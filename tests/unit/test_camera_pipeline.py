@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import shutil
+import time
+
+import cv2
+import numpy as np
+
+from camheald.capture.uri import parse_source
+from camheald.service.camera import Camera
+from camheald.service.vision import VisionEngine
+
+
+def wait_for(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def make_folder(path, n=3):
+    path.mkdir()
+    for i in range(n):
+        img = np.random.default_rng(i).integers(0, 255, (48, 64, 3), np.uint8)
+        cv2.imwrite(str(path / f"{i}.png"), img)
+
+
+def test_missing_model_passes_frames_through_and_says_why(tmp_path):
+    vision = VisionEngine(str(tmp_path / "nope.onnx"))
+    vision.load()
+    assert not vision.ready and "model unavailable" in vision.error
+    assert "\n" not in vision.error
+    folder = tmp_path / "frames"
+    make_folder(folder)
+    cam = Camera("t", parse_source(f"file:{folder}?fps=50"), vision, analyze_fps=5)
+    seen = []
+    cam.add_sink(lambda raw, cor: seen.append((raw.seq, raw.image is cor.image)))
+    cam.start()
+    try:
+        assert wait_for(lambda: len(seen) >= 5)
+        raw, cor = cam.latest(False), cam.latest(True)
+        assert raw.image.shape == (48, 64, 3)
+        assert cor.actions == () and all(same for _, same in seen)
+        seqs = [s for s, _ in seen]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+        assert cam.health_report()["model_error"].startswith("model unavailable")
+        assert cam.health_report()["state"] == "ok"
+    finally:
+        cam.stop()
+
+
+def test_source_that_disappears_reports_no_signal_and_recovers(tmp_path):
+    folder = tmp_path / "frames"
+    make_folder(folder, 1)
+    vision = VisionEngine(str(tmp_path / "nope.onnx"))
+    states = []
+    cam = Camera("t", parse_source(f"file:{folder / '0.png'}?fps=50"), vision,
+                 on_events=lambda c, evs: states.extend(e.name for e in evs))
+    cam.start()
+    try:
+        assert wait_for(lambda: "ok" in states)
+        backup = tmp_path / "backup"
+        shutil.move(str(folder), backup)  # the camera goes away
+        assert wait_for(lambda: "no_signal" in states)
+        errors = cam.stats.source_errors
+        assert errors >= 1 and cam.stats.last_error
+        shutil.move(str(backup), folder)  # and comes back
+        assert wait_for(lambda: states[-1] == "ok", timeout=15)
+        assert cam.stats.reconnects >= 1
+    finally:
+        cam.stop()
