@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from camheal.errors import CamhealError
+
 logger = logging.getLogger(__name__)
 
 MAGIC = b"CAMRING\x01"
@@ -73,7 +75,7 @@ F_SEAL_WRITE: int = getattr(fcntl, "F_SEAL_WRITE", 0x0008)
 F_SEAL_FUTURE_WRITE: int = getattr(fcntl, "F_SEAL_FUTURE_WRITE", 0x0010)
 
 
-class RingError(Exception):
+class RingError(CamhealError):
     """Base class of frame-ring errors."""
 
 
