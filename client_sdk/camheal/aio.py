@@ -13,6 +13,7 @@ from dbus_fast.errors import AuthError, InvalidAddressError
 from camheal import constants as C
 from camheal.errors import CamhealError, ServiceUnavailable, from_dbus
 from camheal.frame import Frame, frame_from_fd, read_fd
+from camheal.stream import AsyncStream, StreamReader
 
 HealthCallback = Callable[[str, str, dict[str, Any]], None]
 """Called as ``callback(camera_id, event, payload)``; event is one of 'health',
@@ -190,6 +191,30 @@ class AsyncCamera:
             self.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
             [{"corrected": Variant("b", corrected), "timeout_ms": Variant("i", timeout_ms)}])
         return frame_from_fd(fd, unpack(meta))
+
+    async def subscribe(self, corrected: bool = True) -> StreamReader:
+        """Start a stream; most callers want :meth:`stream` instead."""
+        ring_fd, wake_fd, info = await self.client.call(
+            self.path, C.CAMERA_IFACE, "Subscribe", "a{sv}",
+            [{"corrected": Variant("b", corrected)}])
+        info = unpack(info)
+        return StreamReader(int(info["id"]), ring_fd, wake_fd, info)
+
+    async def unsubscribe(self, sub_id: int) -> None:
+        await self.client.call(self.path, C.CAMERA_IFACE, "Unsubscribe", "u", [sub_id])
+
+    async def stream(self, corrected: bool = True, timeout: float = 5.0) -> AsyncStream:
+        """A stream of Frames (zero-copy views): ``async with await cam.stream() as s:``."""
+        reader = await self.subscribe(corrected)
+        return AsyncStream(reader, lambda: self._unsubscribe_quietly(reader.id), timeout)
+
+    async def _unsubscribe_quietly(self, sub_id: int) -> None:
+        if self.client._bus is None:
+            return  # disconnected: the daemon already released the stream
+        try:
+            await self.unsubscribe(sub_id)
+        except CamhealError:
+            pass
 
     async def capture_encoded(self, fmt: str = "png", corrected: bool = True,
                               quality: int = 90, timeout_ms: int = 3000

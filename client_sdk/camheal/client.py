@@ -8,7 +8,9 @@ from collections.abc import Coroutine
 from typing import Any, TypeVar
 
 from camheal.aio import AsyncCamera, AsyncClient, HealthCallback
+from camheal.errors import CamhealError
 from camheal.frame import Frame
+from camheal.stream import Stream
 
 T = TypeVar("T")
 
@@ -106,3 +108,19 @@ class Camera:
     def capture_encoded(self, fmt: str = "png", corrected: bool = True, quality: int = 90,
                         timeout_ms: int = 3000) -> tuple[bytes, dict[str, Any]]:
         return self._client._run(self._cam.capture_encoded(fmt, corrected, quality, timeout_ms))
+
+    def stream(self, corrected: bool = True, timeout: float = 5.0) -> Stream:
+        """Iterator of Frames (zero-copy views valid until the next frame; ``.copy()`` keeps one).
+
+        Use as ``with cam.stream() as frames: for frame in frames: ...``; iteration stops
+        after ``timeout`` seconds without a frame.
+        """
+        reader = self._client._run(self._cam.subscribe(corrected))
+
+        def unsubscribe() -> None:
+            try:
+                self._client._run(self._cam.unsubscribe(reader.id))
+            except CamhealError:
+                pass
+
+        return Stream(reader, unsubscribe, timeout)

@@ -55,3 +55,6 @@ FRAME_META_TYPES: dict[str, str] = {
     "width": "u", "height": "u", "stride": "u", "format": "s", "pixel_format": "s", "size": "t",
     "seq": "t", "timestamp_ns": "t", "corrected": "b", "scores": "a{sd}", "actions": "as",
 }
+STREAM_INFO_TYPES: dict[str, str] = {
+    "id": "u", "width": "u", "height": "u", "slots": "u", "corrected": "b",
+}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import mmap
 import os
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -30,10 +31,20 @@ class Frame:
     corrected: bool = True
     scores: dict[str, float] = field(default_factory=dict)
     actions: tuple[str, ...] = ()
+    _ring: Any = field(default=None, repr=False, compare=False)
+
+    def valid(self) -> bool:
+        """False once the daemon has overwritten a streamed frame's shared memory."""
+        return self._ring is None or self._ring.valid()
 
     def copy(self) -> Frame:
-        """A Frame that owns its pixels (safe to keep after the next frame arrives)."""
-        return replace(self, image=self.image.copy(), scores=dict(self.scores))
+        """A Frame that owns its pixels (safe to keep after the next frame arrives).
+
+        Raises:
+            camheal.ring.TornFrameError: a streamed frame was overwritten before it was copied.
+        """
+        image = self._ring.copy().image if self._ring is not None else self.image.copy()
+        return replace(self, image=image, scores=dict(self.scores), _ring=None)
 
 
 def frame_from_fd(fd: int, meta: dict) -> Frame:

@@ -9,11 +9,12 @@ from dbus_fast import Variant
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, dbus_signal, method
 
 from camheal import constants as C
-from camheald.bus.edge import CamhealBus, from_vardict, to_vardict, translate_errors
+from camheald.bus.edge import CamhealBus, caller, from_vardict, to_vardict, translate_errors
 from camheald.errors import InvalidArgument, NotReady
 from camheald.service import frames
 from camheald.service.camera import Camera
 from camheald.service.manager import CameraManager
+from camheald.service.streams import StreamHub
 
 MAX_OPTIONS = 16
 
@@ -53,10 +54,11 @@ class ManagerInterface(ServiceInterface):
 class CameraInterface(ServiceInterface):
     """io.camheal.Camheal1.Camera at /io/camheal/Camheal1/cameras/<id>."""
 
-    def __init__(self, camera: Camera, bus: CamhealBus) -> None:
+    def __init__(self, camera: Camera, bus: CamhealBus, streams: StreamHub) -> None:
         super().__init__(C.CAMERA_IFACE)
         self._camera = camera
         self._bus = bus
+        self._streams = streams
 
     # -- properties ------------------------------------------------------------------------
     @dbus_property(access=PropertyAccess.READ)
@@ -121,6 +123,22 @@ class CameraInterface(ServiceInterface):
             None, frames.package, frame, fmt, quality)
         return [self._bus.hand_out(fd), to_vardict(meta, C.FRAME_META_TYPES)]
 
+    @method()
+    @translate_errors
+    async def Subscribe(self, options: "a{sv}") -> "hha{sv}":
+        opts = _options(options, {"corrected": bool})
+        if self._camera.latest() is None:  # just started: give the camera a moment
+            await asyncio.get_running_loop().run_in_executor(
+                None, self._camera.wait_frame, 0, 3.0)
+        grant = self._streams.subscribe(caller.get(), opts.get("corrected", True))
+        return [self._bus.hand_out(grant.ring_fd), self._bus.hand_out(grant.wake_fd),
+                to_vardict(grant.info, C.STREAM_INFO_TYPES)]
+
+    @method()
+    @translate_errors
+    async def Unsubscribe(self, subscription: u) -> "":
+        self._streams.unsubscribe(caller.get(), subscription)
+
     # -- signals ---------------------------------------------------------------------------
     @dbus_signal()
     def HealthChanged(self, health: dict[str, Any]) -> "a{sv}":
@@ -133,6 +151,10 @@ class CameraInterface(ServiceInterface):
     @dbus_signal()
     def AnomalyCleared(self, name: str) -> s:
         return name
+
+    @dbus_signal()
+    def StreamEnded(self, subscription: int, reason: str) -> us:
+        return [subscription, reason]
 
     @dbus_signal()
     def StateChanged(self, state: str) -> s:

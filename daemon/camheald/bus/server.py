@@ -8,7 +8,7 @@ import os
 import signal
 import socket
 
-from dbus_fast import BusType, RequestNameReply
+from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.constants import NameFlag
 
 from camheal import constants as C
@@ -18,6 +18,7 @@ from camheald.errors import CamhealError
 from camheald.service.camera import Camera
 from camheald.service.health import HealthEvent
 from camheald.service.manager import CameraManager
+from camheald.service.streams import StreamHub, Subscription
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Server:
         self.bus_type = bus_type
         self.bus: CamhealBus | None = None
         self._camera_ifaces: dict[str, CameraInterface] = {}
+        self.streams: dict[str, StreamHub] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
 
@@ -83,8 +85,13 @@ class Server:
         bus_type = BusType.SYSTEM if self.bus_type == "system" else BusType.SESSION
         self.bus = await CamhealBus(bus_type=bus_type).connect()
         self.bus.export(C.MANAGER_PATH, ManagerInterface(self.manager))
+        await self._watch_clients()
+        limit = self.manager.config.daemon.max_clients_per_camera
         for cam_id, camera in self.manager.cameras.items():
-            iface = CameraInterface(camera, self.bus)
+            hub = StreamHub(camera, max_subscriptions=limit,
+                            on_ended=lambda sub, why, c=cam_id: self._stream_ended(c, sub, why))
+            self.streams[cam_id] = hub
+            iface = CameraInterface(camera, self.bus, hub)
             self._camera_ifaces[cam_id] = iface
             self.bus.export(C.camera_path(cam_id), iface)
         load = self._loop.run_in_executor(None, self.manager.load_models)
@@ -102,6 +109,8 @@ class Server:
         sd_notify("STOPPING=1")
         ticker.cancel()
         await self._loop.run_in_executor(None, self.manager.stop)
+        for hub in self.streams.values():
+            hub.close()
         self.bus.disconnect()
         return 0
 
@@ -110,3 +119,37 @@ class Server:
             await asyncio.sleep(1.0)
             for camera in self.manager.cameras.values():
                 camera.tick()
+
+    def _stream_ended(self, cam_id: str, sub: Subscription, reason: str) -> None:
+        """From the capture thread: tell the subscriber its stream is gone."""
+        def emit() -> None:
+            iface = self._camera_ifaces.get(cam_id)
+            if iface is not None:
+                iface.StreamEnded(sub.id, reason)
+
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(emit)
+
+    async def _watch_clients(self) -> None:
+        """Release the streams of clients that leave the bus (killed ones included)."""
+        assert self.bus is not None
+        rule = ("type='signal',sender='org.freedesktop.DBus',interface='org.freedesktop.DBus',"
+                "member='NameOwnerChanged'")
+        await self.bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="AddMatch", signature="s", body=[rule]))
+
+        def on_message(msg: Message) -> None:
+            if msg.message_type != MessageType.SIGNAL or msg.member != "NameOwnerChanged" \
+                    or msg.sender != "org.freedesktop.DBus":
+                return
+            name, _old, new = msg.body
+            if new or not name.startswith(":"):
+                return
+            for cam_id, hub in self.streams.items():
+                dropped = hub.drop_owner(name)
+                if dropped:
+                    logger.info("camera %s: client %s left, %d stream(s) released",
+                                cam_id, name, dropped)
+
+        self.bus.add_message_handler(on_message)

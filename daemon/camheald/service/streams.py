@@ -1,0 +1,165 @@
+"""Frame streams to subscribed clients: one shared-memory ring per camera and stream kind."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from camheald.errors import Busy, InvalidArgument, NotReady
+from camheald.service.camera import Camera, PublishedFrame
+from camheald.service.ring import FrameRing, Waiter
+
+logger = logging.getLogger(__name__)
+
+_ids = itertools.count(1)
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One client's stream: which ring it reads and the eventfd that wakes it."""
+
+    id: int
+    owner: str
+    corrected: bool
+    ring: FrameRing
+    waiter: Waiter
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What a client receives: fds it now owns (ring read-only, wake-up) and ring facts."""
+
+    sub_id: int
+    ring_fd: int
+    wake_fd: int
+    info: dict[str, object]
+
+
+EndedCallback = Callable[[Subscription, str], None]
+
+
+class StreamHub:
+    """Streams of one camera. Rings exist only while someone subscribes to them.
+
+    The capture thread writes frames (``_sink``); the event loop subscribes and unsubscribes.
+    One lock orders both, so a waiter's eventfd is never closed while it is being signalled.
+    A slow client cannot slow capture: writing is a copy into the ring and a non-blocking
+    eventfd bump per subscriber, whatever the subscribers do.
+    """
+
+    def __init__(self, camera: Camera, slots: int = 4, max_subscriptions: int = 32,
+                 max_per_owner: int = 8, on_ended: EndedCallback | None = None) -> None:
+        self.camera = camera
+        self.slots = slots
+        self.max_subscriptions = max_subscriptions
+        self.max_per_owner = max_per_owner
+        self.on_ended = on_ended
+        self._lock = threading.Lock()
+        self._rings: dict[bool, FrameRing] = {}
+        self._subs: dict[int, Subscription] = {}
+        self._attached = False
+        self.frames_written = 0
+
+    # -- loop side ---------------------------------------------------------------------------
+    def subscribe(self, owner: str, corrected: bool) -> Grant:
+        frame = self.camera.latest(corrected)
+        if frame is None:
+            raise NotReady(f"camera {self.camera.id} has no frame yet")
+        with self._lock:
+            if len(self._subs) >= self.max_subscriptions:
+                raise Busy(f"camera {self.camera.id} already serves "
+                           f"{self.max_subscriptions} streams")
+            if sum(s.owner == owner for s in self._subs.values()) >= self.max_per_owner:
+                raise Busy(f"at most {self.max_per_owner} streams per client")
+            h, w = frame.image.shape[:2]
+            ring = self._rings.get(corrected)
+            if ring is None or (ring.width, ring.height) != (w, h):
+                ring = self._replace_ring(corrected, w, h)
+            waiter = ring.add_waiter()
+            sub = Subscription(next(_ids), owner, corrected, ring, waiter)
+            self._subs[sub.id] = sub
+            ring_fd = ring.readonly_fd()
+            wake_fd = os.dup(waiter.fd)
+            if not self._attached:
+                self.camera.add_sink(self._sink)
+                self._attached = True
+        info = {"id": sub.id, "width": w, "height": h, "slots": ring.layout.slots,
+                "corrected": corrected}
+        return Grant(sub.id, ring_fd, wake_fd, info)
+
+    def unsubscribe(self, owner: str, sub_id: int) -> None:
+        with self._lock:
+            sub = self._subs.get(sub_id)
+            if sub is None or sub.owner != owner:
+                raise InvalidArgument(f"no subscription {sub_id} of this client")
+            self._drop(sub)
+
+    def drop_owner(self, owner: str) -> int:
+        """Forget every stream of a client that left the bus; returns how many."""
+        with self._lock:
+            subs = [s for s in self._subs.values() if s.owner == owner]
+            for sub in subs:
+                self._drop(sub)
+        return len(subs)
+
+    def count(self, owner: str | None = None) -> int:
+        with self._lock:
+            return sum(owner is None or s.owner == owner for s in self._subs.values())
+
+    def close(self) -> None:
+        with self._lock:
+            for sub in list(self._subs.values()):
+                self._drop(sub)
+            for ring in self._rings.values():
+                ring.close()
+            self._rings.clear()
+
+    # -- internals (hold the lock) -------------------------------------------------------------
+    def _replace_ring(self, corrected: bool, width: int, height: int) -> FrameRing:
+        old = self._rings.pop(corrected, None)
+        if old is not None:
+            for sub in [s for s in self._subs.values() if s.ring is old]:
+                self._drop(sub, close_ring=False)
+                if self.on_ended is not None:
+                    self.on_ended(sub, "frame size changed: subscribe again")
+            old.close()
+        kind = "corrected" if corrected else "raw"
+        ring = FrameRing(width, height, self.slots, name=f"camheal-{self.camera.id}-{kind}")
+        self._rings[corrected] = ring
+        logger.info("camera %s: %s stream ring %dx%d, %d slots", self.camera.id, kind, width,
+                    height, self.slots)
+        return ring
+
+    def _drop(self, sub: Subscription, close_ring: bool = True) -> None:
+        self._subs.pop(sub.id, None)
+        sub.ring.remove_waiter(sub.waiter)
+        if close_ring and sub.ring.waiters == 0:
+            sub.ring.close()
+            for key, ring in list(self._rings.items()):
+                if ring is sub.ring:
+                    del self._rings[key]
+        if not self._subs and self._attached:
+            self.camera.remove_sink(self._sink)
+            self._attached = False
+
+    # -- capture thread ------------------------------------------------------------------------
+    def _sink(self, raw: PublishedFrame, corrected: PublishedFrame) -> None:
+        with self._lock:
+            for is_corrected, frame in ((False, raw), (True, corrected)):
+                ring = self._rings.get(is_corrected)
+                if ring is None or ring.waiters == 0:
+                    continue
+                h, w = frame.image.shape[:2]
+                if (ring.width, ring.height) != (w, h):
+                    self._replace_ring(is_corrected, w, h)  # ends the old streams
+                    continue
+                meta = json.dumps({"scores": frame.scores, "actions": list(frame.actions),
+                                   "corrected": frame.corrected},
+                                  separators=(",", ":")).encode()
+                ring.write(frame.image, frame.seq, frame.timestamp_ns, meta)
+                self.frames_written += 1
