@@ -1,3 +1,5 @@
-from camheald.cli import main
 import sys
+
+from camheald.cli import main
+
 sys.exit(main())
