@@ -39,6 +39,15 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--duration", type=float, default=0.0, metavar="S",
                    help="stop after S seconds (default: run until interrupted)")
 
+    st = sub.add_parser("stream", help="receive a frame stream and show fps, latency, drops")
+    st.add_argument("--stats", action="store_true", help="print live statistics (default)")
+    st.add_argument("--raw", action="store_true", help="the uncorrected stream")
+    st.add_argument("--camera", metavar="ID", help="camera id (default: the first)")
+    st.add_argument("--duration", type=float, default=0.0, metavar="S",
+                    help="stop after S seconds (default: run until interrupted)")
+    st.add_argument("--interval", type=float, default=1.0, metavar="S",
+                    help="seconds between statistics lines (default 1)")
+
     d = sub.add_parser("diagnose", help="detect anomalies in image files (offline)")
     d.add_argument("files", nargs="+", metavar="FILE")
     d.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -144,6 +153,33 @@ def cmd_watch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_stream(args: argparse.Namespace) -> int:
+    from camheal.client import Client
+    from camheal.stats import StreamStats
+
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with Client(args.bus) as client:
+        cam = client.camera(args.camera)
+        t_end = time.monotonic() + args.duration if args.duration else float("inf")
+        with cam.stream(corrected=not args.raw, timeout=1.0) as stream:
+            stats = StreamStats()
+            next_print = time.monotonic() + args.interval
+            while not stop.is_set() and time.monotonic() < t_end:
+                frame = stream.read(timeout=0.5)
+                now = time.monotonic_ns()
+                if frame is not None:
+                    stats.add(now - frame.timestamp_ns)
+                if time.monotonic() >= next_print:
+                    print(f"{cam.id}: {stats.line(stream.stats['dropped'])}", flush=True)
+                    stats.reset_window()
+                    next_print += args.interval
+            totals = stream.stats
+    print(f"{cam.id}: total {totals['received']} frames, {totals['dropped']} dropped")
+    return 0
+
+
 def cmd_offline(args: argparse.Namespace) -> int:
     try:
         from camheald import offline
@@ -153,6 +189,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"status": cmd_status, "capture": cmd_capture, "watch": cmd_watch,
+            "stream": cmd_stream,
             "diagnose": cmd_offline, "correct": cmd_offline}
 
 

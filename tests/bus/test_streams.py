@@ -171,3 +171,19 @@ def test_ring_fd_is_read_only_for_clients(start_daemon, bus_address):
         finally:
             os.close(ring_fd)
             os.close(wake_fd)
+
+
+def test_cli_stream_stats_and_watch(start_daemon, bus_env):
+    from support import run_cli
+
+    start_daemon("--source", DEMO)
+    res = run_cli("stream", "--stats", "--duration", "2.5", env=bus_env)
+    assert res.returncode == 0, res.stderr
+    lines = [ln for ln in res.stdout.splitlines() if "fps" in ln]
+    assert len(lines) >= 2 and "latency p50" in lines[0]
+    fps = float(lines[-1].split()[1])
+    assert fps > 20
+    assert "total" in res.stdout.splitlines()[-1]
+    res = run_cli("watch", "--duration", "1", env=bus_env)
+    assert res.returncode == 0, res.stderr
+    assert "cam0: state ok" in res.stdout
