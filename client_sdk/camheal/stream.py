@@ -111,6 +111,11 @@ class Stream:
         self.close()
 
 
+def _wake(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
 class AsyncStream:
     """Async iterator of Frames (``async for frame in stream``), woken via loop.add_reader."""
 
@@ -138,7 +143,7 @@ class AsyncStream:
                 return frame
             woke = loop.create_future()
             fd = self._r.reader.notify_fd
-            loop.add_reader(fd, lambda: woke.done() or woke.set_result(None))
+            loop.add_reader(fd, _wake, woke)
             try:
                 await asyncio.wait_for(woke, timeout)
             except asyncio.TimeoutError:
