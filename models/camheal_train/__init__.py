@@ -1,1 +1,4 @@
-"""Training, synthetic degradations, evaluation and export for camheal models (needs the `train` extra)."""
+"""Training, synthetic degradations, evaluation and export for camheal models.
+
+Needs the `train` extra (PyTorch, kornia, onnx).
+"""
