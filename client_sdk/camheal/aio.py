@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import AuthError, InvalidAddressError
 
 from camheal import constants as C
 from camheal.errors import CamhealError, ServiceUnavailable, from_dbus
-from camheal.frame import Frame, frame_from_fd, read_fd
+from camheal.frame import Frame, encode_ppm, frame_from_fd, read_fd
 from camheal.stream import AsyncStream, StreamReader
 
 HealthCallback = Callable[[str, str, dict[str, Any]], None]
@@ -106,6 +108,36 @@ class AsyncClient:
     async def version(self) -> str:
         (v,) = await self.call(C.MANAGER_PATH, C.MANAGER_IFACE, "Version")
         return v
+
+    async def correct_image(self, image: np.ndarray | str | os.PathLike
+                            ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Detect and correct an app's own image.
+
+        Args:
+            image: HxWx3 uint8 RGB array, or the path of an image file (PNG, JPEG, ...).
+
+        Returns:
+            (corrected HxWx3 uint8 RGB array, report with scores, detected, actions).
+
+        Raises:
+            InvalidImage, TooLarge, Busy, NotReady, ServiceUnavailable (camheal.errors).
+        """
+        if isinstance(image, np.ndarray):
+            data = encode_ppm(image)
+        else:
+            with open(image, "rb") as f:
+                data = f.read()
+        fd = os.memfd_create("camheal-image", os.MFD_CLOEXEC)
+        try:
+            os.write(fd, data)
+            result_fd, report = await self.call(
+                C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage", "ha{sv}",
+                [0, {"format": Variant("s", "rgb")}], unix_fds=[fd])
+        finally:
+            os.close(fd)
+        report = unpack(report)
+        frame = frame_from_fd(result_fd, report)
+        return frame.image, report
 
     async def cameras(self) -> list[AsyncCamera]:
         """All cameras the daemon runs."""

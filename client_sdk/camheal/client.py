@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
+
+import numpy as np
 
 from camheal.aio import AsyncCamera, AsyncClient, HealthCallback
 from camheal.errors import CamhealError
@@ -66,6 +69,11 @@ class Client:
 
     def version(self) -> str:
         return self._run(self._aio.version())
+
+    def correct_image(self, image: np.ndarray | str | os.PathLike
+                      ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Detect and correct an app's own image: (corrected RGB array, report)."""
+        return self._run(self._aio.correct_image(image))
 
     def cameras(self) -> list[Camera]:
         return [Camera(self, c) for c in self._run(self._aio.cameras())]

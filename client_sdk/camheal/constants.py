@@ -58,3 +58,8 @@ FRAME_META_TYPES: dict[str, str] = {
 STREAM_INFO_TYPES: dict[str, str] = {
     "id": "u", "width": "u", "height": "u", "slots": "u", "corrected": "b",
 }
+IMAGE_REPORT_TYPES: dict[str, str] = {
+    "width": "u", "height": "u", "stride": "u", "format": "s", "pixel_format": "s", "size": "t",
+    "input_format": "s", "scores": "a{sd}", "detected": "as", "actions": "as", "model": "s",
+    "elapsed_ms": "d",
+}

@@ -85,3 +85,11 @@ def read_fd(fd: int, size: int) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def encode_ppm(rgb: np.ndarray) -> bytes:
+    """An HxWx3 uint8 RGB array as binary PPM (P6): lossless, and needs no image library."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected an HxWx3 uint8 RGB array, got {rgb.shape} {rgb.dtype}")
+    h, w = rgb.shape[:2]
+    return b"P6\n%d %d\n255\n" % (w, h) + np.ascontiguousarray(rgb).tobytes()

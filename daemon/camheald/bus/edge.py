@@ -25,8 +25,8 @@ logger = logging.getLogger(__name__)
 #: unique bus name of the caller of the method being served (set by the message handler)
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
-#: members allowed to carry unix fds in their arguments; fds on any other call are closed
-FD_MEMBERS = frozenset({(C.MANAGER_IFACE, "CorrectImage")})
+#: members allowed to carry unix fds, and how many; fds on any other call are closed
+FD_MEMBERS = {(C.MANAGER_IFACE, "CorrectImage"): 1}
 
 T = TypeVar("T")
 
@@ -141,12 +141,14 @@ class CamhealBus(MessageBus):
         if msg.message_type != MessageType.METHOD_CALL:
             return None
         caller.set(msg.sender or "")
-        if msg.unix_fds and (msg.interface, msg.member) not in FD_MEMBERS:
+        allowed = FD_MEMBERS.get((msg.interface, msg.member), 0)
+        if len(msg.unix_fds or ()) > allowed:
             for fd in msg.unix_fds:
                 try:
                     os.close(fd)
                 except OSError:
                     pass
+            what = "file descriptors" if not allowed else f"more than {allowed} file descriptor"
             return Message.new_error(msg, C.ERROR_INVALID_ARGUMENT,
-                                     f"{msg.member} does not take file descriptors")
+                                     f"{msg.member} does not take {what}")
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from dbus_fast import Variant
@@ -13,6 +14,7 @@ from camheald.bus.edge import CamhealBus, caller, from_vardict, to_vardict, tran
 from camheald.errors import InvalidArgument, NotReady
 from camheald.service import frames
 from camheald.service.camera import Camera
+from camheald.service.images import ImageCorrector
 from camheald.service.manager import CameraManager
 from camheald.service.streams import StreamHub
 
@@ -36,19 +38,38 @@ def _options(options: dict[str, Variant], known: dict[str, type]) -> dict[str, A
 class ManagerInterface(ServiceInterface):
     """io.camheal.Camheal1.Manager at /io/camheal/Camheal1."""
 
-    def __init__(self, manager: CameraManager) -> None:
+    def __init__(self, manager: CameraManager, bus: CamhealBus, images: ImageCorrector) -> None:
         super().__init__(C.MANAGER_IFACE)
         self._manager = manager
+        self._bus = bus
+        self._images = images
 
     @method()
     @translate_errors
-    async def ListCameras(self) -> ao:
+    async def ListCameras(self) -> "ao":
         return [C.camera_path(cid) for cid in self._manager.cameras]
 
     @method()
     @translate_errors
-    async def Version(self) -> s:
+    async def Version(self) -> "s":
         return self._manager.version
+
+    @method()
+    @translate_errors
+    async def CorrectImage(self, image: "h", options: "a{sv}") -> "ha{sv}":
+        try:
+            opts = _options(options, {"format": str, "quality": int})
+            fmt = opts.get("format", "png")
+            if fmt not in frames.FORMATS:
+                raise InvalidArgument(f"format must be one of {', '.join(frames.FORMATS)}")
+            quality = opts.get("quality", 90)
+            if not 1 <= quality <= 100:
+                raise InvalidArgument("quality must be between 1 and 100")
+            fd, report = await asyncio.get_running_loop().run_in_executor(
+                None, self._images.correct, image, fmt, quality)
+        finally:
+            os.close(image)  # the received fd is ours; never keep it
+        return [self._bus.hand_out(fd), to_vardict(report, C.IMAGE_REPORT_TYPES)]
 
 
 class CameraInterface(ServiceInterface):
@@ -62,25 +83,25 @@ class CameraInterface(ServiceInterface):
 
     # -- properties ------------------------------------------------------------------------
     @dbus_property(access=PropertyAccess.READ)
-    def Id(self) -> s:
+    def Id(self) -> "s":
         return self._camera.id
 
     @dbus_property(access=PropertyAccess.READ)
-    def Source(self) -> s:
+    def Source(self) -> "s":
         return self._camera.source.uri
 
     @dbus_property(access=PropertyAccess.READ)
-    def Width(self) -> u:
+    def Width(self) -> "u":
         frame = self._camera.latest(False)
         return int(frame.image.shape[1]) if frame else int(self._camera.source.size[0])
 
     @dbus_property(access=PropertyAccess.READ)
-    def Height(self) -> u:
+    def Height(self) -> "u":
         frame = self._camera.latest(False)
         return int(frame.image.shape[0]) if frame else int(self._camera.source.size[1])
 
     @dbus_property(access=PropertyAccess.READ)
-    def Fps(self) -> d:
+    def Fps(self) -> "d":
         return float(self._camera.stats.fps)
 
     @dbus_property(access=PropertyAccess.READ)
@@ -136,7 +157,7 @@ class CameraInterface(ServiceInterface):
 
     @method()
     @translate_errors
-    async def Unsubscribe(self, subscription: u) -> "":
+    async def Unsubscribe(self, subscription: "u") -> "":
         self._streams.unsubscribe(caller.get(), subscription)
 
     # -- signals ---------------------------------------------------------------------------
@@ -145,17 +166,17 @@ class CameraInterface(ServiceInterface):
         return to_vardict(health, C.HEALTH_TYPES)
 
     @dbus_signal()
-    def AnomalyDetected(self, name: str, score: float) -> sd:
+    def AnomalyDetected(self, name: str, score: float) -> "sd":
         return [name, score]
 
     @dbus_signal()
-    def AnomalyCleared(self, name: str) -> s:
+    def AnomalyCleared(self, name: str) -> "s":
         return name
 
     @dbus_signal()
-    def StreamEnded(self, subscription: int, reason: str) -> us:
+    def StreamEnded(self, subscription: int, reason: str) -> "us":
         return [subscription, reason]
 
     @dbus_signal()
-    def StateChanged(self, state: str) -> s:
+    def StateChanged(self, state: str) -> "s":
         return state

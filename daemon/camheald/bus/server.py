@@ -84,7 +84,8 @@ class Server:
             self._loop.add_signal_handler(sig, self._stopping.set)
         bus_type = BusType.SYSTEM if self.bus_type == "system" else BusType.SESSION
         self.bus = await CamhealBus(bus_type=bus_type).connect()
-        self.bus.export(C.MANAGER_PATH, ManagerInterface(self.manager))
+        self.bus.export(C.MANAGER_PATH,
+                        ManagerInterface(self.manager, self.bus, self.manager.images))
         await self._watch_clients()
         limit = self.manager.config.daemon.max_clients_per_camera
         for cam_id, camera in self.manager.cameras.items():

@@ -11,6 +11,7 @@ from camheald.config import Config
 from camheald.errors import UnknownCamera
 from camheald.service.camera import Camera
 from camheald.service.health import HealthEvent
+from camheald.service.images import ImageCorrector
 from camheald.service.vision import VisionEngine
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,9 @@ class CameraManager:
                  on_events: Callable[[Camera, list[HealthEvent]], None] | None = None) -> None:
         self.config = config
         self.cameras: dict[str, Camera] = {}
+        # Apps' own images get a model instance of their own: never queued behind a camera.
+        self.images = ImageCorrector(VisionEngine(config.model.path or None,
+                                                  config.model.threads))
         for cam in config.camera:
             vision = VisionEngine(config.model.path or None, config.model.threads)
             self.cameras[cam.id] = Camera(
@@ -34,6 +38,7 @@ class CameraManager:
 
     def load_models(self) -> None:
         """Load every camera's model (blocking: run in an executor)."""
+        self.images.vision.load()
         for camera in self.cameras.values():
             camera.vision.load()
             camera.health.model = camera.vision.name or camera.vision.error

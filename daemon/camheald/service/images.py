@@ -1,0 +1,104 @@
+"""Correct an application's own image (the Manager's CorrectImage): bounded, validated, off-loop."""
+
+from __future__ import annotations
+
+import os
+import stat
+import threading
+import time
+
+import cv2
+import numpy as np
+
+from camheald.errors import Busy, InvalidArgument, InvalidImage, NotReady, TooLarge
+from camheald.service import frames
+from camheald.service.vision import VisionEngine
+
+MAX_INPUT_BYTES = 64 * 1024 * 1024
+MAX_PIXELS = 40_000_000
+
+
+def read_image_fd(fd: int, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
+    """The bytes of an image an app passed by fd: a regular file or memfd, bounded in size.
+
+    Sockets, pipes, directories and devices are refused (they could block or never end);
+    the size comes from fstat, so a huge sparse file is refused before anything is read.
+    """
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:
+        raise InvalidArgument(f"unusable image fd: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidArgument("the image fd must be a memfd or regular file "
+                              "(not a pipe, socket, directory or device)")
+    if st.st_size == 0:
+        raise InvalidImage("the image is empty (0 bytes)")
+    if st.st_size > max_bytes:
+        raise TooLarge(f"the image is {st.st_size} bytes; the limit is {max_bytes}")
+    chunks, got = [], 0
+    while got < st.st_size:
+        chunk = os.pread(fd, min(st.st_size - got, 1 << 22), got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
+def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Decode encoded image bytes to HxWx3 uint8 RGB after checking the header's pixel count."""
+    from camheald.vision.imageio import ImageError, sniff
+
+    try:
+        family, w, h = sniff(data)
+    except ImageError as exc:
+        raise InvalidImage(str(exc)) from None
+    if w <= 0 or h <= 0:
+        raise InvalidImage(f"invalid image size {w}x{h}")
+    if w * h > max_pixels:
+        raise TooLarge(f"the image declares {w}x{h} pixels; the limit is {max_pixels}")
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise InvalidImage(f"cannot decode the {family.upper()} data (corrupt or truncated)")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), family
+
+
+class ImageCorrector:
+    """Runs CorrectImage requests on a private model instance, a few at a time."""
+
+    def __init__(self, vision: VisionEngine, max_pending: int = 8) -> None:
+        self.vision = vision
+        self._lock = threading.Lock()  # one analysis at a time on this model instance
+        self._pending = 0
+        self._pending_lock = threading.Lock()
+        self.max_pending = max_pending
+
+    def correct(self, fd: int, fmt: str = "png", quality: int = 90,
+                max_pixels: int = MAX_PIXELS) -> tuple[int, dict]:
+        """Blocking (run in an executor): fd of encoded image -> (result fd, report)."""
+        with self._pending_lock:
+            if self._pending >= self.max_pending:
+                raise Busy(f"{self.max_pending} images are already being corrected")
+            self._pending += 1
+        try:
+            if not self.vision.ready:
+                raise NotReady(self.vision.error or "the model is not loaded")
+            data = read_image_fd(fd)
+            rgb, family = decode(data, max_pixels)
+            t0 = time.perf_counter()
+            with self._lock:
+                analysis = self.vision.analyze(rgb)
+                out, actions = self.vision.correct(rgb, analysis)
+            elapsed = (time.perf_counter() - t0) * 1e3
+            encoded, layout = frames.encode(out, fmt, quality)
+            result = frames.sealed_memfd(encoded, "camheal-corrected")
+            report = dict(layout)
+            report.update(size=len(encoded), input_format=family,
+                          scores=dict(analysis.scores) if analysis else {},
+                          detected=list(analysis.detected) if analysis else [],
+                          actions=list(actions), model=self.vision.name,
+                          elapsed_ms=round(elapsed, 2))
+            return result, report
+        finally:
+            with self._pending_lock:
+                self._pending -= 1

@@ -1,0 +1,133 @@
+"""Manager.CorrectImage with real images, and with every kind of bad input."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+from dbus_fast import Variant
+
+from camheal import AsyncClient
+from camheal import constants as C
+from camheal.errors import InvalidArgument, InvalidImage, TooLarge
+
+DEMO = "demo:?size=160x120&fps=10"
+
+
+def scene(h: int = 240, w: int = 320) -> np.ndarray:
+    rng = np.random.default_rng(5)
+    img = cv2.resize(rng.integers(0, 255, (h // 8, w // 8, 3), np.uint8), (w, h),
+                     interpolation=cv2.INTER_CUBIC)
+    cv2.rectangle(img, (w // 4, h // 4), (w // 2, h // 2), (230, 40, 40), -1)
+    cv2.circle(img, (3 * w // 4, h // 2), h // 6, (40, 200, 90), -1)
+    return img
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+def bomb_png(width: int = 10_000, height: int = 10_000) -> bytes:
+    """A small valid-looking PNG whose header declares width x height pixels."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 12_000)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def memfd(data: bytes) -> int:
+    fd = os.memfd_create("t", os.MFD_CLOEXEC)
+    os.write(fd, data)
+    return fd
+
+
+async def call(client: AsyncClient, fd: int, **opts) -> tuple[int, dict]:
+    return await client.call(C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage", "ha{sv}",
+                             [0, {k: Variant("s" if isinstance(v, str) else "i", v)
+                                  for k, v in opts.items()}], unix_fds=[fd])
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS"))
+
+
+async def test_correct_image_round_trip(start_daemon, bus_address):
+    start_daemon("--source", DEMO)
+    img = scene()
+    async with AsyncClient(bus_address) as client:
+        out, report = await client.correct_image(img)
+        assert out.shape == img.shape and out.dtype == np.uint8
+        assert set(report["scores"]) == set(C.ANOMALIES)
+        assert report["input_format"] == "pnm"
+        dark = (img.astype(np.float32) * 0.2).astype(np.uint8)
+        fixed, rep2 = await client.correct_image(dark)
+        assert "underexposed" in rep2["detected"]
+        assert fixed.mean() > dark.mean() * 1.8
+        fd = memfd(png_bytes(img))
+        try:
+            result_fd, rep3 = await call(client, fd, format="png")
+        finally:
+            os.close(fd)
+        data = os.pread(result_fd, rep3["size"] if "size" in rep3 else 1 << 24, 0)
+        os.close(result_fd)
+        assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == img.shape
+
+
+async def test_bad_images_are_refused_and_nothing_leaks(start_daemon, bus_address, tmp_path):
+    d = start_daemon("--source", DEMO)
+    good = png_bytes(scene())
+    async with AsyncClient(bus_address) as client:
+        await client.correct_image(scene(64, 64))  # warm up
+        fds_before, rss_before = len(os.listdir(f"/proc/{d.proc.pid}/fd")), rss_kib(d.proc.pid)
+        cases = [
+            (b"", InvalidImage, "empty"),
+            (b"this is not an image at all" * 10, InvalidImage, "not a supported image"),
+            (good[: len(good) // 2], InvalidImage, "corrupt or truncated"),
+            (bomb_png(), TooLarge, "10000x10000"),
+        ]
+        for data, exc, needle in cases:
+            fd = memfd(data)
+            try:
+                with pytest.raises(exc, match=needle):
+                    await call(client, fd)
+            finally:
+                os.close(fd)
+        # fds that are not regular files
+        r, w = os.pipe()
+        a, b = socket.socketpair()
+        dirfd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+        sparse = os.open(tmp_path / "sparse", os.O_RDWR | os.O_CREAT)
+        os.ftruncate(sparse, 1 << 30)
+        try:
+            for fd in (r, a.fileno(), dirfd):
+                with pytest.raises(InvalidArgument, match="memfd or regular file"):
+                    await call(client, fd)
+            with pytest.raises(TooLarge, match="bytes"):
+                await call(client, sparse)
+            # two fds where one is allowed
+            with pytest.raises(InvalidArgument, match="more than 1"):
+                await client.call(C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage", "ha{sv}",
+                                  [0, {}], unix_fds=[r, w])
+            with pytest.raises(InvalidArgument, match="unknown option"):
+                await call(client, r, size="big")
+        finally:
+            for fd in (r, w, dirfd, sparse):
+                os.close(fd)
+            a.close()
+            b.close()
+        for _ in range(20):
+            await client.correct_image(scene(64, 64))
+        fds_after, rss_after = len(os.listdir(f"/proc/{d.proc.pid}/fd")), rss_kib(d.proc.pid)
+    assert fds_after <= fds_before + 1, (fds_before, fds_after)
+    assert rss_after < rss_before + 50_000, (rss_before, rss_after)  # no 300 MB decode
+    assert "Traceback" not in d.log()
