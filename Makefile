@@ -37,3 +37,47 @@ bench: $(VENV)/.dev dbus-daemon
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
+
+# System service: make install-system [PLATFORM=generic|jetson|rpi] [DESTDIR=/staging]
+# Installs camheal into /opt/camheal (its own venv), the unit, D-Bus policy and activation,
+# sysusers/tmpfiles snippets, the polkit actions and a default config (kept if present).
+PLATFORM ?= generic
+SYSVENV  := /opt/camheal
+UNITDIR  := /etc/systemd/system
+
+.PHONY: install-system uninstall-system
+install-system:
+	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)/usr/share/dbus-1/system.d \
+	  $(DESTDIR)/usr/share/dbus-1/system-services $(DESTDIR)/usr/lib/sysusers.d \
+	  $(DESTDIR)/usr/lib/tmpfiles.d $(DESTDIR)/usr/share/polkit-1/actions \
+	  $(DESTDIR)/etc/camheal $(DESTDIR)/usr/local/bin
+	install -m 0644 systemd/camheald.service $(DESTDIR)$(UNITDIR)/camheald.service
+	if [ "$(PLATFORM)" != generic ]; then \
+	  install -d $(DESTDIR)$(UNITDIR)/camheald.service.d && \
+	  install -m 0644 systemd/$(PLATFORM)/camheald.service.d/*.conf \
+	    $(DESTDIR)$(UNITDIR)/camheald.service.d/; fi
+	install -m 0644 systemd/io.camheal.Camheal1.conf $(DESTDIR)/usr/share/dbus-1/system.d/
+	install -m 0644 systemd/io.camheal.Camheal1.service $(DESTDIR)/usr/share/dbus-1/system-services/
+	install -m 0644 systemd/camheal.sysusers $(DESTDIR)/usr/lib/sysusers.d/camheal.conf
+	install -m 0644 systemd/camheal.tmpfiles $(DESTDIR)/usr/lib/tmpfiles.d/camheal.conf
+	install -m 0644 systemd/io.camheal.Camheal1.policy $(DESTDIR)/usr/share/polkit-1/actions/
+	[ -e $(DESTDIR)/etc/camheal/camheald.toml ] || \
+	  install -m 0644 daemon/camheald/camheald.toml $(DESTDIR)/etc/camheal/camheald.toml
+	if [ -z "$(NO_VENV)" ]; then $(PYTHON) -m venv $(DESTDIR)$(SYSVENV) && \
+	  $(DESTDIR)$(SYSVENV)/bin/pip install --disable-pip-version-check -q .; fi
+	ln -sf $(SYSVENV)/bin/camheald $(DESTDIR)/usr/local/bin/camheald
+	ln -sf $(SYSVENV)/bin/camheal $(DESTDIR)/usr/local/bin/camheal
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
+	  systemd-sysusers camheal.conf && systemd-tmpfiles --create camheal.conf && \
+	  systemctl daemon-reload && systemctl reload dbus || true; \
+	  echo "installed: systemctl enable --now camheald"; fi
+
+uninstall-system:
+	-[ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ] && systemctl disable --now camheald
+	rm -rf $(DESTDIR)$(UNITDIR)/camheald.service $(DESTDIR)$(UNITDIR)/camheald.service.d \
+	  $(DESTDIR)/usr/share/dbus-1/system.d/io.camheal.Camheal1.conf \
+	  $(DESTDIR)/usr/share/dbus-1/system-services/io.camheal.Camheal1.service \
+	  $(DESTDIR)/usr/lib/sysusers.d/camheal.conf $(DESTDIR)/usr/lib/tmpfiles.d/camheal.conf \
+	  $(DESTDIR)/usr/share/polkit-1/actions/io.camheal.Camheal1.policy \
+	  $(DESTDIR)/usr/local/bin/camheald $(DESTDIR)/usr/local/bin/camheal $(DESTDIR)$(SYSVENV)
+	@echo "kept /etc/camheal and /var/lib/camheal (your configuration and data)"

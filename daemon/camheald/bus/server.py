@@ -45,8 +45,10 @@ class NameTaken(CamhealError):
 class Server:
     """The daemon process: one bus connection, one manager object, one object per camera."""
 
-    def __init__(self, manager: CameraManager, bus_type: str) -> None:
+    def __init__(self, manager: CameraManager, bus_type: str,
+                 config_path: str | None = None) -> None:
         self.manager = manager
+        self.config_path = config_path
         self.bus_type = bus_type
         self.bus: CamhealBus | None = None
         self._camera_ifaces: dict[str, CameraInterface] = {}
@@ -82,6 +84,7 @@ class Server:
             cam.on_events = self._on_events
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stopping.set)
+        self._loop.add_signal_handler(signal.SIGHUP, self._reload)
         bus_type = BusType.SYSTEM if self.bus_type == "system" else BusType.SESSION
         self.bus = await CamhealBus(bus_type=bus_type).connect()
         self.bus.export(C.MANAGER_PATH,
@@ -116,10 +119,37 @@ class Server:
         return 0
 
     async def _tick(self) -> None:
+        """Once a second: camera liveness checks, and the systemd watchdog ping.
+
+        The ping comes from the event loop itself, so a blocked loop stops pinging and
+        systemd restarts the service (WatchdogSec= in the unit).
+        """
+        watchdog = bool(os.environ.get("WATCHDOG_USEC"))
         while True:
             await asyncio.sleep(1.0)
             for camera in self.manager.cameras.values():
                 camera.tick()
+            if watchdog:
+                sd_notify("WATCHDOG=1")
+
+    def _reload(self) -> None:
+        """SIGHUP: re-read the config file; log level applies now, cameras need a restart."""
+        path = self.config_path
+        if path is None:
+            logger.info("SIGHUP: no config file to reload")
+            return
+        from camheald import config as cfg
+
+        try:
+            new = cfg.load(path)
+        except CamhealError as exc:
+            logger.error("SIGHUP: keeping the running configuration: %s", exc)
+            return
+        logging.getLogger().setLevel(new.daemon.log_level.upper())
+        if [(c.id, c.source, c.correct) for c in new.camera] != \
+                [(c.id, c.source, c.correct) for c in self.manager.config.camera]:
+            logger.warning("SIGHUP: camera changes in %s take effect after a restart", path)
+        logger.info("SIGHUP: reloaded %s", path)
 
     def _stream_ended(self, cam_id: str, sub: Subscription, reason: str) -> None:
         """From the capture thread: tell the subscriber its stream is gone."""
