@@ -24,6 +24,7 @@ $(VENV)/.dev: pyproject.toml $(VENV)/.runtime
 .PHONY: dbus-daemon
 dbus-daemon:
 	@.ci/ensure-dbus-daemon
+	@if [ -x .ci/ensure-rtsp-deps ]; then .ci/ensure-rtsp-deps || true; fi
 
 demo: $(VENV)/.runtime dbus-daemon
 	$(PY) -m camheald.demo $(DEMO_ARGS)

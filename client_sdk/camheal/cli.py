@@ -57,6 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", required=True, metavar="OUT",
                    help="output file, or a directory (ending in /) for several inputs")
     r.add_argument("--json", action="store_true", help="print the report per file as JSON")
+
+    v = sub.add_parser("correct-video", help="find persistent lens defects in a clip and "
+                       "correct every frame (offline)")
+    v.add_argument("input", metavar="IN", help="video file or folder of frames")
+    v.add_argument("-o", "--output", required=True, metavar="OUT",
+                   help="video file, or folder for a folder of frames")
+    v.add_argument("--json", action="store_true", help="print one JSON report")
+    v.add_argument("--mask-out", metavar="MASK.png", help="write the persistent defect mask")
+
+    h = sub.add_parser("hil", help="hardware-in-the-loop run: inject anomalies into a live "
+                       "camera path and measure detection")
+    h.add_argument("--profile", default="generic-usb", help="board profile name")
+    h.add_argument("--duration", type=float, default=60.0, metavar="S",
+                   help="seconds to run (default 60)")
+    h.add_argument("--report-dir", default="hil-report", metavar="DIR",
+                   help="folder for report.json and report.md")
+    h.add_argument("--physical", action="store_true",
+                   help="also ask the operator to cover and smudge the lens")
     return p
 
 
@@ -181,16 +199,25 @@ def cmd_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_offline(args: argparse.Namespace) -> int:
+    """Commands that run the models here, without the daemon (need the full package)."""
+    import importlib
+
+    module, func = {"diagnose": ("camheald.offline", "diagnose"),
+                    "correct": ("camheald.offline", "correct"),
+                    "correct-video": ("camheald.video", "correct_video"),
+                    "hil": ("camheald.hil", "run_hil")}[args.command]
     try:
-        from camheald import offline
+        mod = importlib.import_module(module)
     except ImportError as exc:
-        raise CamhealError(f"offline tools need the full camheal package: {exc}") from None
-    return offline.diagnose(args) if args.command == "diagnose" else offline.correct(args)
+        raise CamhealError(f"'{args.command}' needs the full camheal package "
+                           f"(daemon side): {exc}") from None
+    return getattr(mod, func)(args)
 
 
 COMMANDS = {"status": cmd_status, "capture": cmd_capture, "watch": cmd_watch,
             "stream": cmd_stream,
-            "diagnose": cmd_offline, "correct": cmd_offline}
+            "diagnose": cmd_offline, "correct": cmd_offline, "correct-video": cmd_offline,
+            "hil": cmd_offline}
 
 
 def main(argv: list[str] | None = None) -> int:
