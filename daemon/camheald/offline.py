@@ -1,0 +1,145 @@
+"""Offline tools behind ``camheal diagnose`` and ``camheal correct`` (no daemon needed)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from camheald.vision import imageio
+from camheald.vision.correct import apply_global
+from camheald.vision.detector import LOCAL_ACTIONS, Detector, ModelError
+from camheald.vision.types import Analysis
+
+logger = logging.getLogger(__name__)
+
+
+def _error(file: str, problem: str) -> None:
+    print(f"camheal: error: {file}: {problem}", file=sys.stderr, flush=True)
+
+
+def _load_detector() -> Detector | None:
+    path = os.environ.get("CAMHEAL_MODEL") or None
+    try:
+        return Detector.load(path)
+    except ModelError as e:
+        print(f"camheal: error: {e}", file=sys.stderr, flush=True)
+        return None
+
+
+def report(file: str, a: Analysis, actions: tuple[str, ...] | None = None) -> dict:
+    """JSON-able report for one file: {"file", "scores", "detected", "actions"}."""
+    if actions is None:  # suggestions: global corrections + local restorations
+        actions = (*a.actions, *(LOCAL_ACTIONS[d] for d in a.detected if d in LOCAL_ACTIONS))
+    return {"file": file, "scores": {k: round(v, 4) for k, v in a.scores.items()},
+            "detected": list(a.detected), "actions": list(actions)}
+
+
+def _human(rep: dict, out: str | None = None) -> str:
+    if rep["detected"]:
+        found = ", ".join(f"{n} ({rep['scores'][n]:.2f})" for n in rep["detected"])
+    else:
+        found = "no anomaly"
+    line = f"{rep['file']}: {found}"
+    if out is not None:
+        acts = ", ".join(rep["actions"]) or "unchanged"
+        line += f" -> {out} [{acts}]"
+    elif rep["actions"]:
+        line += f"; suggested: {', '.join(rep['actions'])}"
+    return line
+
+
+def diagnose(args: argparse.Namespace) -> int:
+    """`camheal diagnose [--json] FILE...`: print a report per file; 1 if any file failed."""
+    det = _load_detector()
+    if det is None:
+        return 1
+    failed = 0
+    for file in args.files:
+        try:
+            rgb, _ = imageio.read_rgb(file)
+            a = det.analyze(rgb)
+        except (imageio.ImageError, ValueError) as e:
+            _error(file, str(e))
+            failed += 1
+            continue
+        rep = report(file, a)
+        print(json.dumps(rep) if args.json else _human(rep), flush=True)
+    return 1 if failed else 0
+
+
+def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis, tuple[str, ...]]:
+    """Correct one frame: denoise, global tone/colour, sharpen, as detected.
+
+    Returns:
+        (corrected HxWx3 uint8, analysis, actions actually applied)
+    """
+    from camheald.vision import restore
+
+    a = det.analyze(rgb)
+    out = rgb
+    done: list[str] = []
+    if "noise" in a.detected:
+        out = restore.denoise(out, a.extra.get("severity.noise", 0.5))
+        done.append("denoise")
+    if a.correction is not None:
+        out = apply_global(out, a.correction)
+        done += [x for x in a.actions if x in ("tone_curve", "color_matrix")]
+    if "blur" in a.detected:
+        out = restore.sharpen(out, a.extra.get("severity.blur", 0.5))
+        done.append("sharpen")
+    return out, a, tuple(done)
+
+
+def _targets(inputs: list[str], output: str) -> list[tuple[str, Path]] | None:
+    as_dir = len(inputs) > 1 or output.endswith(("/", os.sep)) or Path(output).is_dir()
+    if not as_dir:
+        return [(inputs[0], Path(output))]
+    outdir = Path(output)
+    try:
+        outdir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        _error(output, f"cannot create output folder ({e.strerror or e})")
+        return None
+    return [(f, outdir / Path(f).name) for f in inputs]
+
+
+def correct(args: argparse.Namespace) -> int:
+    """`camheal correct [--json] IN... -o OUT`: write corrected images; 1 if any file failed."""
+    targets = _targets(list(args.inputs), args.output)
+    if targets is None:
+        return 1
+    det = _load_detector()
+    if det is None:
+        return 1
+    failed = 0
+    seen: set[Path] = set()
+    for file, dest in targets:
+        if dest.resolve() in seen:
+            _error(file, f"another input already writes {dest}")
+            failed += 1
+            continue
+        seen.add(dest.resolve())
+        try:
+            rgb, family = imageio.read_rgb(file)
+            fixed, a, done = correct_image(det, rgb)
+            if not done and imageio.family_of(dest) in (None, family):
+                imageio.write_bytes_atomic(dest, Path(file).read_bytes())  # bit-exact copy
+            else:
+                imageio.write_rgb(dest, fixed, family)
+        except (imageio.ImageError, ValueError) as e:
+            _error(file, str(e))
+            failed += 1
+            continue
+        except OSError as e:
+            _error(str(dest), f"cannot write ({e.strerror or e})")
+            failed += 1
+            continue
+        rep = report(file, a, done)
+        print(json.dumps(rep) if args.json else _human(rep, str(dest)), flush=True)
+    return 1 if failed else 0

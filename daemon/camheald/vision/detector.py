@@ -1,0 +1,165 @@
+"""Anomaly detector runtime: ONNX Runtime on a thumbnail + native crops (no torch).
+
+    det = Detector.load()            # shipped weights (package camheal_weights)
+    analysis = det.analyze(rgb)      # HxWx3 uint8 RGB -> camheald.vision.types.Analysis
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import logging
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from camheal.constants import ANOMALIES
+from camheald.vision import spec
+from camheald.vision.correct import Correction
+from camheald.vision.types import Analysis
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_PACKAGE = "camheal_weights"
+WEIGHTS_FILE = "camheal_detector.onnx"
+MAX_MODEL_BYTES = 64 * 1024 * 1024
+_CURVE_EPS = 1.0 / 255.0
+_MATRIX_EPS = 1e-3
+
+# Local restorations other stages may perform, by anomaly (not part of ``Analysis.actions``,
+# which lists only what ``apply_global`` does with ``Analysis.correction``).
+LOCAL_ACTIONS = {"blur": "sharpen", "noise": "denoise", "obstruction": "inpaint"}
+
+
+class ModelError(Exception):
+    """The model file is missing, unreadable, corrupt or not a camheal detector."""
+
+
+def shipped_weights() -> Path:
+    """Path of the detector ONNX shipped in the camheal_weights package."""
+    return Path(str(importlib.resources.files(WEIGHTS_PACKAGE).joinpath(WEIGHTS_FILE)))
+
+
+def _read_sidecar(path: Path) -> dict:
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return {}
+    try:
+        data = json.loads(side.read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{side}: unreadable model sidecar ({e})") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"{side}: model sidecar must be a JSON object")
+    return data
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
+
+
+class Detector:
+    """Per-frame anomaly detector and global-correction predictor (one caller at a time)."""
+
+    def __init__(self, session, name: str, thresholds: dict[str, float]):
+        self._session = session
+        self._lock = threading.Lock()
+        self.name = name
+        self.thresholds = {a: float(thresholds.get(a, 0.5)) for a in ANOMALIES}
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, threads: int = 1) -> Detector:
+        """Load a detector ONNX (None = shipped weights) and run one warm-up inference.
+
+        Raises:
+            ModelError: missing/corrupt file, external data, or outputs not matching the spec.
+        """
+        import onnxruntime as ort
+
+        p = Path(path) if path is not None else shipped_weights()
+        if not p.is_file():
+            raise ModelError(f"{p}: model file not found")
+        size = p.stat().st_size
+        if size == 0 or size > MAX_MODEL_BYTES:
+            raise ModelError(f"{p}: model file has an implausible size ({size} bytes)")
+        data = p.read_bytes()
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.log_severity_level = 3
+        try:
+            # From bytes on purpose: a model pointing at external data cannot resolve it.
+            sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises several unrelated types
+            msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "external" in msg.lower():
+                raise ModelError(f"{p}: models with ONNX external data are not supported"
+                                 ) from None
+            raise ModelError(f"{p}: not a loadable ONNX model ({msg[:200]})") from None
+        names_in = [i.name for i in sess.get_inputs()]
+        names_out = [o.name for o in sess.get_outputs()]
+        if names_in != list(spec.INPUTS) or names_out != list(spec.OUTPUTS):
+            raise ModelError(f"{p}: not a camheal detector "
+                             f"(inputs {names_in}, outputs {names_out})")
+        meta = sess.get_modelmeta().custom_metadata_map
+        if meta.get("camheal.anomalies", ",".join(ANOMALIES)) != ",".join(ANOMALIES):
+            raise ModelError(f"{p}: model was trained for another anomaly vocabulary")
+        if "camheal.spec" in meta:
+            want = {"thumb": spec.THUMB, "crop": spec.CROP, "n_crops": spec.N_CROPS,
+                    "n_knots": spec.N_KNOTS, "hist_bins": spec.HIST_BINS, "mask": spec.MASK}
+            if json.loads(meta["camheal.spec"]) != want:
+                raise ModelError(f"{p}: model was trained for another preprocessing spec")
+        side = _read_sidecar(p)
+        name = f"{p.name}@{hashlib.sha256(data).hexdigest()[:8]}"
+        det = cls(sess, name, side.get("thresholds", {}))
+        try:
+            det.analyze(np.full((64, 64, 3), 128, np.uint8))
+        except Exception as e:
+            raise ModelError(f"{p}: warm-up inference failed ({e})") from None
+        logger.info("loaded detector %s (%d threads)", name, threads)
+        return det
+
+    def run(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
+        """Raw model outputs (batch of one) for a frame; see camheald.vision.spec."""
+        inputs = spec.to_model_inputs(spec.prepare(rgb))
+        with self._lock:
+            outs = self._session.run(list(spec.OUTPUTS), inputs)
+        return dict(zip(spec.OUTPUTS, outs, strict=True))
+
+    def analyze(self, rgb: np.ndarray) -> Analysis:
+        """Analyse one frame.
+
+        Args:
+            rgb: HxWx3 uint8 RGB, at least 16x16 (ValueError otherwise).
+
+        Returns:
+            Analysis with scores for every anomaly, detections, a Correction (or None when
+            no global anomaly is detected), the coarse obstruction mask, and in ``actions``
+            the global corrections that ``apply_global(rgb, correction)`` performs
+            ("tone_curve", "color_matrix"); ``extra`` holds "severity.<anomaly>" in [0, 1].
+        """
+        out = self.run(rgb)
+        probs = _sigmoid(out["logits"][0].astype(np.float64))
+        scores = {a: float(p) for a, p in zip(ANOMALIES, probs, strict=True)}
+        detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a])
+        actions: list[str] = []
+        correction = None
+        if any(a in spec.GLOBAL_ANOMALIES for a in detected):
+            curves = out["curves"][0].astype(np.float32)
+            matrix = out["matrix"][0].astype(np.float32)
+            tone = np.abs(curves - spec.CURVE_X).max() >= _CURVE_EPS
+            colour = np.abs(matrix - np.eye(3, dtype=np.float32)).max() >= _MATRIX_EPS
+            if not colour:
+                matrix = np.eye(3, dtype=np.float32)
+            if tone or colour:
+                correction = Correction(curves, matrix)
+                actions += ["tone_curve"] if tone else []
+                actions += ["color_matrix"] if colour else []
+        sev = out["severity"][0]
+        extra = {f"severity.{a}": float(s) for a, s in zip(ANOMALIES, sev, strict=True)}
+        mask = _sigmoid(out["mask"][0, 0]).astype(np.float32)
+        return Analysis(scores=scores, detected=detected, correction=correction, mask=mask,
+                        actions=tuple(actions), model=self.name, extra=extra)

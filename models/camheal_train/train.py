@@ -1,0 +1,184 @@
+"""Train CamhealNet on one CPU or many processes (``torchrun``, DDP with gloo/nccl).
+
+    python -m camheal_train.train --cache runs/cache --out runs/small --steps 4000
+    torchrun --nproc_per_node 2 -m camheal_train.train --data DIR --out runs/x ...
+
+Checkpoints (``last.pt``) are written every ``--ckpt-every`` steps and at the end; rerunning
+the same command resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+
+from camheal_train.data import CachedDataset, SyntheticDataset, data_dir, list_photos
+from camheal_train.losses import compute_losses
+from camheal_train.net import CONFIGS, CamhealNet
+
+logger = logging.getLogger(__name__)
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Command-line options."""
+    ap = argparse.ArgumentParser(prog="python -m camheal_train.train", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    src = ap.add_mutually_exclusive_group()
+    src.add_argument("--cache", help="cache folder built by camheal_train.data")
+    src.add_argument("--data", help="photo folder (default $CAMHEAL_DATA); degrade on the fly")
+    ap.add_argument("--exclude", action="append", default=None,
+                    help="photo name prefix to hold out (default: kodak24-, val20-)")
+    ap.add_argument("--epoch-samples", type=int, default=8000, help="on-the-fly epoch length")
+    ap.add_argument("--out", required=True, help="run folder (checkpoints, log)")
+    ap.add_argument("--arch", default="small", choices=sorted(CONFIGS))
+    ap.add_argument("--steps", type=int, default=4000)
+    ap.add_argument("--batch", type=int, default=32, help="per-process batch size")
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--workers", type=int, default=1, help="DataLoader workers per process")
+    ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads per process")
+    ap.add_argument("--ckpt-every", type=int, default=250)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--no-progress", action="store_true")
+    return ap.parse_args(argv)
+
+
+def _lr_factor(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def _augment(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Random horizontal flip of every spatial tensor of the batch (labels unchanged)."""
+    if torch.rand(()) < 0.5:
+        return batch
+    out = dict(batch)
+    for k in ("thumb", "crops", "loss_in", "loss_target", "mask"):
+        out[k] = batch[k].flip(-1)
+    return out
+
+
+def _model_inputs(batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    return (batch["thumb"].float() / 255.0, batch["crops"].float() / 255.0, batch["hist"])
+
+
+def train(a: argparse.Namespace) -> Path:
+    """Run (or resume) training; returns the path of the final checkpoint."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        dist.init_process_group("gloo")
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(a.seed + rank)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if a.cache:
+        ds = CachedDataset(a.cache)
+    else:
+        exclude = a.exclude if a.exclude is not None else ["kodak24-", "val20-"]
+        ds = SyntheticDataset(list_photos(data_dir(a.data), exclude=exclude), a.epoch_samples,
+                              seed=a.seed)
+    sampler = (DistributedSampler(ds, world, rank, shuffle=True, seed=a.seed) if world > 1
+               else RandomSampler(ds))
+    loader = DataLoader(ds, batch_size=a.batch, sampler=sampler, num_workers=a.workers,
+                        drop_last=True, persistent_workers=a.workers > 0)
+    cfg = CONFIGS[a.arch]
+    model = CamhealNet(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    step, epoch = 0, 0
+    ckpt = out / "last.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        step, epoch = state["step"], state["epoch"]
+        logger.info("resumed from %s at step %d", ckpt, step)
+    ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    bar = None
+    if rank == 0 and not a.no_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=a.steps, initial=step, desc="train", mininterval=5)
+    running: dict[str, float] = {}
+    t0 = time.time()
+    while step < a.steps:
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        if isinstance(ds, SyntheticDataset):
+            ds.set_epoch(epoch)
+        for batch in loader:
+            if step >= a.steps:
+                break
+            for g in opt.param_groups:
+                g["lr"] = a.lr * _lr_factor(step, a.steps, a.warmup)
+            batch = _augment(batch)
+            model.train()
+            losses = compute_losses(ddp(*_model_inputs(batch)), batch)
+            opt.zero_grad(set_to_none=True)
+            losses["total"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            step += 1
+            for k, v in losses.items():
+                fv = float(v.detach())
+                running[k] = 0.98 * running.get(k, fv) + 0.02 * fv
+            if bar is not None:
+                bar.update(1)
+                if step % 20 == 0:
+                    bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()})
+            if rank == 0 and (step % 100 == 0 or step == a.steps):
+                logger.info("step %d %s (%.0fs)", step,
+                            " ".join(f"{k}={v:.4f}" for k, v in running.items()), time.time() - t0)
+            if rank == 0 and (step % a.ckpt_every == 0 or step == a.steps):
+                _save(ckpt, model, opt, step, epoch, a)
+        epoch += 1
+    if bar is not None:
+        bar.close()
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return ckpt
+
+
+def _save(path: Path, model: CamhealNet, opt: torch.optim.Optimizer, step: int, epoch: int,
+          a: argparse.Namespace) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                "epoch": epoch, "config": model.cfg.to_dict(), "arch": a.arch,
+                "args": vars(a)}, tmp)
+    os.replace(tmp, path)
+
+
+def load_model(path: str | os.PathLike) -> CamhealNet:
+    """A trained network (eval mode) from a checkpoint written by ``train``."""
+    from camheal_train.net import NetConfig
+
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    model = CamhealNet(NetConfig.from_dict(state["config"]))
+    model.load_state_dict(state["model"])
+    return model.eval()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    path = train(parse_args(argv))
+    if int(os.environ.get("RANK", "0")) == 0:
+        logger.info("checkpoint: %s", path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

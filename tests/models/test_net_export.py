@@ -1,0 +1,53 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="model tests need the train extra (torch)")
+onnx = pytest.importorskip("onnx", reason="ONNX export tests need onnx")
+
+from camheal_train.apply import apply_global_torch  # noqa: E402
+from camheal_train.export import compare, example_inputs, to_onnx_bytes  # noqa: E402
+from camheal_train.net import CONFIGS, build  # noqa: E402
+from camheald.vision import spec  # noqa: E402
+from camheald.vision.correct import Correction, apply_global  # noqa: E402
+
+
+def test_tiny_forward_shapes():
+    net = build("tiny").eval()
+    logits, sev, curves, matrix, mask = net(*example_inputs(3))
+    assert logits.shape == (3, spec.N_ANOMALIES) and sev.shape == (3, spec.N_ANOMALIES)
+    assert curves.shape == (3, 3, spec.N_KNOTS) and matrix.shape == (3, 3, 3)
+    assert mask.shape == (3, 1, spec.MASK, spec.MASK)
+    # an untrained net predicts the identity correction
+    assert torch.allclose(curves, torch.from_numpy(spec.CURVE_X).expand_as(curves))
+    assert torch.allclose(matrix, torch.eye(3).expand_as(matrix))
+
+
+def test_small_is_small():
+    n = sum(p.numel() for p in build(CONFIGS["small"]).parameters())
+    assert n < 2_500_000  # float32 ONNX must stay far below 10 MB
+
+
+def test_onnx_export_checked_and_matches_torch(tmp_path):
+    net = build("tiny").eval()
+    with torch.no_grad():  # make the correction head non-trivial
+        net.out_curve.weight.normal_(0, 0.05)
+    data = to_onnx_bytes(net)
+    onnx.checker.check_model(onnx.load_from_string(data))
+    diffs = compare(net, data, batch=2)
+    assert max(diffs.values()) < 1e-4
+    model = onnx.load_from_string(data)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert "camheal.spec" in meta and "camheal.anomalies" in meta
+
+
+def test_correction_from_net_applies_identically(photo):
+    net = build("tiny").eval()
+    with torch.no_grad():
+        net.out_curve.weight.normal_(0, 0.05)
+        _, _, curves, matrix, _ = net(*example_inputs(1))
+    ref = apply_global(photo, Correction(curves[0].numpy(), matrix[0].numpy()))
+    img = torch.from_numpy(photo.transpose(2, 0, 1).copy())[None]
+    got = apply_global_torch(img, curves, matrix)[0].permute(1, 2, 0).numpy()
+    assert np.abs(np.rint(got * 255) - ref).max() <= 1

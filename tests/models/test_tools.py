@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from camheal.constants import ANOMALIES
+
+
+def test_tensorrt_cache_key_changes_with_each_part():
+    from camheal_train.tensorrt_build import cache_key
+
+    base = ("10.3.0", "Orin", "8.7", "ab" * 32)
+    k = cache_key(*base)
+    assert k == cache_key(*base) and len(k) == 24
+    assert k == cache_key("10.3.0 ", " Orin ", "8.7", ("AB" * 32))  # normalised
+    for i, alt in enumerate(("10.4.0", "Xavier", "7.2", "cd" * 32)):
+        changed = list(base)
+        changed[i] = alt
+        assert cache_key(*changed) != k
+    assert cache_key(*base, fp16=False) != k
+    assert cache_key(*base, max_batch=4) != k
+
+
+def test_tensorrt_build_fails_clearly_without_tensorrt(tmp_path):
+    from camheal_train import tensorrt_build as tb
+
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("tensorrt is installed here")
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"x")
+    with pytest.raises(tb.TensorRTUnavailable, match="TensorRT is not installed"):
+        tb.build_engine(onnx_file, tmp_path / "cache")
+    assert tb.main(["--onnx", str(onnx_file), "--cache-dir", str(tmp_path)]) == 2
+    assert len(tb.model_hash(onnx_file)) == 64
+
+
+def test_metrics_and_calibration():
+    pytest.importorskip("torch", reason="evaluate imports the degradation library (torch)")
+    from camheal_train.evaluate import best_threshold, calibrate, prf
+
+    s = np.array([0.9, 0.8, 0.3, 0.1])
+    y = np.array([1, 1, 0, 0])
+    assert prf(s, y, 0.5) == (1.0, 1.0, 1.0)
+    assert 0.3 < best_threshold(s, y) <= 0.8
+    rng = np.random.default_rng(0)
+    labels = (rng.random((200, len(ANOMALIES))) < 0.2).astype(float)
+    scores = np.clip(labels * 0.7 + rng.random(labels.shape) * 0.4, 0, 1)
+    clean = labels.sum(1) == 0
+    thr = calibrate(scores, labels, clean, fp_per_class=0.01)
+    assert set(thr) == set(ANOMALIES)
+    for i, a in enumerate(ANOMALIES):
+        assert np.mean(scores[clean, i] >= thr[a]) <= 0.01
+
+
+def test_classical_baselines(photo):
+    pytest.importorskip("torch", reason="camheal_train needs torch")
+    from camheal_train import baselines as bl
+
+    sc = bl.classical_scores(photo)
+    assert set(sc) == set(ANOMALIES)
+    for tool in bl.TOOLS.values():
+        out = tool(photo)
+        assert out.shape == photo.shape and out.dtype == np.uint8
+    assert bl.psnr(photo, photo) == 100.0
+    assert bl.ssim(photo, photo) == pytest.approx(1.0)
