@@ -1,8 +1,10 @@
 """Sources read through OpenCV's VideoCapture: files, image folders, V4L2 devices, network streams.
 
-Verified on this machine: video files, image files and folders (tests make them), RTSP/HTTP
-only through FFmpeg as built into opencv-python. V4L2 devices and GStreamer pipelines are
-thin calls into OpenCV and were not exercised on real hardware here.
+Verified on this machine: video files, image files and folders (tests make them), and RTSP
+through FFmpeg as built into opencv-python against GStreamer's RTSP server on loopback
+(tests/bus/test_rtsp.py: streaming, the server killed, frames again after a restart). HTTP
+streams, V4L2 devices and GStreamer pipelines are thin calls into OpenCV and were not exercised
+on real hardware here.
 """
 
 from __future__ import annotations
@@ -19,7 +21,19 @@ from camheald.capture.base import Source, SourceClosed
 
 logger = logging.getLogger(__name__)
 
+#: FFmpeg time-outs for network cameras: a camera that stops answering makes open() or read()
+#: fail after this long instead of blocking the capture thread (OpenCV's default is 30 s).
+NETWORK_OPEN_TIMEOUT_MS = 5000
+NETWORK_READ_TIMEOUT_MS = 5000
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def network_timeouts(open_ms: int = NETWORK_OPEN_TIMEOUT_MS,
+                     read_ms: int = NETWORK_READ_TIMEOUT_MS) -> list[int]:
+    """VideoCapture open parameters that bound FFmpeg's waits (they only work when passed at
+    open time, not through ``set()`` afterwards)."""
+    return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
 
 
 def _to_rgb(bgr: np.ndarray) -> np.ndarray:
@@ -101,8 +115,10 @@ class VideoCaptureSource(Source):
 
     def __init__(self, uri: str, target: str | int, api: int = cv2.CAP_ANY, fps: float = 0.0,
                  loop: bool = False, pace: bool = False,
-                 props: dict[int, float] | None = None) -> None:
+                 props: dict[int, float] | None = None,
+                 open_params: list[int] | None = None) -> None:
         self.uri = uri
+        self._open_params = open_params or []
         self._target = target
         self._api = api
         self._fps = fps
@@ -118,7 +134,10 @@ class VideoCaptureSource(Source):
         if isinstance(self._target, str) and self._target.startswith("/dev/") \
                 and not os.path.exists(self._target):
             raise SourceClosed(f"{self._target}: no such device")
-        cap = cv2.VideoCapture(self._target, self._api)
+        if self._open_params:
+            cap = cv2.VideoCapture(self._target, self._api, self._open_params)
+        else:
+            cap = cv2.VideoCapture(self._target, self._api)
         for prop, value in self._props.items():
             cap.set(prop, value)
         if not cap.isOpened():

@@ -9,16 +9,18 @@ from urllib.parse import parse_qsl
 import cv2
 
 from camheald.capture.base import Source
+from camheald.capture.opencv import network_timeouts
 from camheald.errors import SourceError
 
-SCHEMES = ("demo", "file", "v4l2", "rtsp", "rtsps", "http", "https", "gst", "picamera2")
+SCHEMES = ("demo", "file", "v4l2", "rtsp", "rtsps", "http", "https", "gst", "picamera2", "inject")
 _SIZE = re.compile(r"^(\d{2,5})x(\d{2,5})$")
 
 
 def _split(uri: str) -> tuple[str, str, dict[str, str]]:
     scheme, sep, rest = uri.partition(":")
-    if not sep:
-        rest = ""
+    if not sep:  # "demo?fps=5" is read as "demo:?fps=5"
+        scheme, sep, rest = uri.partition("?")
+        rest = sep + rest
     path, _, query = rest.partition("?")
     try:
         params = dict(parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query)))
@@ -60,12 +62,31 @@ def _no_leftovers(uri: str, params: dict[str, str]) -> None:
 def parse_source(uri: str) -> Source:
     """Build the Source named by ``uri``; raise SourceError with a one-line reason otherwise.
 
-    Forms: ``demo[:?size=WxH&fps=F&phase=S&schedule=a,b]``, ``file:PATH[?fps=F&loop=0]``,
-    ``v4l2:/dev/videoN[?size=WxH&fps=F&format=MJPG]``, ``rtsp://…``, ``http(s)://…``,
-    ``gst:PIPELINE`` (needs OpenCV built with GStreamer), ``picamera2:N``.
+    Forms:
+
+    - ``demo[:?size=WxH&fps=F&phase=S&schedule=a,b]`` - the procedural demo scene;
+    - ``file:PATH[?fps=F&loop=0]`` - a video, an image or a folder of images (loops);
+    - ``v4l2:/dev/videoN[?size=WxH&fps=F&format=MJPG]`` - USB/UVC cameras;
+    - ``rtsp://…``, ``rtsps://…``, ``http(s)://…`` - network cameras through FFmpeg, with open
+      and read time-outs so that a dead camera cannot hold the capture thread;
+    - ``gst:PIPELINE`` - a GStreamer pipeline ending in appsink (OpenCV built with GStreamer);
+    - ``picamera2:N[?size=WxH&fps=F]`` - Raspberry Pi CSI camera N (needs python3-picamera2);
+    - ``inject:INNER[#OPTIONS]`` - any of the above (not another inject:) with known defects
+      added on a schedule; ``Stats["injected"]`` names the defect shown now (ground truth).
+      OPTIONS go in the URI fragment, after ``#``, so that they never mix with the inner
+      URI's own query: ``schedule=a,b,…`` (defect per phase, looped; names: clean, blur,
+      dirt or obstruction, crack, underexposed, overexposed, low_contrast, color_cast, noise;
+      default: every anomaly once, each followed by clean), ``phase=S`` (seconds per phase,
+      default 8), ``seed=N`` (where the dirt and crack masks fall, default 1), ``loop=0``
+      (stay clean after one pass). An inner ``demo`` is clean unless it names its own
+      schedule. Examples: ``inject:demo#schedule=clean,blur,noise&phase=5``,
+      ``inject:v4l2:/dev/video0?size=1280x720#phase=10``,
+      ``inject:rtsp://cam.local/stream1?channel=1#schedule=clean,dirt``.
     """
     if not uri or len(uri) > 4096:
         raise SourceError("source URI is empty or too long")
+    if uri.partition(":")[0].lower() == "inject":
+        return _inject(uri)
     scheme, path, params = _split(uri)
     if scheme not in SCHEMES:
         raise SourceError(f"source {uri!r}: unknown scheme {scheme!r} "
@@ -119,7 +140,9 @@ def parse_source(uri: str) -> Source:
             props[cv2.CAP_PROP_FPS] = fps
         return VideoCaptureSource(uri, path, cv2.CAP_V4L2, fps, props=props)
     if scheme in ("rtsp", "rtsps", "http", "https"):
-        return VideoCaptureSource(uri, uri, cv2.CAP_FFMPEG)
+        if not path.startswith("//") or len(path) < 3:
+            raise SourceError(f"source {uri!r}: expected {scheme}://HOST[:PORT]/PATH")
+        return VideoCaptureSource(uri, uri, cv2.CAP_FFMPEG, open_params=network_timeouts())
     if scheme == "gst":
         pipeline = uri.partition(":")[2]
         if "appsink" not in pipeline:
@@ -128,4 +151,53 @@ def parse_source(uri: str) -> Source:
             raise SourceError("gst: sources need OpenCV built with GStreamer "
                               "(on Jetson use the system python3-opencv from JetPack)")
         return VideoCaptureSource(uri, pipeline, cv2.CAP_GSTREAMER)
-    raise SourceError(f"source {uri!r}: picamera2 sources are not implemented yet")
+    return _picamera2(uri, path, params)
+
+
+def _picamera2(uri: str, path: str, params: dict[str, str]) -> Source:
+    from camheald.capture.picam import Picamera2Source, load_module
+
+    if not re.fullmatch(r"\d{1,2}", path):
+        raise SourceError(f"source {uri!r}: expected picamera2:N (camera number, 0 = first)")
+    size = _size(uri, params, (1280, 720))
+    if size[0] % 2 or size[1] % 2:
+        raise SourceError(f"source {uri!r}: picamera2 width and height must be even")
+    fps = _float(uri, params, "fps", 30.0, 1.0, 240.0)
+    _no_leftovers(uri, params)
+    load_module(int(path))  # the missing-package error belongs at start-up, not in a thread
+    return Picamera2Source(uri, int(path), size, fps)
+
+
+def _inject(uri: str) -> Source:
+    from camheald.capture import inject
+    from camheald.capture.injector import DEFAULT_SCHEDULE, InjectSource
+
+    inner_uri, _, fragment = uri.partition(":")[2].partition("#")
+    if not inner_uri:
+        raise SourceError(f"source {uri!r}: expected inject:INNER-URI[#OPTIONS]")
+    if inner_uri.partition(":")[0].lower() == "inject":
+        raise SourceError(f"source {uri!r}: inject: cannot wrap another inject:")
+    try:
+        params = dict(parse_qsl(fragment, keep_blank_values=True, strict_parsing=bool(fragment)))
+    except ValueError as exc:
+        raise SourceError(f"source {uri!r}: malformed options after '#'") from exc
+    schedule = tuple(s.strip() for s in params.pop("schedule", "").split(",") if s.strip()) \
+        or DEFAULT_SCHEDULE
+    unknown = [s for s in schedule if s not in (*inject.DEFECT_NAMES, "obstruction")]
+    if unknown:
+        raise SourceError(f"source {uri!r}: unknown defect(s) {', '.join(unknown)} "
+                          f"(known: {', '.join(inject.DEFECT_NAMES)})")
+    phase = _float(uri, params, "phase", 8.0, 0.5, 3600.0)
+    seed = int(_float(uri, params, "seed", 1, 0, 2**31 - 1))
+    loop = params.pop("loop", "1") not in ("0", "false", "no")
+    _no_leftovers(uri, params)
+    scheme, _, params_inner = _split(inner_uri)
+    if scheme == "demo":
+        if params_inner.get("schedule", "clean") != "clean":
+            raise SourceError(f"source {uri!r}: put the schedule after '#' "
+                              "(inject:demo#schedule=...); the inner demo stays clean")
+        if "schedule" not in params_inner:
+            inner_uri += ("&" if "?" in inner_uri else ":?" if ":" not in inner_uri else "?") \
+                + "schedule=clean"
+    inner = parse_source(inner_uri)
+    return InjectSource(uri, inner, schedule, phase, seed, loop)
