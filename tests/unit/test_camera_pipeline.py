@@ -71,3 +71,17 @@ def test_source_that_disappears_reports_no_signal_and_recovers(tmp_path):
         assert cam.stats.reconnects >= 1
     finally:
         cam.stop()
+
+
+def test_sinks_are_removed_by_equality(tmp_path):
+    """Bound methods are new objects on every access: removal must not rely on identity."""
+
+    class Hub:
+        def sink(self, raw, cor):
+            pass
+
+    cam = Camera("t", parse_source("demo"), VisionEngine(str(tmp_path / "none.onnx")))
+    hub = Hub()
+    cam.add_sink(hub.sink)
+    cam.remove_sink(hub.sink)
+    assert cam._sinks == []

@@ -100,7 +100,8 @@ class Camera:
 
     def remove_sink(self, sink: FrameSink) -> None:
         with self._lock:
-            self._sinks = [s for s in self._sinks if s is not sink]
+            # `!=`, not `is not`: each access to a bound method makes a new object
+            self._sinks = [s for s in self._sinks if s != sink]
 
     def latest(self, corrected: bool = True) -> PublishedFrame | None:
         with self._lock:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 import threading
 import time
 
@@ -53,6 +54,8 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
         family, w, h = sniff(data)
     except ImageError as exc:
         raise InvalidImage(str(exc)) from None
+    except (ValueError, IndexError, struct.error):  # a header too broken to parse
+        raise InvalidImage("corrupt image header") from None
     if w <= 0 or h <= 0:
         raise InvalidImage(f"invalid image size {w}x{h}")
     if w * h > max_pixels:
