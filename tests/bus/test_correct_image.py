@@ -13,6 +13,7 @@ import pytest
 from dbus_fast import Variant
 
 from camheal import AsyncClient
+from camheal.aio import unpack
 from camheal import constants as C
 from camheal.errors import InvalidArgument, InvalidImage, TooLarge
 
@@ -78,7 +79,9 @@ async def test_correct_image_round_trip(start_daemon, bus_address):
             result_fd, rep3 = await call(client, fd, format="png")
         finally:
             os.close(fd)
-        data = os.pread(result_fd, rep3["size"] if "size" in rep3 else 1 << 24, 0)
+        rep3 = unpack(rep3)
+        assert rep3["format"] == "png" and rep3["input_format"] == "png"
+        data = os.pread(result_fd, rep3["size"], 0)
         os.close(result_fd)
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == img.shape
 
