@@ -24,7 +24,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", action="append", default=[], metavar="URI",
                    help="camera source URI (repeatable); overrides the config's cameras")
     p.add_argument("--demo", action="store_true", help="add the procedural demo camera")
-    p.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    where.add_argument("--profile", metavar="NAME",
+                       help="board profile instead of --config: generic-usb, rpi5, "
+                       "jetson-orin-nano, demo (hardware/profiles/NAME.toml) or a .toml path")
+    p.add_argument("--inject", nargs="?", const="", metavar="OPTIONS",
+                   help="wrap every camera source in inject: (known defects on a schedule, "
+                   "for camheal hil); OPTIONS as after '#' in an inject: URI, e.g. "
+                   "'phase=10&schedule=clean,blur'")
     p.add_argument("--log-level", choices=cfg.LOG_LEVELS, help="logging verbosity")
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration and sources, then exit")
@@ -34,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def resolve(args: argparse.Namespace) -> cfg.Config:
     """The effective configuration: file, then flags on top."""
+    if args.profile:
+        from camheald.capture import profiles
+
+        args.config = str(profiles.find(args.profile))  # SIGHUP re-reads the profile
     config = cfg.load(args.config)
     if args.bus:
         config.daemon.bus = args.bus
@@ -46,6 +58,10 @@ def resolve(args: argparse.Namespace) -> cfg.Config:
         taken = {c.id for c in config.camera}
         cam_id = "demo" if "demo" not in taken else f"demo{len(taken)}"
         config.camera.append(cfg.CameraConfig(id=cam_id, source="demo"))
+    if args.inject is not None:
+        for cam in config.camera:
+            if not cam.source.lower().startswith("inject:"):
+                cam.source = f"inject:{cam.source}" + (f"#{args.inject}" if args.inject else "")
     return cfg.validate(config)
 
 
