@@ -57,7 +57,7 @@ def test_demo_schedule_and_injected_defects():
     ("v4l2:video0", "v4l2:/dev/videoN"),
     ("v4l2:/dev/video0?format=MJPEG", "FourCC"),
     ("gst:videotestsrc ! fakesink", "appsink"),
-    ("picamera2:0", "not implemented"),
+    ("picamera2:0", "needs the Python package .picamera2."),
 ])
 def test_bad_uris(uri, needle):
     with pytest.raises(SourceError, match=needle):
