@@ -1,0 +1,56 @@
+"""`camheal hil` against the demo scene inside the inject: wrapper on a private bus."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from camheald.hil import Observer, run_hil, summarize
+
+SCHEDULE = "clean,underexposed,clean,blur"
+
+
+def test_hil_scores_the_injected_schedule(start_daemon, bus_address, tmp_path):
+    start_daemon("--source", f"inject:demo:?size=320x180&fps=15#schedule={SCHEDULE}&phase=3")
+    args = argparse.Namespace(profile="demo", duration=13.0, bus=bus_address,
+                              report_dir=str(tmp_path / "hil"), physical=False)
+    assert run_hil(args) == 0
+    report = json.loads((tmp_path / "hil" / "report.json").read_text())
+    md = (tmp_path / "hil" / "report.md").read_text()
+    seen = [p["defect"] for p in report["phases"]]
+    assert set(seen) <= set(SCHEDULE.split(",")) and "underexposed" in seen, seen
+    complete = [p for p in report["phases"] if p["complete"]]
+    assert complete and all(2.0 < p["end_s"] - p["start_s"] < 4.5 for p in complete), complete
+    scored = {name: a for name, a in report["anomalies"].items() if a["phases"]}
+    assert scored, report["anomalies"]
+    for a in scored.values():
+        assert 0.0 <= a["recall"] <= 1.0
+        assert all(0.0 <= t <= 4.5 for t in a["ttd_s"])
+    assert report["clean"]["phases"] >= 1 and report["clean"]["false_alarms"] >= 0
+    stream = report["stream"]
+    assert stream["frames"] > 5 and stream["fps"] > 2, stream
+    assert 0 < stream["latency_ms"]["p50"] < 2000, stream
+    assert "| anomaly |" in md and "Stream:" in md
+
+
+def test_observer_recall_time_to_detect_and_false_alarms():
+    obs = Observer()
+    obs.begin("blur", ("blur",), None)  # joined mid-phase: partial
+    obs.sample(0.0, {"blur"}, "ok")
+    obs.begin("clean", (), 1.0)
+    obs.sample(2.0, {"blur"}, "ok")  # still clearing: not a false alarm
+    obs.sample(5.0, {"noise"}, "ok")  # after settling: a false alarm
+    obs.begin("dirt", ("obstruction",), 9.0)
+    obs.sample(10.5, {"obstruction"}, "ok")
+    obs.begin("clean", (), 17.0)
+    obs.sample(18.0, set(), "no_signal")
+    obs.finish(20.0)
+    out = summarize(obs.phases)
+    assert out["anomalies"]["blur"] == {"phases": 0, "detected": 0, "partial": 1, "ttd_s": [],
+                                        "defects": ["blur"], "recall": None, "ttd_mean_s": None,
+                                        "ttd_max_s": None}
+    assert out["anomalies"]["obstruction"]["recall"] == 1.0
+    assert out["anomalies"]["obstruction"]["ttd_s"] == [1.5]
+    assert out["clean"]["phases"] == 2 and out["clean"]["false_alarms"] == 1
+    assert out["clean"]["by_anomaly"] == {"noise": 1}
+    assert obs.states == {"ok": 4, "no_signal": 1}
