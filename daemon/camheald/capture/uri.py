@@ -66,7 +66,8 @@ def parse_source(uri: str) -> Source:
 
     - ``demo[:?size=WxH&fps=F&phase=S&schedule=a,b]`` - the procedural demo scene;
     - ``file:PATH[?fps=F&loop=0]`` - a video, an image or a folder of images (loops);
-    - ``v4l2:/dev/videoN[?size=WxH&fps=F&format=MJPG]`` - USB/UVC cameras;
+    - ``v4l2:/dev/videoN[?size=WxH&fps=F&format=MJPG]`` - USB/UVC cameras (or the stable
+      names udev makes: ``v4l2:/dev/v4l/by-id/NAME``, ``/dev/v4l/by-path/NAME``);
     - ``rtsp://…``, ``rtsps://…``, ``http(s)://…`` - network cameras through FFmpeg, with open
       and read time-outs so that a dead camera cannot hold the capture thread;
     - ``gst:PIPELINE`` - a GStreamer pipeline ending in appsink (OpenCV built with GStreamer);
@@ -122,8 +123,9 @@ def parse_source(uri: str) -> Source:
         return VideoCaptureSource(uri, str(target), cv2.CAP_FFMPEG, fps, loop=loop,
                                   pace=fps > 0)
     if scheme == "v4l2":
-        if not re.fullmatch(r"/dev/video\d{1,3}", path):
-            raise SourceError(f"source {uri!r}: expected v4l2:/dev/videoN")
+        if not re.fullmatch(r"/dev/video\d{1,3}|/dev/v4l/by-(id|path)/[\w.:+-]+", path):
+            raise SourceError(f"source {uri!r}: expected v4l2:/dev/videoN or "
+                              "v4l2:/dev/v4l/by-id/NAME")
         width, height = _size(uri, params, (0, 0))
         fps = _float(uri, params, "fps", 0.0, 0.0, 1000.0)
         fourcc = params.pop("format", "")
