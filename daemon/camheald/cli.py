@@ -60,7 +60,11 @@ def resolve(args: argparse.Namespace) -> cfg.Config:
         config.camera.append(cfg.CameraConfig(id=cam_id, source="demo"))
     if args.inject is not None:
         for cam in config.camera:
-            if not cam.source.lower().startswith("inject:"):
+            if cam.source.lower().startswith("inject:"):
+                if args.inject:
+                    raise cfg.ConfigError(f"camera {cam.id} already uses inject:; give its "
+                                          "options after '#' in its source URI")
+            else:
                 cam.source = f"inject:{cam.source}" + (f"#{args.inject}" if args.inject else "")
     return cfg.validate(config)
 

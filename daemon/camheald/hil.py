@@ -191,7 +191,7 @@ def summarize(phases: list[Phase]) -> dict[str, Any]:
             for name in ph.false_alarms:
                 clean["by_anomaly"][name] = clean["by_anomaly"].get(name, 0) + 1
             continue
-        key = ph.expected[0] if ph.source == "inject" else ph.defect
+        key = ph.expected[0] if ph.source == "inject" else f"physical: {ph.defect}"
         a = anomalies.setdefault(key, {"phases": 0, "detected": 0, "partial": 0, "ttd_s": [],
                                        "defects": []})
         if ph.defect not in a["defects"]:

@@ -54,3 +54,29 @@ def test_observer_recall_time_to_detect_and_false_alarms():
     assert out["clean"]["phases"] == 2 and out["clean"]["false_alarms"] == 1
     assert out["clean"]["by_anomaly"] == {"noise": 1}
     assert obs.states == {"ok": 4, "no_signal": 1}
+
+
+def test_physical_steps_prompt_the_operator_and_score_each_step():
+    from camheald import hil
+
+    class FakeCam:
+        detected: list[str] = []
+
+        def health(self):
+            return {"detected": list(self.detected), "state": "ok"}
+
+    cam, prompts = FakeCam(), []
+
+    def ask(text: str) -> str:
+        prompts.append(text)
+        cam.detected = ["obstruction"] if "Cover" in text else []
+        return ""
+
+    obs = Observer()
+    hil._physical(cam, obs, 0.0, 0.3, ask)
+    assert len(prompts) == len(hil.PHYSICAL_STEPS)
+    assert [p.defect for p in obs.phases] == ["clean", "covered", "smudged", "clean"]
+    assert all(p.complete and p.source == "physical" for p in obs.phases)
+    out = summarize(obs.phases)["anomalies"]
+    assert out["physical: covered"]["recall"] == 1.0
+    assert out["physical: smudged"]["recall"] == 0.0
