@@ -68,17 +68,19 @@ async def test_slow_client_misses_frames_without_slowing_others(start_daemon, bu
         slow = await cam.stream()
         fast = await cam.stream()
         assert await slow.read() is not None
+        before = (await cam.stats())["frames"]
         t0 = time.monotonic()
         fast_frames = 0
         while time.monotonic() - t0 < 1.5:
             if await fast.read(timeout=1.0) is not None:
                 fast_frames += 1
+        produced = (await cam.stats())["frames"] - before
         await slow.read()  # wakes up after 1.5 s of not reading
         await slow.read(timeout=1.0)
-        assert fast_frames >= 25  # ~30 fps source, unaffected by the stuck reader
-        assert slow.stats["dropped"] > 20 and slow.stats["received"] <= 4
-        stats = await cam.stats()
-        assert stats["fps"] > 25
+        # the stuck reader costs the fast one nothing: it got (nearly) every frame captured
+        assert produced >= 15 and fast_frames >= 0.85 * produced, (fast_frames, produced)
+        assert fast.stats["dropped"] <= 0.15 * produced
+        assert slow.stats["dropped"] >= 0.8 * produced and slow.stats["received"] <= 4
         await slow.close()
         await fast.close()
     assert "Traceback" not in d.log()
