@@ -55,6 +55,7 @@ class Phase:
     ttd_s: float | None = None
     false_alarms: list[str] = field(default_factory=list)  # anomalies newly confirmed (clean)
     also_detected: list[str] = field(default_factory=list)  # others confirmed (anomaly phases)
+    no_signal: int = 0  # samples without frames: such a phase is not scored
     source: str = "inject"
 
 
@@ -83,6 +84,8 @@ class Observer:
         if not self.phases:
             return
         ph = self.phases[-1]
+        if state in ("no_signal", "starting"):
+            ph.no_signal += 1
         settled = ph.start_s is None or t - ph.start_s >= SETTLE_S
         hit = detected & set(ph.expected)
         if hit and not ph.detected:
@@ -183,7 +186,7 @@ def summarize(phases: list[Phase]) -> dict[str, Any]:
     clean = {"phases": 0, "seconds": 0.0, "false_alarms": 0, "by_anomaly": {}}
     for ph in phases:
         if not ph.expected:
-            if ph.start_s is None or ph.end_s is None:
+            if ph.start_s is None or ph.end_s is None or ph.no_signal:
                 continue
             clean["phases"] += 1
             clean["seconds"] = round(clean["seconds"] + ph.end_s - ph.start_s, 2)
@@ -196,8 +199,8 @@ def summarize(phases: list[Phase]) -> dict[str, Any]:
                                        "defects": []})
         if ph.defect not in a["defects"]:
             a["defects"].append(ph.defect)
-        if not ph.complete:
-            a["partial"] += 1
+        if not ph.complete or ph.no_signal:
+            a["partial"] += 1  # seen in part, or the camera had no signal meanwhile
             continue
         a["phases"] += 1
         if ph.detected:
@@ -220,7 +223,8 @@ def render_markdown(report: dict[str, Any]) -> str:
              f"- model `{report['stats'].get('model', '?')}`, run {report['duration_s']} s, "
              f"started {report['started']}",
              f"- detections in the first {SETTLE_S:g} s of a phase are not counted as false "
-             "alarms (detector smoothing); recall counts only phases seen from start to end", "",
+             "alarms (detector smoothing); recall counts only phases seen from start to end "
+             "with a camera signal throughout (others: partial)", "",
              "| anomaly | phases | detected | recall | time to detect (mean / max, s) |",
              "| --- | --- | --- | --- | --- |"]
     for name, a in sorted(report["anomalies"].items()):

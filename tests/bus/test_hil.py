@@ -20,12 +20,12 @@ def test_hil_scores_the_injected_schedule(start_daemon, bus_address, tmp_path):
     seen = [p["defect"] for p in report["phases"]]
     assert set(seen) <= set(SCHEDULE.split(",")) and "underexposed" in seen, seen
     complete = [p for p in report["phases"] if p["complete"]]
-    assert complete and all(2.0 < p["end_s"] - p["start_s"] < 4.5 for p in complete), complete
+    assert complete and all(1.0 < p["end_s"] - p["start_s"] < 5.5 for p in complete), complete
     scored = {name: a for name, a in report["anomalies"].items() if a["phases"]}
     assert scored, report["anomalies"]
     for a in scored.values():
         assert 0.0 <= a["recall"] <= 1.0
-        assert all(0.0 <= t <= 4.5 for t in a["ttd_s"])
+        assert all(0.0 <= t <= 5.5 for t in a["ttd_s"])
     assert report["clean"]["phases"] >= 1 and report["clean"]["false_alarms"] >= 0
     stream = report["stream"]
     assert stream["frames"] > 5 and stream["fps"] > 2, stream
@@ -43,17 +43,20 @@ def test_observer_recall_time_to_detect_and_false_alarms():
     obs.begin("dirt", ("obstruction",), 9.0)
     obs.sample(10.5, {"obstruction"}, "ok")
     obs.begin("clean", (), 17.0)
-    obs.sample(18.0, set(), "no_signal")
-    obs.finish(20.0)
+    obs.sample(18.0, set(), "no_signal")  # a clean phase without signal: not scored
+    obs.begin("blur", ("blur",), 20.0)
+    obs.sample(21.0, set(), "no_signal")  # no signal: partial, not a miss
+    obs.begin("clean", (), 25.0)
+    obs.finish(26.0)
     out = summarize(obs.phases)
-    assert out["anomalies"]["blur"] == {"phases": 0, "detected": 0, "partial": 1, "ttd_s": [],
+    assert out["anomalies"]["blur"] == {"phases": 0, "detected": 0, "partial": 2, "ttd_s": [],
                                         "defects": ["blur"], "recall": None, "ttd_mean_s": None,
                                         "ttd_max_s": None}
     assert out["anomalies"]["obstruction"]["recall"] == 1.0
     assert out["anomalies"]["obstruction"]["ttd_s"] == [1.5]
-    assert out["clean"]["phases"] == 2 and out["clean"]["false_alarms"] == 1
+    assert out["clean"]["phases"] == 2 and out["clean"]["false_alarms"] == 1  # 1-9 s, 25-26 s
     assert out["clean"]["by_anomaly"] == {"noise": 1}
-    assert obs.states == {"ok": 4, "no_signal": 1}
+    assert obs.states == {"ok": 4, "no_signal": 2}
 
 
 def test_physical_steps_prompt_the_operator_and_score_each_step():
