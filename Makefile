@@ -52,7 +52,8 @@ install-system:
 	install -d $(DESTDIR)$(UNITDIR) $(DESTDIR)/usr/share/dbus-1/system.d \
 	  $(DESTDIR)/usr/share/dbus-1/system-services $(DESTDIR)/usr/lib/sysusers.d \
 	  $(DESTDIR)/usr/lib/tmpfiles.d $(DESTDIR)/usr/share/polkit-1/actions \
-	  $(DESTDIR)/etc/camheal $(DESTDIR)/usr/local/bin
+	  $(DESTDIR)/etc/camheal $(DESTDIR)/usr/local/bin $(DESTDIR)/usr/share/camheal/profiles
+	install -m 0644 hardware/profiles/*.toml $(DESTDIR)/usr/share/camheal/profiles/
 	install -m 0644 systemd/camheald.service $(DESTDIR)$(UNITDIR)/camheald.service
 	if [ "$(PLATFORM)" != generic ]; then \
 	  install -d $(DESTDIR)$(UNITDIR)/camheald.service.d && \
@@ -65,7 +66,9 @@ install-system:
 	install -m 0644 systemd/io.camheal.Camheal1.policy $(DESTDIR)/usr/share/polkit-1/actions/
 	[ -e $(DESTDIR)/etc/camheal/camheald.toml ] || \
 	  install -m 0644 daemon/camheald/camheald.toml $(DESTDIR)/etc/camheal/camheald.toml
-	if [ -z "$(NO_VENV)" ]; then $(PYTHON) -m venv $(DESTDIR)$(SYSVENV) && \
+	@# Pi and Jetson: the venv sees the system's picamera2 / JetPack OpenCV+TensorRT
+	if [ -z "$(NO_VENV)" ]; then $(PYTHON) -m venv \
+	    $(if $(filter generic,$(PLATFORM)),,--system-site-packages) $(DESTDIR)$(SYSVENV) && \
 	  $(DESTDIR)$(SYSVENV)/bin/pip install --disable-pip-version-check -q .; fi
 	ln -sf $(SYSVENV)/bin/camheald $(DESTDIR)/usr/local/bin/camheald
 	ln -sf $(SYSVENV)/bin/camheal $(DESTDIR)/usr/local/bin/camheal
@@ -81,5 +84,6 @@ uninstall-system:
 	  $(DESTDIR)/usr/share/dbus-1/system-services/io.camheal.Camheal1.service \
 	  $(DESTDIR)/usr/lib/sysusers.d/camheal.conf $(DESTDIR)/usr/lib/tmpfiles.d/camheal.conf \
 	  $(DESTDIR)/usr/share/polkit-1/actions/io.camheal.Camheal1.policy \
-	  $(DESTDIR)/usr/local/bin/camheald $(DESTDIR)/usr/local/bin/camheal $(DESTDIR)$(SYSVENV)
+	  $(DESTDIR)/usr/local/bin/camheald $(DESTDIR)/usr/local/bin/camheal $(DESTDIR)$(SYSVENV) \
+	  $(DESTDIR)/usr/share/camheal
 	@echo "kept /etc/camheal and /var/lib/camheal (your configuration and data)"
