@@ -70,6 +70,9 @@ install-system:
 	if [ -z "$(NO_VENV)" ]; then $(PYTHON) -m venv \
 	    $(if $(filter generic,$(PLATFORM)),,--system-site-packages) $(DESTDIR)$(SYSVENV) && \
 	  $(DESTDIR)$(SYSVENV)/bin/pip install --disable-pip-version-check -q .; fi
+	@# JetPack's OpenCV has GStreamer (gst: sources); the PyPI wheel would hide it
+	if [ -z "$(NO_VENV)" ] && [ "$(PLATFORM)" = jetson ]; then \
+	  $(DESTDIR)$(SYSVENV)/bin/pip uninstall -y -q opencv-python-headless; fi
 	ln -sf $(SYSVENV)/bin/camheald $(DESTDIR)/usr/local/bin/camheald
 	ln -sf $(SYSVENV)/bin/camheal $(DESTDIR)/usr/local/bin/camheal
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then \
