@@ -9,8 +9,10 @@ Privacy rules this module enforces:
   exactly four keys: ``camera``, ``time``, ``scores``, ``detected``.
 - The store is bounded by size, age and count; the oldest samples go first.
 - Samples leave the store only through ``export_memfd`` (a tar handed to an authorized local
-  caller) and are removed by ``purge``. The daemon has no network code: it never sends
-  samples, or anything else, off the device.
+  caller over D-Bus) and are removed by ``purge``. The daemon has no upload code: its only
+  network connections are those that read frames from the network cameras named in its
+  config (RTSP/HTTP sources, through FFmpeg). It never sends samples, or anything else,
+  off the device.
 
 All methods do blocking file I/O and image encoding: call them from an executor or a
 pipeline thread, never from the event loop.
