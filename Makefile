@@ -31,6 +31,7 @@ demo: $(VENV)/.runtime dbus-daemon
 test: $(VENV)/.dev dbus-daemon
 	@# the RTSP camera test needs GStreamer's RTSP server; it skips (saying why) without it
 	@if [ -x .ci/ensure-rtsp-deps ]; then .ci/ensure-rtsp-deps || true; fi
+	@.ci/ensure-dbusmock $(PY)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 

@@ -41,8 +41,10 @@ def bus_address() -> Iterator[str]:
 
 
 @pytest.fixture()
-def bus_env(bus_address: str) -> dict[str, str]:
+def bus_env(bus_address: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env = env_with_bus(bus_address)
+    # persisted settings and samples of session-bus daemons go to a private folder
+    env["XDG_STATE_HOME"] = str(tmp_path_factory.mktemp("state"))
     env["CAMHEAL_BUS"] = "session"
     env.pop("NOTIFY_SOCKET", None)
     return env

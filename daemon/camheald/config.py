@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -42,13 +43,34 @@ class DaemonConfig:
     log_level: str = "info"
     analyze_fps: float = 5.0
     max_clients_per_camera: int = 32
+    state_dir: str = ""  # empty: /var/lib/camheal (system bus) or ~/.local/state/camheal
+
+
+@dataclass
+class SamplesConfig:
+    """Limits of the on-device sample store (collection itself is off until enabled)."""
+
+    max_bytes: int = 512 * 1024 * 1024
+    max_age_days: float = 30.0
+    max_count: int = 5000
+    min_interval_s: float = 60.0
 
 
 @dataclass
 class Config:
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
     camera: list[CameraConfig] = field(default_factory=list)
+
+    def state_path(self) -> Path:
+        """Folder for persisted settings and collected samples."""
+        if self.daemon.state_dir:
+            return Path(self.daemon.state_dir)
+        if self.daemon.bus == "system":
+            return Path("/var/lib/camheal")
+        base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+        return Path(base) / "camheal"
 
 
 def _check_type(where: str, value: Any, annotation: str) -> Any:
@@ -91,6 +113,10 @@ def validate(config: Config) -> Config:
         raise ConfigError("daemon.analyze_fps: must be between 0.1 and 120")
     if not 1 <= d.max_clients_per_camera <= 1024:
         raise ConfigError("daemon.max_clients_per_camera: must be between 1 and 1024")
+    sm = config.samples
+    if not (0 < sm.max_bytes and 0 < sm.max_age_days and 0 < sm.max_count
+            and sm.min_interval_s >= 0):
+        raise ConfigError("samples: limits must be positive (min_interval_s may be 0)")
     if not 1 <= config.model.threads <= 64:
         raise ConfigError("model.threads: must be between 1 and 64")
     seen: set[str] = set()
@@ -124,16 +150,17 @@ def load(path: str | Path | None) -> Config:
         raise ConfigError(f"config {p}: invalid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config {p}: cannot read: {exc.strerror}") from None
-    unknown = sorted(set(data) - {"daemon", "model", "camera"})
+    unknown = sorted(set(data) - {"daemon", "model", "samples", "camera"})
     if unknown:
         raise ConfigError(f"config {p}: unknown section {unknown[0]!r} "
-                          "(known: daemon, model, camera)")
+                          "(known: daemon, model, samples, camera)")
     cameras = data.get("camera", [])
     if not isinstance(cameras, list):
         raise ConfigError(f"config {p}: [[camera]] must be an array of tables")
     config = Config(
         daemon=_build(DaemonConfig, data.get("daemon", {}), "daemon"),
         model=_build(ModelConfig, data.get("model", {}), "model"),
+        samples=_build(SamplesConfig, data.get("samples", {}), "samples"),
         camera=[_build(CameraConfig, c, f"camera[{i}]") for i, c in enumerate(cameras)],
     )
     return validate(config)

@@ -163,7 +163,7 @@ async def test_polkit_yes_allows(polkitd, buses) -> None:
 async def test_polkit_no_denies(polkitd, buses) -> None:
     daemon, client = buses
     for member in ("Manager.SetDataCollection", "Manager.ExportSamples",
-                   "Camera.CorrectionEnabled"):
+                   "Camera.SetCorrectionEnabled"):
         with pytest.raises(NotAllowed, match=member):
             await Authorizer(daemon).check(client.unique_name, member)
 

@@ -14,7 +14,7 @@ def test_shipped_default_file_is_valid_and_complete():
     loaded = cfg.load(shipped)
     assert loaded == cfg.validate(cfg.Config())  # the file shows every default
     text = shipped.read_text()
-    for section in (cfg.DaemonConfig, cfg.ModelConfig):
+    for section in (cfg.DaemonConfig, cfg.ModelConfig, cfg.SamplesConfig):
         for f in section.__dataclass_fields__:
             assert f"\n{f} =" in text, f"{f} is not documented in camheald.toml"
 

@@ -45,7 +45,7 @@ AUTH: dict[str, str] = {
     "Camera.CaptureFrame": PUBLIC,
     "Camera.Subscribe": PUBLIC,
     "Camera.Unsubscribe": PUBLIC,
-    "Camera.CorrectionEnabled": ACTION_CONFIGURE,  # property write
+    "Camera.SetCorrectionEnabled": ACTION_CONFIGURE,
 }
 
 POLKIT_NAME = "org.freedesktop.PolicyKit1"

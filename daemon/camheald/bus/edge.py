@@ -13,7 +13,7 @@ import os
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-from dbus_fast import Message, MessageType, Variant
+from dbus_fast import Message, MessageFlag, MessageType, Variant
 from dbus_fast.aio import MessageBus
 from dbus_fast.errors import DBusError
 
@@ -24,6 +24,9 @@ logger = logging.getLogger(__name__)
 
 #: unique bus name of the caller of the method being served (set by the message handler)
 caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
+#: whether that call allows interactive authorization (polkit may ask for a password)
+interactive: contextvars.ContextVar[bool] = contextvars.ContextVar("interactive",
+                                                                  default=False)
 
 #: members allowed to carry unix fds, and how many; fds on any other call are closed
 FD_MEMBERS = {(C.MANAGER_IFACE, "CorrectImage"): 1}
@@ -141,6 +144,7 @@ class CamhealBus(MessageBus):
         if msg.message_type != MessageType.METHOD_CALL:
             return None
         caller.set(msg.sender or "")
+        interactive.set(bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
         allowed = FD_MEMBERS.get((msg.interface, msg.member), 0)
         if len(msg.unix_fds or ()) > allowed:
             for fd in msg.unix_fds:

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from dbus_fast import Variant
 from dbus_fast.service import PropertyAccess, ServiceInterface, dbus_property, dbus_signal, method
 
 from camheal import constants as C
-from camheald.bus.edge import CamhealBus, caller, from_vardict, to_vardict, translate_errors
+from camheald.bus.auth import Authorizer
+from camheald.bus.edge import (
+    CamhealBus,
+    caller,
+    from_vardict,
+    interactive,
+    to_vardict,
+    translate_errors,
+)
 from camheald.errors import InvalidArgument, NotReady
 from camheald.service import frames
 from camheald.service.camera import Camera
@@ -19,6 +29,21 @@ from camheald.service.manager import CameraManager
 from camheald.service.streams import StreamHub
 
 MAX_OPTIONS = 16
+T = TypeVar("T")
+
+
+def guarded(key: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """Check the caller against the authorization table (bus/auth.py) before serving."""
+
+    def deco(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(fn)
+        async def wrapper(self: Any, *args: Any) -> T:
+            await self._auth.check(caller.get(), key, interactive.get())
+            return await fn(self, *args)
+
+        return wrapper
+
+    return deco
 
 
 def _options(options: dict[str, Variant], known: dict[str, type]) -> dict[str, Any]:
@@ -38,24 +63,29 @@ def _options(options: dict[str, Variant], known: dict[str, type]) -> dict[str, A
 class ManagerInterface(ServiceInterface):
     """io.camheal.Camheal1.Manager at /io/camheal/Camheal1."""
 
-    def __init__(self, manager: CameraManager, bus: CamhealBus, images: ImageCorrector) -> None:
+    def __init__(self, manager: CameraManager, bus: CamhealBus, images: ImageCorrector,
+                 auth: Authorizer) -> None:
         super().__init__(C.MANAGER_IFACE)
         self._manager = manager
         self._bus = bus
         self._images = images
+        self._auth = auth
 
     @method()
     @translate_errors
+    @guarded("Manager.ListCameras")
     async def ListCameras(self) -> "ao":
         return [C.camera_path(cid) for cid in self._manager.cameras]
 
     @method()
     @translate_errors
+    @guarded("Manager.Version")
     async def Version(self) -> "s":
         return self._manager.version
 
     @method()
     @translate_errors
+    @guarded("Manager.CorrectImage")
     async def CorrectImage(self, image: "h", options: "a{sv}") -> "ha{sv}":
         try:
             opts = _options(options, {"format": str, "quality": int})
@@ -71,15 +101,45 @@ class ManagerInterface(ServiceInterface):
             os.close(image)  # the received fd is ours; never keep it
         return [self._bus.hand_out(fd), to_vardict(report, C.IMAGE_REPORT_TYPES)]
 
+    @dbus_property(access=PropertyAccess.READ)
+    def DataCollection(self) -> "b":
+        return bool(self._manager.store.enabled)
+
+    @method()
+    @translate_errors
+    @guarded("Manager.SetDataCollection")
+    async def SetDataCollection(self, enabled: "b") -> "":
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._manager.set_data_collection, bool(enabled))
+        self.emit_properties_changed({"DataCollection": bool(enabled)})
+
+    @method()
+    @translate_errors
+    @guarded("Manager.ExportSamples")
+    async def ExportSamples(self) -> "ha{sv}":
+        fd, info = await asyncio.get_running_loop().run_in_executor(
+            None, self._manager.store.export_memfd)
+        return [self._bus.hand_out(fd), to_vardict(info, {"count": "u", "bytes": "t"})]
+
+    @method()
+    @translate_errors
+    @guarded("Manager.PurgeSamples")
+    async def PurgeSamples(self) -> "u":
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self._manager.store.purge)
+
 
 class CameraInterface(ServiceInterface):
     """io.camheal.Camheal1.Camera at /io/camheal/Camheal1/cameras/<id>."""
 
-    def __init__(self, camera: Camera, bus: CamhealBus, streams: StreamHub) -> None:
+    def __init__(self, camera: Camera, bus: CamhealBus, streams: StreamHub,
+                 manager: CameraManager, auth: Authorizer) -> None:
         super().__init__(C.CAMERA_IFACE)
         self._camera = camera
         self._bus = bus
         self._streams = streams
+        self._manager = manager
+        self._auth = auth
 
     # -- properties ------------------------------------------------------------------------
     @dbus_property(access=PropertyAccess.READ)
@@ -116,9 +176,24 @@ class CameraInterface(ServiceInterface):
     def Corrections(self) -> "as":
         return ["global"] if self._camera.correct_enabled else []
 
+    @dbus_property(access=PropertyAccess.READ)
+    def CorrectionEnabled(self) -> "b":
+        return bool(self._camera.correct_enabled)
+
+    @method()
+    @translate_errors
+    @guarded("Camera.SetCorrectionEnabled")
+    async def SetCorrectionEnabled(self, enabled: "b") -> "":
+        """Turn correction of this camera's corrected stream on or off (persisted)."""
+        await asyncio.get_running_loop().run_in_executor(
+            None, self._manager.set_correction, self._camera.id, bool(enabled))
+        self.emit_properties_changed({"CorrectionEnabled": bool(enabled),
+                                      "Corrections": self.Corrections})
+
     # -- methods ---------------------------------------------------------------------------
     @method()
     @translate_errors
+    @guarded("Camera.CaptureFrame")
     async def CaptureFrame(self, options: "a{sv}") -> "ha{sv}":
         opts = _options(options, {"corrected": bool, "format": str, "quality": int,
                                   "timeout_ms": int})
@@ -146,6 +221,7 @@ class CameraInterface(ServiceInterface):
 
     @method()
     @translate_errors
+    @guarded("Camera.Subscribe")
     async def Subscribe(self, options: "a{sv}") -> "hha{sv}":
         opts = _options(options, {"corrected": bool})
         if self._camera.latest() is None:  # just started: give the camera a moment
@@ -157,6 +233,7 @@ class CameraInterface(ServiceInterface):
 
     @method()
     @translate_errors
+    @guarded("Camera.Unsubscribe")
     async def Unsubscribe(self, subscription: "u") -> "":
         self._streams.unsubscribe(caller.get(), subscription)
 

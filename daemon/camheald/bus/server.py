@@ -12,6 +12,7 @@ from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.constants import NameFlag
 
 from camheal import constants as C
+from camheald.bus.auth import Authorizer
 from camheald.bus.edge import CamhealBus
 from camheald.bus.interfaces import CameraInterface, ManagerInterface
 from camheald.errors import CamhealError
@@ -87,17 +88,19 @@ class Server:
         self._loop.add_signal_handler(signal.SIGHUP, self._reload)
         bus_type = BusType.SYSTEM if self.bus_type == "system" else BusType.SESSION
         self.bus = await CamhealBus(bus_type=bus_type).connect()
+        auth = Authorizer(self.bus)
         self.bus.export(C.MANAGER_PATH,
-                        ManagerInterface(self.manager, self.bus, self.manager.images))
+                        ManagerInterface(self.manager, self.bus, self.manager.images, auth))
         await self._watch_clients()
         limit = self.manager.config.daemon.max_clients_per_camera
         for cam_id, camera in self.manager.cameras.items():
             hub = StreamHub(camera, max_subscriptions=limit,
                             on_ended=lambda sub, why, c=cam_id: self._stream_ended(c, sub, why))
             self.streams[cam_id] = hub
-            iface = CameraInterface(camera, self.bus, hub)
+            iface = CameraInterface(camera, self.bus, hub, self.manager, auth)
             self._camera_ifaces[cam_id] = iface
             self.bus.export(C.camera_path(cam_id), iface)
+        await self._loop.run_in_executor(None, self.manager.load_state)
         load = self._loop.run_in_executor(None, self.manager.load_models)
         reply = await self.bus.request_name(C.BUS_NAME, NameFlag.DO_NOT_QUEUE)
         if reply not in (RequestNameReply.PRIMARY_OWNER, RequestNameReply.ALREADY_OWNER):

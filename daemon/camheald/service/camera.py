@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -15,6 +16,9 @@ from camheald.capture.base import Source, SourceClosed
 from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
 from camheald.vision.types import Analysis
+
+if TYPE_CHECKING:
+    from camheald.service.store import SampleStore
 
 logger = logging.getLogger(__name__)
 
@@ -56,13 +60,14 @@ class Camera:
 
     def __init__(self, cam_id: str, source: Source, vision: VisionEngine,
                  analyze_fps: float = 5.0, correct: bool = True,
-                 on_events: EventSink | None = None) -> None:
+                 on_events: EventSink | None = None, store: SampleStore | None = None) -> None:
         self.id = cam_id
         self.source = source
         self.vision = vision
         self.analyze_period = 1.0 / analyze_fps if analyze_fps > 0 else 0.0
         self.correct_enabled = correct
         self.on_events = on_events
+        self.store = store
         self.stats = CameraStats()
         self.health = HealthTracker(model=vision.name or vision.error)
         self._lock = threading.Lock()
@@ -229,6 +234,16 @@ class Camera:
             self._pending = image
             self._pending_ready.notify()
 
+    def _maybe_keep(self, image: np.ndarray, analysis: Analysis) -> None:
+        """Keep an anomalous frame for on-device adaptation, only when collection is on."""
+        if self.store is None or not self.store.enabled or not analysis.detected:
+            return
+        try:
+            self.store.add(image, {"camera": self.id, "scores": analysis.scores,
+                                   "detected": list(analysis.detected)})
+        except Exception:  # noqa: BLE001 - a full disk must not stop the camera
+            logger.exception("camera %s: keeping a sample failed", self.id)
+
     def _analyze_loop(self) -> None:
         """Analyse the newest frame at most every ``analyze_period`` seconds.
 
@@ -261,6 +276,7 @@ class Camera:
                     self._analysis = analysis
                     events = self.health.observe_analysis(analysis.scores)
                 self._emit(events)
+                self._maybe_keep(image, analysis)
             rest = started + self.analyze_period - time.monotonic()
             if rest > 0:
                 self._stop.wait(rest)

@@ -12,6 +12,8 @@ from camheald.errors import UnknownCamera
 from camheald.service.camera import Camera
 from camheald.service.health import HealthEvent
 from camheald.service.images import ImageCorrector
+from camheald.service.settings import SettingsStore
+from camheald.service.store import SampleStore
 from camheald.service.vision import VisionEngine
 
 logger = logging.getLogger(__name__)
@@ -26,6 +28,12 @@ class CameraManager:
                  on_events: Callable[[Camera, list[HealthEvent]], None] | None = None) -> None:
         self.config = config
         self.cameras: dict[str, Camera] = {}
+        state = config.state_path()
+        self.settings = SettingsStore(state / "settings.json")
+        sm = config.samples
+        self.store = SampleStore(state / "samples", max_bytes=sm.max_bytes,
+                                 max_age_s=sm.max_age_days * 86400, max_count=sm.max_count,
+                                 min_interval_s=sm.min_interval_s)
         # Apps' own images get a model instance of their own: never queued behind a camera.
         self.images = ImageCorrector(VisionEngine(config.model.path or None,
                                                   config.model.threads))
@@ -34,7 +42,26 @@ class CameraManager:
             self.cameras[cam.id] = Camera(
                 cam.id, parse_source(cam.source), vision,
                 analyze_fps=cam.analyze_fps or config.daemon.analyze_fps,
-                correct=cam.correct, on_events=on_events)
+                correct=cam.correct, on_events=on_events, store=self.store)
+
+    def load_state(self) -> None:
+        """Restore runtime settings changed over D-Bus; tidy the sample store (blocking)."""
+        settings = self.settings.load()
+        self.store.enabled = settings.collect_samples
+        for cam_id, camera in self.cameras.items():
+            camera.correct_enabled = self.settings.correct_for(cam_id, camera.correct_enabled)
+        if self.store.root.exists():
+            self.store.prune()
+
+    def set_correction(self, cam_id: str, enabled: bool) -> None:
+        """Persist, then apply (blocking file I/O: run in an executor)."""
+        camera = self.get(cam_id)
+        self.settings.set_correct(cam_id, enabled)
+        camera.correct_enabled = enabled
+
+    def set_data_collection(self, enabled: bool) -> None:
+        self.settings.set_collect_samples(enabled)
+        self.store.enabled = enabled
 
     def load_models(self) -> None:
         """Load every camera's model (blocking: run in an executor)."""
