@@ -13,8 +13,8 @@ import pytest
 from dbus_fast import Variant
 
 from camheal import AsyncClient
-from camheal.aio import unpack
 from camheal import constants as C
+from camheal.aio import unpack
 from camheal.errors import InvalidArgument, InvalidImage, TooLarge
 
 DEMO = "demo:?size=160x120&fps=10"
