@@ -1,0 +1,221 @@
+"""Persistent lens-defect tracker on clips the tests make (true overlay masks from inject)."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from camheald.capture import inject
+from camheald.capture.demo import DemoSource
+from camheald.service.defects import DefectConfig, DefectTracker
+
+W, H = 640, 360
+FPS = 10.0
+
+
+# ---------------------------------------------------------------- clips (shared by other tests)
+def texture(h: int, w: int, seed: int) -> np.ndarray:
+    """A textured RGB scene (multi-scale value noise), HxWx3 uint8."""
+    rng = np.random.default_rng(seed)
+    img = np.zeros((h, w, 3), np.float32)
+    for cells, amp in ((6, 50.0), (24, 30.0), (96, 20.0)):
+        small = rng.normal(0, 1, (max(2, h * cells // w), cells, 3)).astype(np.float32)
+        img += amp * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(img + 120, 0, 255).astype(np.uint8)
+
+
+def panning(n: int, w: int = W, h: int = H, speed: float = 6.0, seed: int = 0
+            ) -> list[np.ndarray]:
+    """A camera panning over a textured scene at ``speed`` px/frame (moving camera)."""
+    pano = texture(h, w + int(speed * n) + 8, seed)
+    return [np.ascontiguousarray(pano[:, int(i * speed):int(i * speed) + w]) for i in range(n)]
+
+
+def busy_static(n: int, w: int = W, h: int = H, seed: int = 0, gain: float = 1.0,
+                start: int = 0) -> list[np.ndarray]:
+    """A fixed camera over a static scene with traffic passing over all of it."""
+    rng = np.random.default_rng(seed)
+    bg = texture(h, w, seed + 100).astype(np.float32)
+    grain = rng.normal(0, 18, (h, w, 3)).astype(np.float32)
+    colours = rng.uniform(20, 235, (64, 3)).astype(np.float32)
+    lanes = [(y, h // 5, rng.uniform(0.03, 0.06) * w * rng.choice([-1, 1]), rng.uniform(0, w))
+             for y in range(-h // 12, h, h // 7)]
+    out = []
+    for i in range(start, start + n):
+        f = bg.copy()
+        for j, (y, lh, v, x0) in enumerate(lanes):
+            y0, y1 = max(0, y), min(h, y + lh)
+            for k in range(3):  # three vehicles per lane, a new colour on every pass
+                pos = x0 + v * i + k * w * 0.55
+                lap = int(pos // (1.6 * w))
+                x = int(pos % (1.6 * w) - 0.3 * w)
+                xa, xb = max(0, x), min(w, x + w // 3)
+                if xb > xa and y1 > y0:
+                    f[y0:y1, xa:xb] = colours[(j * 7 + k * 3 + lap * 11) % 64] + grain[y0:y1, xa:xb]
+        out.append(np.clip(f * gain, 0, 255).astype(np.uint8))
+    return out
+
+
+def feed(tracker: DefectTracker, frames, defect=None, t0: float = 1000.0, start: int = 0,
+         mask_fn=None) -> list:
+    """Run frames (optionally through a lens defect) at FPS; return all events."""
+    events = []
+    for i, f in enumerate(frames):
+        if defect is not None:
+            f = defect.apply(f)
+        events += tracker.update(f, mask_fn(f) if mask_fn else None, t0 + (start + i) / FPS)
+    return events
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 127, b > 127
+    union = int((a | b).sum())
+    return int((a & b).sum()) / union if union else 1.0
+
+
+# ---------------------------------------------------------------- finding defects
+@pytest.mark.parametrize("camera", ["moving", "static"])
+@pytest.mark.parametrize("kind", ["crack", "dirt"])
+def test_mask_matches_true_overlay_after_30_frames(camera: str, kind: str) -> None:
+    frames = panning(30) if camera == "moving" else busy_static(30)
+    scores = []
+    for seed in (1, 2, 3):
+        defect = inject.crack(W, H, seed) if kind == "crack" else inject.dirt(W, H, seed)
+        tr = DefectTracker()
+        events = feed(tr, frames, defect)
+        scores.append(iou(tr.mask_at(W, H), defect.mask))
+        found = tr.defects()
+        assert found and all(d.kind == kind for d in found)
+        assert [e.defect.kind for e in events if e.kind == "detected"] == [kind] * len(found)
+        for d in found:
+            x, y, w, h = d.bbox
+            assert defect.mask[y:y + h, x:x + w].any()  # each box sits on the true defect
+            assert 0 <= d.first_frame < 30 and 1000.0 <= d.since < 1003.0
+            assert 0.0 < d.confidence <= 1.0
+        assert tr.mask().shape == (tr.work_size[1], tr.work_size[0])
+        assert tr.state == "ok"
+    assert min(scores) >= 0.6 and float(np.mean(scores)) >= 0.7, f"{camera} {kind}: {scores}"
+
+
+def test_demo_scene_crack_with_moving_camera() -> None:
+    src = DemoSource(width=W, height=H)
+    src.open()
+    defect = inject.crack(W, H)
+    tr = DefectTracker()
+    feed(tr, [src.render(8.0 + i / FPS) for i in range(30)], defect)
+    assert iou(tr.mask_at(W, H), defect.mask) >= 0.6
+    assert {d.kind for d in tr.defects()} == {"crack"}
+
+
+def test_detector_mask_is_used_when_the_scene_never_moves() -> None:
+    still = [texture(H, W, 5)] * 30  # no evidence at all from time
+    defect = inject.dirt(W, H, 3)
+    coarse = cv2.resize(defect.mask.astype(np.float32) / 255, (32, 32),
+                        interpolation=cv2.INTER_AREA)
+    without, with_mask = DefectTracker(), DefectTracker()
+    feed(without, still, defect)
+    feed(with_mask, still, defect, mask_fn=lambda f: coarse)
+    assert without.defects() == []
+    assert iou(with_mask.mask_at(W, H), defect.mask) >= 0.4
+
+
+# ---------------------------------------------------------------- no false alarms
+@pytest.mark.parametrize("clip", ["pan", "static", "demo", "dim", "lighting", "passing"])
+def test_no_report_on_clean_clips(clip: str) -> None:
+    n = 60
+    if clip == "pan":
+        frames = panning(n)
+    elif clip == "static":
+        frames = busy_static(n)
+    elif clip == "demo":
+        src = DemoSource(width=W, height=H)
+        src.open()
+        frames = [src.render(8.0 + i / FPS) for i in range(n)]
+    elif clip == "dim":  # a dim room: everything at a quarter of the light
+        frames = busy_static(n, gain=0.25)
+    elif clip == "lighting":  # lights dim abruptly, then come back
+        frames = [np.clip(f * (0.5 if 20 <= i < 45 else 1.0), 0, 255).astype(np.uint8)
+                  for i, f in enumerate(busy_static(n))]
+    else:  # a large dark truck passes across most of the view in two seconds
+        frames = busy_static(n)
+        for i in range(20, 40):
+            x = int((i - 20) / 20 * 1.6 * W) - int(0.6 * W)
+            xa, xb = max(0, x), min(W, x + int(0.6 * W))
+            if xb > xa:
+                frames[i][int(0.1 * H):, xa:xb] = (35, 38, 40)
+    tr = DefectTracker()
+    events = feed(tr, frames)
+    assert tr.defects() == []
+    assert not [e for e in events if e.kind in ("detected", "state")]
+    assert tr.mask().max() == 0
+
+
+# ---------------------------------------------------------------- clearing and states
+def test_clears_when_the_lens_is_cleaned() -> None:
+    frames = panning(110)
+    defect = inject.crack(W, H, 1)
+    tr = DefectTracker()
+    feed(tr, frames[:40], defect)
+    assert tr.defects()
+    events = feed(tr, frames[40:], start=40)
+    cleared = [e for e in events if e.kind == "cleared"]
+    assert cleared and cleared[0].defect.kind == "crack"
+    assert tr.defects() == [] and tr.mask().max() == 0
+
+
+def test_covered_and_uncovered() -> None:
+    w, h = 320, 180
+    scene = busy_static(60, w, h)
+    rng = np.random.default_rng(0)
+    hand = [np.clip(22 + rng.normal(0, 1.5, (h, w, 3)), 0, 255).astype(np.uint8)
+            for _ in range(40)]
+    tr = DefectTracker()
+    events = feed(tr, scene[:20]) + feed(tr, hand, start=20) + feed(tr, scene[20:], start=60)
+    states = [e.state for e in events if e.kind == "state"]
+    assert states == ["covered", "ok"]
+    covered_at = next(e.wall_time for e in events if e.state == "covered")
+    assert 1002.0 + 1.9 <= covered_at <= 1002.0 + 3.0  # after covered_s, not at once
+
+
+def test_covered_reports_a_whole_frame_defect() -> None:
+    tr = DefectTracker()
+    feed(tr, [np.full((120, 160, 3), 15, np.uint8)] * 40)
+    assert tr.state == "covered"
+    (d,) = tr.defects()
+    assert d.kind == "covered" and d.bbox == (0, 0, 160, 120)
+    assert tr.mask_at(160, 120).min() == 255
+
+
+def test_moved_when_the_view_changes_and_stays() -> None:
+    w, h = 320, 180
+
+    def view(seed: int, n: int) -> list[np.ndarray]:  # a quiet street: one walker
+        bg = texture(h, w, seed)
+        out = []
+        for i in range(n):
+            f = bg.copy()
+            x = (i * 4) % w
+            f[100:140, x:x + 12] = (200, 60, 60)
+            out.append(f)
+        return out
+
+    view_a, view_b = view(1, 60), view(2, 120)
+    tr = DefectTracker(DefectConfig(moved_latch_s=4.0))
+    events = feed(tr, view_a) + feed(tr, view_b, start=60)
+    states = [(e.state, round(e.wall_time - 1000.0, 1)) for e in events if e.kind == "state"]
+    assert [s for s, _ in states] == ["moved", "ok"]
+    assert 6.0 + 4.9 <= states[0][1] <= 6.0 + 6.5  # after moved_s of the new view
+    assert tr.defects() == []
+
+
+def test_rejects_bad_frames_and_restarts_on_a_new_size() -> None:
+    tr = DefectTracker()
+    with pytest.raises(ValueError):
+        tr.update(np.zeros((10, 10), np.uint8), None, 0.0)
+    with pytest.raises(ValueError):
+        tr.update(np.zeros((10, 10, 3), np.float32), None, 0.0)
+    assert tr.mask_at(64, 48).shape == (48, 64)
+    tr.update(np.zeros((48, 64, 3), np.uint8), None, 0.0)
+    tr.update(np.zeros((96, 128, 3), np.uint8), None, 0.1)
+    assert tr.mask_at(128, 96).shape == (96, 128)
