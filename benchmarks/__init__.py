@@ -1,0 +1,1 @@
+"""camheal benchmarks: ``python -m benchmarks.run`` measures and writes docs/BENCHMARKS.md."""

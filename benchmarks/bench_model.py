@@ -1,0 +1,184 @@
+"""Model-side costs: detector latency per backend and threads, global-correction apply, restoration.
+
+Frames are real frames of the benchmark clip (textured, moving), so the crop selection and
+histograms see realistic content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from benchmarks import detmodel
+from benchmarks.common import log
+from benchmarks.timing import time_call
+
+logger = logging.getLogger(__name__)
+
+
+def frame_from(clip: Path, index: int = 30) -> np.ndarray:
+    """One RGB frame of ``clip``."""
+    cap = cv2.VideoCapture(str(clip), cv2.CAP_FFMPEG)
+    cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+    ok, bgr = cap.read()
+    cap.release()
+    if not ok:
+        raise RuntimeError(f"cannot read a frame of {clip}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _onnx_config(path: Path) -> dict | None:
+    """The network config recorded in an exported detector's ONNX metadata."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    meta = {p.key: p.value for p in model.metadata_props}
+    return json.loads(meta["camheal.config"]) if "camheal.config" in meta else None
+
+
+def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: float,
+                  path: Path, label: str) -> list[dict]:
+    """ONNX Runtime through the daemon's own Detector (load, analyze, and the parts)."""
+    from camheald.vision import spec
+    from camheald.vision.detector import Detector
+
+    rows = []
+    for n in threads:
+        det = Detector.load(path, threads=n)
+        for res, rgb in frames.items():
+            prep = spec.prepare(rgb)
+            inputs = spec.to_model_inputs(prep)
+            run = det._session.run  # the inference alone, without pre/post-processing
+            rows.append({
+                "backend": "onnxruntime", "model": label, "threads": n, "res": res,
+                "analyze": time_call(lambda d=det, f=rgb: d.analyze(f), budget).as_dict(),
+                "prepare": time_call(lambda f=rgb: spec.prepare(f), budget / 3).as_dict(),
+                "infer": time_call(lambda r=run, i=inputs: r(list(spec.OUTPUTS), i),
+                                   budget).as_dict(),
+            })
+    return rows
+
+
+def detector_torch(frames: dict[str, np.ndarray], threads: list[int], budget: float,
+                   config: dict | None, label: str) -> list[dict]:
+    """PyTorch eager of the same network, same preprocessing (``spec.prepare``)."""
+    import torch
+
+    from camheal_train.net import CamhealNet, NetConfig
+    from camheald.vision import spec
+
+    net = detmodel.torch_net() if config is None else CamhealNet(NetConfig.from_dict(config))
+    net = net.eval()
+    before = torch.get_num_threads()
+    rows = []
+    try:
+        for n in threads:
+            torch.set_num_threads(n)
+            for res, rgb in frames.items():
+                def analyze(f: np.ndarray = rgb) -> object:
+                    x = spec.to_model_inputs(spec.prepare(f))
+                    with torch.inference_mode():
+                        return net(*(torch.from_numpy(x[k]) for k in spec.INPUTS))
+
+                x = spec.to_model_inputs(spec.prepare(rgb))
+                tensors = [torch.from_numpy(x[k]) for k in spec.INPUTS]
+
+                def infer(t: list = tensors) -> object:
+                    with torch.inference_mode():
+                        return net(*t)
+
+                rows.append({
+                    "backend": "pytorch-eager", "model": label, "threads": n, "res": res,
+                    "analyze": time_call(analyze, budget).as_dict(),
+                    "infer": time_call(infer, budget).as_dict(),
+                })
+    finally:
+        torch.set_num_threads(before)
+    return rows
+
+
+def detector(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict], list[str]]:
+    """Detector latency rows for every backend available here, and notes on what is not."""
+    notes: list[str] = []
+    rows: list[dict] = []
+    threads = [1, 2]
+    shipped = detmodel.shipped()
+    config = None
+    if shipped is not None:
+        rows += detector_onnx(frames, threads, budget, shipped, "shipped")
+        config = _onnx_config(shipped)
+    else:
+        notes.append("No shipped detector (`models/weights/camheal_detector.onnx`) yet: the "
+                     "detector rows use the synthetic network (same architecture, "
+                     "`camheal_train.net.build('small')`, fixed weights; latency does not "
+                     "depend on the weight values).")
+    try:
+        synth = detmodel.synthetic_onnx()
+    except ImportError as exc:
+        notes.append(f"PyTorch/onnx not installed ({exc}): no synthetic detector.")
+        synth = None
+    if synth is not None and shipped is None:
+        rows += detector_onnx(frames, threads, budget, synth, "synthetic")
+    try:
+        rows += detector_torch(frames, threads, budget, config,
+                               "shipped (architecture)" if config else "synthetic")
+    except ImportError as exc:
+        notes.append(f"PyTorch eager not measured: {exc}")
+    try:
+        import tensorrt  # noqa: F401
+        notes.append("TensorRT is importable but not benchmarked by this suite yet.")
+    except ImportError:
+        notes.append("TensorRT: not installed on this machine (CPU only): not measured.")
+    return rows, notes
+
+
+def correction(frames: dict[str, np.ndarray], budget: float) -> list[dict]:
+    """Full-resolution apply_global cost: LUT+matrix, LUT only, matrix only; in place or not."""
+    from camheald.vision import spec
+    from camheald.vision.correct import Correction, apply_global
+
+    x = spec.CURVE_X
+    curves = np.stack([x ** 0.85, x ** 0.9, x ** 1.1]).astype(np.float32)
+    matrix = np.array([[1.12, -0.08, -0.04], [-0.04, 1.08, -0.04], [-0.04, -0.08, 1.12]],
+                      np.float32)
+    kinds = {
+        "curves+matrix": Correction(curves, matrix),
+        "curves only": Correction(curves, np.eye(3, dtype=np.float32)),
+        "matrix only": Correction(np.tile(x, (3, 1)), matrix),
+    }
+    rows = []
+    for res, rgb in frames.items():
+        out = np.empty_like(rgb)
+        mpix = rgb.shape[0] * rgb.shape[1] / 1e6
+        for kind, corr in kinds.items():
+            alloc = time_call(lambda f=rgb, c=corr: apply_global(f, c), budget)
+            pre = time_call(lambda f=rgb, c=corr, o=out: apply_global(f, c, o), budget)
+            rows.append({"res": res, "kind": kind, "alloc": alloc.as_dict(),
+                         "out": pre.as_dict(), "ms_per_mpix": round(pre.median_ms / mpix, 3)})
+    return rows
+
+
+def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict], list[str]]:
+    """Classical restoration (camheald.vision.restore) cost per megapixel; networks if any."""
+    notes = ["No restoration *network* exists in the project yet; the rows below are the "
+             "classical OpenCV restoration used by the offline tools "
+             "(`camheald.vision.restore`)."]
+    try:
+        from camheald.vision import restore
+    except ImportError as exc:
+        return [], [f"camheald.vision.restore not importable: {exc}"]
+    rows = []
+    for res, rgb in frames.items():
+        mpix = rgb.shape[0] * rgb.shape[1] / 1e6
+        for name, fn, calls in (("sharpen (unsharp mask)", restore.sharpen, 20),
+                                ("denoise (NL-means)", restore.denoise, 2)):
+            t = time_call(lambda f=rgb, g=fn: g(f, 0.5), budget, min_calls=calls if calls < 5
+                          else 5, max_calls=calls, warmup=1 if calls < 5 else 3)
+            rows.append({"res": res, "op": name, **t.as_dict(),
+                         "ms_per_mpix": round(t.median_ms / mpix, 2)})
+            log(f"  restore {name} {res}: {t.median_ms:.1f} ms")
+    return rows, notes
