@@ -17,7 +17,8 @@ _FRAME = re.compile(r"^(?P<func>.+) \((?P<file>[^():]+):(?P<line>\d+)\)$")
 _THREAD = re.compile(r"^thread \((?P<tid>\d+)\): ?(?P<name>.*)$")
 # Leaves that mean "blocked waiting" (py-spy's idle detection misses some on a busy machine).
 IDLE_LEAVES = {"Condition.wait", "Condition.wait_for", "Event.wait", "EpollSelector.select",
-               "select", "sleep", "Lock.acquire", "_wait_for_tstate_lock"}
+               "select", "sleep", "Lock.acquire", "_wait_for_tstate_lock",
+               "_worker"}  # an idle executor thread blocked in its queue's get()
 
 
 def py_spy() -> str | None:
