@@ -1,0 +1,317 @@
+"""``camheal correct-video IN -o OUT [--json] [--mask-out MASK.png]`` (offline, no daemon).
+
+Two passes over the clip (a video file, or a folder of image frames):
+
+1. the persistent-defect tracker follows the whole clip (about 10 updates per second of
+   video) and ends with the final defect mask and report;
+2. every frame is corrected with that final mask (so the first frames are corrected too):
+   temporal fill + OpenCV inpainting (``camheald.vision.inpaint``), then the detector's
+   global tone/colour correction when the detector model is installed.
+
+The output is written under a temporary name next to OUT and renamed at the end, so a
+failed run never leaves a half-written OUT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from camheald.service.defects import DefectTracker
+from camheald.vision import imageio
+from camheald.vision.inpaint import SequenceInpainter
+
+logger = logging.getLogger(__name__)
+
+FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
+TRACK_HZ = 10.0  # tracker updates per second of video
+FOLDER_FPS = 10.0  # assumed frame rate of a folder of frames
+
+
+class VideoError(Exception):
+    """A clip cannot be read or the output cannot be written (message names the path)."""
+
+
+def _public(path: Path) -> None:
+    """Give a temp file/folder (0600/0700 from mkstemp/mkdtemp) the usual umask modes."""
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+    if path.is_dir():
+        for p in path.iterdir():
+            p.chmod(0o666 & ~umask)
+
+
+# ---------------------------------------------------------------- sources and sinks
+class _Clip:
+    """Frames of a video file or a folder of images, readable more than once."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.files: list[Path] | None = None
+        if path.is_dir():
+            self.files = sorted(p for p in path.iterdir()
+                                if p.is_file() and imageio.family_of(p) is not None)
+            if not self.files:
+                raise VideoError(f"{path}: no image frames in folder")
+            first, _ = self._read_image(self.files[0])
+            self.fps, self.count = FOLDER_FPS, len(self.files)
+        else:
+            if not path.exists():
+                raise VideoError(f"{path}: no such file")
+            if imageio.family_of(path) is not None:  # OpenCV would read it as a 1-frame clip
+                raise VideoError(f"{path}: is an image, not a video (use 'camheal correct')")
+            cap = cv2.VideoCapture(str(path))
+            ok, bgr = cap.read() if cap.isOpened() else (False, None)
+            if not ok or bgr is None:
+                cap.release()
+                raise VideoError(f"{path}: not a readable video")
+            fps = cap.get(cv2.CAP_PROP_FPS)
+            self.fps = float(fps) if fps and 0 < fps < 1000 else 25.0
+            self.count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+            cap.release()
+            first = bgr
+        self.height, self.width = first.shape[:2]
+
+    def _read_image(self, p: Path) -> tuple[np.ndarray, str]:
+        try:
+            return imageio.read_rgb(p)
+        except imageio.ImageError as e:
+            raise VideoError(f"{p}: {e}") from None
+
+    def frames(self) -> Iterator[np.ndarray]:
+        """HxWx3 uint8 RGB frames, in order."""
+        if self.files is not None:
+            for p in self.files:
+                rgb, _ = self._read_image(p)
+                if rgb.shape[:2] != (self.height, self.width):
+                    raise VideoError(f"{p}: frame size {rgb.shape[1]}x{rgb.shape[0]} differs "
+                                     f"from the first frame's {self.width}x{self.height}")
+                yield rgb
+            return
+        cap = cv2.VideoCapture(str(self.path))
+        try:
+            while True:
+                ok, bgr = cap.read()
+                if not ok:
+                    return
+                yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        finally:
+            cap.release()
+
+
+class _Sink:
+    """Writes the corrected clip under a temporary name; ``commit`` renames it to OUT."""
+
+    def __init__(self, clip: _Clip, out: Path) -> None:
+        self.out, self.clip = out, clip
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise VideoError(f"{out}: output folder {parent} does not exist")
+        self._writer: cv2.VideoWriter | None = None
+        self._names = iter(clip.files or ())
+        if clip.files is not None:
+            if out.exists() and (not out.is_dir() or any(out.iterdir())):
+                raise VideoError(f"{out}: exists and is not an empty folder")
+            try:
+                self.tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=parent))
+            except OSError as e:
+                raise VideoError(f"{out}: cannot write ({e.strerror or e})") from None
+            return
+        ext = out.suffix.lower()
+        if ext not in FOURCC:
+            raise VideoError(f"{out}: unsupported video type {ext or '(none)'} "
+                             f"(use {', '.join(sorted(FOURCC))})")
+        if out.is_dir():
+            raise VideoError(f"{out}: is a folder (the input is a video file)")
+        try:
+            fd, name = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=ext, dir=parent)
+            os.close(fd)
+        except OSError as e:
+            raise VideoError(f"{out}: cannot write ({e.strerror or e})") from None
+        self.tmp = Path(name)
+        self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*FOURCC[ext]),
+                                       clip.fps, (clip.width, clip.height))
+        if not self._writer.isOpened():
+            self.abort()
+            raise VideoError(f"{out}: cannot open a {FOURCC[ext]} video writer")
+
+    def write(self, rgb: np.ndarray) -> None:
+        if self._writer is not None:
+            self._writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+            return
+        name = next(self._names)
+        try:
+            imageio.write_rgb(self.tmp / name.name, rgb)
+        except (OSError, imageio.ImageError) as e:
+            raise VideoError(f"{self.out / name.name}: cannot write ({e})") from None
+
+    def commit(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+            if not self.tmp.is_file() or self.tmp.stat().st_size == 0:
+                raise VideoError(f"{self.out}: the video writer produced no data")
+        elif self.out.is_dir():
+            self.out.rmdir()  # empty (checked in __init__)
+        _public(self.tmp)
+        os.replace(self.tmp, self.out)
+
+    def abort(self) -> None:
+        if self._writer is not None:
+            self._writer.release()
+            self._writer = None
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the command
+def _detector():
+    """The detector when its model is installed, else None (correction is then local only)."""
+    try:
+        from camheald.vision.detector import Detector, ModelError
+    except ImportError:
+        return None
+    try:
+        return Detector.load(os.environ.get("CAMHEAL_MODEL") or None)
+    except (ModelError, ImportError, OSError) as e:
+        logger.info("no detector model (%s): persistent defects from temporal evidence only",
+                    e)
+        return None
+
+
+def _progress(total: int, desc: str):
+    if not sys.stderr.isatty():
+        return None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total or None, desc=desc, unit="frame", file=sys.stderr, leave=False)
+
+
+def track(clip: _Clip, det=None, tracker: DefectTracker | None = None
+          ) -> tuple[DefectTracker, int]:
+    """Pass 1: run the tracker over the clip; return it and the number of frames."""
+    tracker = tracker or DefectTracker()
+    step = max(1, round(clip.fps / TRACK_HZ))
+    if clip.count and clip.count // step < 40:  # short clip: use every frame
+        step = 1
+    bar = _progress(clip.count, "tracking")
+    n = 0
+    for i, rgb in enumerate(clip.frames()):
+        n += 1
+        if bar is not None:
+            bar.update(1)
+        if i % step:
+            continue
+        mask = None
+        if det is not None:
+            mask = det.analyze(rgb).mask
+        tracker.update(rgb, mask, now=i / clip.fps, frame_index=i)
+    if bar is not None:
+        bar.close()
+    return tracker, n
+
+
+def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0) -> int:
+    """Pass 2: correct every frame with the final mask; return the number written."""
+    from camheald.vision.correct import apply_global
+
+    inp = SequenceInpainter(mask) if mask.any() else None
+    every = max(1, round(clip.fps))  # global correction re-estimated once a second
+    correction = None
+    bar = _progress(total, "correcting")
+    n = 0
+
+    def emit(frames: list[np.ndarray]) -> None:
+        nonlocal n, correction
+        for f in frames:
+            if det is not None:
+                if n % every == 0:
+                    correction = det.analyze(f).correction
+                if correction is not None:
+                    f = apply_global(f, correction)
+            sink.write(f)
+            n += 1
+            if bar is not None:
+                bar.update(1)
+
+    for rgb in clip.frames():
+        emit(inp.push(rgb) if inp is not None else [rgb])
+    if inp is not None:
+        emit(inp.flush())
+    if bar is not None:
+        bar.close()
+    return n
+
+
+def _write_mask(path: str, mask: np.ndarray) -> None:
+    ext = Path(path).suffix.lower() or ".png"
+    ok, buf = cv2.imencode(ext if imageio.family_of(path) else ".png", mask)
+    if not ok:
+        raise VideoError(f"{path}: cannot encode the mask")
+    try:
+        imageio.write_bytes_atomic(path, buf.tobytes())
+        _public(Path(path))
+    except OSError as e:
+        raise VideoError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def correct_video(args: argparse.Namespace) -> int:
+    """`camheal correct-video IN -o OUT [--json] [--mask-out MASK.png]`; 0 on success."""
+    t0 = time.monotonic()
+    src, out = Path(args.input), Path(args.output)
+    sink = None
+    try:
+        if src.exists() and out.exists() and src.resolve() == out.resolve():
+            raise VideoError(f"{out}: output would overwrite the input")
+        clip = _Clip(src)
+        if clip.files is None and out.exists() and out.is_dir():
+            raise VideoError(f"{out}: is a folder (the input is a video file)")
+        sink = _Sink(clip, out)
+        det = _detector()
+        tracker, frames = track(clip, det)
+        mask = tracker.mask_at(clip.width, clip.height)
+        written = correct(clip, mask, sink, det, frames)
+        if written == 0:
+            raise VideoError(f"{src}: no frames could be read")
+        if args.mask_out:
+            _write_mask(args.mask_out, mask)
+        sink.commit()
+    except VideoError as e:
+        if sink is not None:
+            sink.abort()
+        print(f"camheal: error: {e}", file=sys.stderr, flush=True)
+        return 1
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
+    found = tracker.defects()
+    report = {
+        "input": str(src), "output": str(out), "frames": written, "fps": round(clip.fps, 3),
+        "defects": [{"kind": d.kind, "confidence": round(d.confidence, 3),
+                     "bbox": list(d.bbox), "first_frame": d.first_frame} for d in found],
+        "elapsed_s": round(time.monotonic() - t0, 3),
+    }
+    if args.json:
+        print(json.dumps(report), flush=True)
+    else:
+        what = ", ".join(f"{d.kind} ({d.confidence:.2f}) at {d.bbox} from frame {d.first_frame}"
+                         for d in found) or "no persistent defect"
+        print(f"{src} -> {out}: {written} frames, {what}", flush=True)
+    return 0
