@@ -207,11 +207,10 @@ class CameraInterface(ServiceInterface):
         if not 0 <= timeout_ms <= 30000:
             raise InvalidArgument("timeout_ms must be between 0 and 30000")
         corrected = opts.get("corrected", True)
-        frame = self._camera.latest(corrected)
-        if frame is None and timeout_ms:
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._camera.wait_frame, 0, timeout_ms / 1000)
-            frame = self._camera.latest(corrected)
+        loop = asyncio.get_running_loop()
+        if self._camera.latest(corrected) is None and timeout_ms:
+            await loop.run_in_executor(None, self._camera.wait_frame, 0, timeout_ms / 1000)
+        frame = await loop.run_in_executor(None, self._camera.snapshot, corrected)
         if frame is None:
             raise NotReady(f"camera {self._camera.id} has no frame yet "
                            f"(state: {self._camera.health.state})")

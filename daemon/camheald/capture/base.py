@@ -21,6 +21,9 @@ class Source(abc.ABC):
 
     #: the URI the user gave, shown in status and on D-Bus
     uri: str = ""
+    #: a live camera produces frames whether we read them or not (drop when behind); a file
+    #: read as fast as it decodes is not live (the pipeline then waits instead of dropping)
+    live: bool = True
 
     @abc.abstractmethod
     def open(self) -> None:

@@ -54,6 +54,10 @@ class InjectSource(Source):
     def close(self) -> None:
         self.inner.close()
 
+    @property
+    def live(self) -> bool:  # type: ignore[override]
+        return self.inner.live
+
     def phase_at(self, elapsed_s: float) -> str:
         """Name of the defect applied ``elapsed_s`` seconds after the first open()."""
         i = int(max(elapsed_s, 0.0) // self.phase_s)

@@ -117,7 +117,7 @@ class VideoCaptureSource(Source):
     def __init__(self, uri: str, target: str | int, api: int = cv2.CAP_ANY, fps: float = 0.0,
                  loop: bool = False, pace: bool = False,
                  props: dict[int, float] | None = None,
-                 open_params: list[int] | None = None) -> None:
+                 open_params: list[int] | None = None, live: bool = True) -> None:
         self.uri = uri
         self._open_params = open_params or []
         self._target = target
@@ -125,6 +125,7 @@ class VideoCaptureSource(Source):
         self._fps = fps
         self._loop = loop
         self._pace = pace
+        self.live = live
         self._props = props or {}
         self._cap: cv2.VideoCapture | None = None
         self._size = (0, 0)

@@ -121,7 +121,7 @@ def parse_source(uri: str) -> Source:
         if target.is_dir() or target.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFolderSource(uri, target, fps or 10.0, loop)
         return VideoCaptureSource(uri, str(target), cv2.CAP_FFMPEG, fps, loop=loop,
-                                  pace=fps > 0)
+                                  pace=fps > 0, live=fps > 0)
     if scheme == "v4l2":
         if not re.fullmatch(r"/dev/video\d{1,3}|/dev/v4l/by-(id|path)/[\w.:+-]+", path):
             raise SourceError(f"source {uri!r}: expected v4l2:/dev/videoN or "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -47,6 +48,7 @@ class CameraStats:
     analyze_ms: float = 0.0
     correct_ms: float = 0.0
     reconnects: int = 0
+    dropped: int = 0  # captured but not processed (processing fell behind a live camera)
     source_errors: int = 0
     last_error: str = ""
 
@@ -82,10 +84,16 @@ class Camera:
         self._threads: list[threading.Thread] = []
         self._new_frame = threading.Condition(self._lock)
         self._fps_window = (time.monotonic(), 0)
+        # capture -> process hand-off: decoding and correction run on two cores in parallel
+        self._queue: queue.Queue[tuple[np.ndarray, int]] = queue.Queue(maxsize=2)
+        self._captured = 0
+        self._pool: list[np.ndarray] = []  # corrected-frame buffers, reused in turn
+        self._pool_next = 0
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
-        for name, target in (("capture", self._capture_loop), ("analyze", self._analyze_loop)):
+        for name, target in (("capture", self._capture_loop), ("process", self._process_loop),
+                             ("analyze", self._analyze_loop)):
             t = threading.Thread(target=target, name=f"{name}-{self.id}", daemon=True)
             t.start()
             self._threads.append(t)
@@ -109,8 +117,19 @@ class Camera:
             self._sinks = [s for s in self._sinks if s != sink]
 
     def latest(self, corrected: bool = True) -> PublishedFrame | None:
+        """The newest frame. Its pixels may be reused a few frames later: use snapshot()
+        to keep them."""
         with self._lock:
             return self._corrected if corrected else self._raw
+
+    def snapshot(self, corrected: bool = True) -> PublishedFrame | None:
+        """The newest frame with a private copy of its pixels (blocking ~1 ms at 1080p)."""
+        with self._lock:
+            frame = self._corrected if corrected else self._raw
+            if frame is None:
+                return None
+            return PublishedFrame(frame.image.copy(), frame.seq, frame.timestamp_ns,
+                                  frame.corrected, frame.scores, frame.actions)
 
     def wait_frame(self, after_seq: int, timeout: float) -> PublishedFrame | None:
         """Block (in a worker thread) until a frame newer than ``after_seq`` exists."""
@@ -131,7 +150,7 @@ class Camera:
         return {
             "frames": s.frames, "fps": round(s.fps, 2), "analyses": s.analyses,
             "analyze_ms": round(s.analyze_ms, 2), "correct_ms": round(s.correct_ms, 2),
-            "reconnects": s.reconnects, "source_errors": s.source_errors,
+            "reconnects": s.reconnects, "dropped": s.dropped, "source_errors": s.source_errors,
             "last_error": s.last_error, "model": self.vision.name or "none",
             "injected": self.source.injected(),
         }
@@ -174,7 +193,7 @@ class Camera:
                     logger.exception("camera %s: reading source failed", self.id)
                     self._source_failed(f"read failed: {exc}")
                     break
-                self._process(image)
+                self._hand_over(image, time.monotonic_ns())
             self.source.close()
             if not self._stop.is_set():
                 self.stats.reconnects += 1
@@ -187,12 +206,60 @@ class Camera:
             events = self.health.source_lost()
         self._emit(events)
 
-    def _process(self, image: np.ndarray) -> None:
-        ts = time.monotonic_ns()
+    def _hand_over(self, image: np.ndarray, ts: int) -> None:
+        """Queue a captured frame for processing.
+
+        A live camera never waits: when processing is behind, the oldest queued frame is
+        dropped (counted). A file read as fast as it decodes waits instead (nothing is lost).
+        """
+        item = (image, ts)
+        if getattr(self.source, "live", True):
+            while True:
+                try:
+                    self._queue.put_nowait(item)
+                    return
+                except queue.Full:
+                    try:
+                        self._queue.get_nowait()
+                        self.stats.dropped += 1
+                    except queue.Empty:
+                        pass
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+
+    def _process_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                image, ts = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._process(image, ts)
+            except Exception:  # noqa: BLE001 - one bad frame must not stop the camera
+                logger.exception("camera %s: processing a frame failed", self.id)
+
+    def _out_buffer(self, image: np.ndarray) -> np.ndarray:
+        """The next of three reusable corrected-frame buffers (no per-frame allocation).
+
+        Three, because the buffer written now must be neither the one published (clients
+        may be reading it) nor the one before it (a snapshot may be copying it).
+        """
+        if not self._pool or self._pool[0].shape != image.shape:
+            self._pool = [np.empty_like(image) for _ in range(3)]
+        self._pool_next = (self._pool_next + 1) % len(self._pool)
+        return self._pool[self._pool_next]
+
+    def _process(self, image: np.ndarray, ts: int) -> None:
         self.stats.frames += 1
         seq = self.stats.frames
         self._update_fps(ts)
-        thumb = cv2.resize(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY), (32, 24),
+        # freeze detection needs a tiny grey view only: subsample before converting
+        step = max(1, min(image.shape[0], image.shape[1]) // 96)
+        thumb = cv2.resize(cv2.cvtColor(image[::step, ::step], cv2.COLOR_RGB2GRAY), (32, 24),
                            interpolation=cv2.INTER_AREA)
         self._maybe_submit(image)
         analysis = self._analysis
@@ -200,7 +267,8 @@ class Camera:
         corrected_img, actions = image, ()
         if self.correct_enabled:
             t0 = time.perf_counter()
-            corrected_img, actions = self.vision.correct(image, analysis)
+            corrected_img, actions = self.vision.correct(image, analysis,
+                                                         self._out_buffer(image))
             self.stats.correct_ms = 0.9 * self.stats.correct_ms + \
                 100.0 * (time.perf_counter() - t0)
         raw = PublishedFrame(image, seq, ts, False, scores, ())
