@@ -1,0 +1,178 @@
+"""`camheal correct-video` end to end, through the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from test_defects import H, W, iou, panning
+
+from camheald.capture import inject
+
+CAMHEAL = Path(sys.executable).parent / "camheal"
+N = 36
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, CAMHEAL_MODEL="/nonexistent/model.onnx")  # temporal evidence only
+    return subprocess.run([str(CAMHEAL), "correct-video", *args], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def write_avi(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> None:
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (W, H))
+    for f in frames:
+        out.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out.release()
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    cap = cv2.VideoCapture(str(path))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    return frames, fps
+
+
+def psnr_in(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
+    m = mask > 0
+    err = ((a[m].astype(np.float64) - b[m]) ** 2).mean()
+    return float(10 * np.log10(255.0 ** 2 / max(err, 1e-9)))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> tuple[Path, list[np.ndarray], inject.Defect]:
+    d = tmp_path_factory.mktemp("clip")
+    clean = panning(N)
+    defect = inject.crack(W, H, 1)
+    write_avi(d / "cracked.avi", [defect.apply(f) for f in clean])
+    return d / "cracked.avi", clean, defect
+
+
+def test_video_in_video_out_with_report_and_mask(clip, tmp_path: Path) -> None:
+    src, clean, defect = clip
+    out, mask_png = tmp_path / "fixed.mp4", tmp_path / "mask.png"
+    r = run(str(src), "-o", str(out), "--json", "--mask-out", str(mask_png))
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert set(rep) == {"input", "output", "frames", "fps", "defects", "elapsed_s"}
+    assert rep["frames"] == N and rep["fps"] == 10.0 and rep["output"] == str(out)
+    assert rep["defects"] and {d["kind"] for d in rep["defects"]} == {"crack"}
+    for d in rep["defects"]:
+        x, y, w, h = d["bbox"]
+        assert defect.mask[y:y + h, x:x + w].any() and 0 <= d["first_frame"] < 30
+        assert 0 < d["confidence"] <= 1
+    mask = cv2.imread(str(mask_png), cv2.IMREAD_GRAYSCALE)
+    assert mask.shape == (H, W) and set(np.unique(mask)) <= {0, 255}
+    assert iou(mask, defect.mask) >= 0.6
+    frames, fps = read_video(out)
+    assert len(frames) == N and frames[0].shape == (H, W, 3) and fps == pytest.approx(10.0)
+    raw, _ = read_video(src)
+    # the early frames are corrected too (second pass with the final mask)
+    for i in (0, N // 2, N - 1):
+        assert psnr_in(frames[i], clean[i], defect.mask) > psnr_in(raw[i], clean[i],
+                                                                    defect.mask) + 6.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fixed.mp4", "mask.png"]
+
+
+def test_clean_clip_reports_nothing_and_avi_output(tmp_path: Path) -> None:
+    src, out = tmp_path / "clean.avi", tmp_path / "out.avi"
+    write_avi(src, panning(24, seed=4))
+    r = run(str(src), "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["defects"] == []
+    frames, _ = read_video(out)
+    assert len(frames) == 24
+    r = run(str(src), "-o", str(tmp_path / "again.avi"))  # human-readable line
+    assert r.returncode == 0 and "no persistent defect" in r.stdout
+
+
+def test_folder_in_folder_out_same_names(tmp_path: Path) -> None:
+    clean = panning(N)
+    defect = inject.dirt(W, H, 1)
+    src = tmp_path / "frames"
+    src.mkdir()
+    names = [f"f{i:03d}.png" for i in range(N)]
+    for name, f in zip(names, clean, strict=True):
+        cv2.imwrite(str(src / name), cv2.cvtColor(defect.apply(f), cv2.COLOR_RGB2BGR))
+    (src / "notes.txt").write_text("not a frame")
+    out = tmp_path / "fixed"
+    r = run(str(src), "-o", str(out), "--json")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["frames"] == N and {d["kind"] for d in rep["defects"]} == {"dirt"}
+    assert sorted(p.name for p in out.iterdir()) == names
+    first = cv2.cvtColor(cv2.imread(str(out / names[0])), cv2.COLOR_BGR2RGB)
+    assert psnr_in(first, clean[0], defect.mask) > psnr_in(defect.apply(clean[0]), clean[0],
+                                                            defect.mask) + 6.0
+
+
+@pytest.mark.parametrize("case", ["missing", "not_video", "image", "empty_folder",
+                                  "no_out_dir", "readonly_out_dir", "bad_ext", "out_not_empty"])
+def test_bad_input_one_error_line_and_no_output(case: str, clip, tmp_path: Path) -> None:
+    src, out = clip[0], tmp_path / "out.mp4"
+    if case == "missing":
+        src = tmp_path / "nope.avi"
+    elif case == "not_video":
+        src = tmp_path / "fake.avi"
+        src.write_bytes(b"this is not a video" * 100)
+    elif case == "image":
+        src = tmp_path / "still.png"
+        cv2.imwrite(str(src), np.zeros((20, 20, 3), np.uint8))
+    elif case == "empty_folder":
+        src = tmp_path / "empty"
+        src.mkdir()
+        out = tmp_path / "out"
+    elif case == "no_out_dir":
+        out = tmp_path / "missing" / "out.mp4"
+    elif case == "readonly_out_dir":
+        if os.geteuid() == 0:  # root writes into any mode-0500 folder, but not into /proc
+            out = Path("/proc/camheal-test-out.mp4")
+        else:
+            ro = tmp_path / "ro"
+            ro.mkdir()
+            ro.chmod(0o500)
+            out = ro / "out.mp4"
+    elif case == "bad_ext":
+        out = tmp_path / "out.xyz"
+    else:
+        frames = tmp_path / "frames"
+        frames.mkdir()
+        cv2.imwrite(str(frames / "a.png"), np.zeros((20, 20, 3), np.uint8))
+        src, out = frames, tmp_path / "busy"
+        out.mkdir()
+        (out / "keep.txt").write_text("mine")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    r = run(str(src), "-o", str(out), "--json")
+    assert r.returncode != 0
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("camheal: error: "), r.stderr
+    assert r.stdout == ""
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing half-written
+
+
+def test_callable_without_the_cli(tmp_path: Path, capsys, monkeypatch) -> None:
+    import argparse
+
+    from camheald.video import correct_video
+
+    monkeypatch.setenv("CAMHEAL_MODEL", "/nonexistent/model.onnx")
+    src, out = tmp_path / "tiny.avi", tmp_path / "x.mp4"
+    write_avi(src, panning(8))
+    ns = argparse.Namespace(input=str(src), output=str(out), json=True, mask_out=None)
+    assert correct_video(ns) == 0
+    assert json.loads(capsys.readouterr().out)["frames"] == 8 and out.is_file()
+    ns.input = str(tmp_path / "gone.avi")
+    assert correct_video(ns) == 1
+    assert capsys.readouterr().err.startswith("camheal: error: ")
