@@ -108,7 +108,7 @@ class SequenceInpainter:
     """
 
     def __init__(self, mask: np.ndarray, window: int = 12, method: str = "telea",
-                 radius: int = 5, grow: int = 2, near: float = 1.0,
+                 radius: int = 5, grow: int = 2, near: float = 1.0, max_misfit: float = 14.0,
                  analysis_width: int = 320) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown inpainting method {method!r}")
@@ -131,6 +131,7 @@ class SequenceInpainter:
         dist = cv2.distanceTransform(self.fill, cv2.DIST_L2, 3)
         self._near = (self.fill > 0) & (dist <= near)
         self.method, self.radius = method, radius
+        self.max_misfit, self.consistency_sigma = max_misfit, 6.0
         self._scale = max(1.0, w / analysis_width)
         self._small = (max(16, round(w / self._scale)), max(16, round(h / self._scale)))
         small_mask = cv2.resize(self.fill, self._small, interpolation=cv2.INTER_NEAREST)
@@ -208,8 +209,9 @@ class SequenceInpainter:
             take = todo & seen
             if not take.any():
                 continue
-            moved = _crop_shifted(src.rgb, self._box, dx, dy)
-            filled[take] = self._match(moved, tgt, seen)[take]
+            moved = self._match(_crop_shifted(src.rgb, self._box, dx, dy), tgt, seen)
+            take &= self._consistent(moved, tgt, seen)
+            filled[take] = moved[take]
             todo &= ~take
             self.stats["temporal"] += int(take.sum())
         # A thin band along the edge is better interpolated from both sides (sub-pixel
@@ -243,6 +245,22 @@ class SequenceInpainter:
                 if err < best_err:
                     best, best_err = (dx + ex, dy + ey), err
         return best
+
+    def _consistent(self, moved: np.ndarray, target: np.ndarray, seen: np.ndarray
+                    ) -> np.ndarray:
+        """Where the source agrees with the target around the mask (box crops, bool).
+
+        The misfit on the visible ring is spread inwards (normalised blur): an object that
+        moved on its own between the two frames, or a bad registration, shows there.
+        """
+        y0, y1, x0, x1 = self._box
+        w = (self._ring[y0:y1, x0:x1] & seen).astype(np.float32)
+        err = cv2.absdiff(moved, target).astype(np.float32).mean(axis=2) * w
+        sig = self.consistency_sigma
+        num = cv2.GaussianBlur(err, (0, 0), sig)
+        den = cv2.GaussianBlur(w, (0, 0), sig)
+        local = num / np.maximum(den, 1e-3)
+        return (den < 0.02) | (local < self.max_misfit)
 
     def _match(self, moved: np.ndarray, target: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Correct the source's brightness to the target's on the ring around the mask
