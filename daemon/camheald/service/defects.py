@@ -75,7 +75,7 @@ class DefectEvent:
 class DefectConfig:
     """Tuning of the tracker; the defaults suit 5-15 updates per second."""
 
-    work_width: int = 480  # frames are reduced by an integer factor to at most this width
+    work_width: int = 320  # frames are reduced by an integer factor to at most this width
     beta_min: float = 0.04  # running-mean weight floor of the temporal statistics
     warmup: int = 4  # updates before any vote
     min_surround: float = 6.0  # grey levels (temporal std) of surround activity
