@@ -148,13 +148,17 @@ class SyntheticDataset:
 class CachedDataset:
     """Map-style dataset over cache shards (memory-mapped .npy files per field)."""
 
-    def __init__(self, root: str | os.PathLike):
+    def __init__(self, roots: str | os.PathLike | Sequence[str | os.PathLike]):
+        if isinstance(roots, (str, os.PathLike)):
+            roots = [roots]
         self.shards = []
-        for d in sorted(Path(root).glob("shard-*")):
-            if (d / "done").exists():
-                self.shards.append({f: np.load(d / f"{f}.npy", mmap_mode="r") for f in FIELDS})
+        for root in roots:
+            for d in sorted(Path(root).glob("shard-*")):
+                if (d / "done").exists():
+                    self.shards.append({f: np.load(d / f"{f}.npy", mmap_mode="r")
+                                        for f in FIELDS})
         if not self.shards:
-            raise ValueError(f"no finished shards under {root}")
+            raise ValueError(f"no finished shards under {', '.join(map(str, roots))}")
         self.index = [(s, j) for s, sh in enumerate(self.shards) for j in range(len(sh["labels"]))]
 
     def __len__(self) -> int:

@@ -83,10 +83,11 @@ class CamhealNet(nn.Module):
         c = cfg.crop
         self.crop_net = nn.Sequential(_cbr(6, c[0], 3, 1), DSBlock(c[0], c[1], 2),
                                       DSBlock(c[1], c[2], 2), DSBlock(c[2], c[3], 2))
-        self.hist_net = nn.Sequential(nn.Linear(spec.HIST_FEATURES, cfg.hist),
-                                      nn.ReLU(inplace=True))
+        # SiLU in the fully connected parts: with ReLU most head units died early in training
+        # (a first run lost 167 of 192 and never learned obstruction or colour cast).
+        self.hist_net = nn.Sequential(nn.Linear(spec.HIST_FEATURES, cfg.hist), nn.SiLU())
         feat = 2 * t[4] + 4 * c[3] + cfg.hist
-        self.head = nn.Sequential(nn.Linear(feat, cfg.head), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(nn.LayerNorm(feat), nn.Linear(feat, cfg.head), nn.SiLU())
         n = spec.N_ANOMALIES
         self.out_cls = nn.Linear(cfg.head, 2 * n)
         self.out_curve = nn.Linear(cfg.head, 3 * spec.N_KNOTS + 9)

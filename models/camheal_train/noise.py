@@ -59,8 +59,29 @@ def jpeg(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float, 
     return np.clip(to_np(out), 0, 1), float(np.clip((25 - q) / 20, 0.15, 1.0)), "jpeg"
 
 
-KINDS = {"sensor": sensor, "chroma": chroma, "jpeg": jpeg}
-_P = np.array([0.55, 0.25, 0.2])
+def impulse(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float, str]:
+    """Salt-and-pepper / hot-pixel noise, 0.3..6 % of the pixels, per channel or whole pixels."""
+    density = rng.uniform(0.003, 0.06)
+    shape = img.shape if rng.random() < 0.5 else (*img.shape[:2], 1)
+    hit = rng.random(shape) < density
+    salt = rng.random(shape) < 0.5
+    out = np.where(hit, salt.astype(np.float32), img)
+    return out.astype(np.float32), float(np.clip(density / 0.04, 0.15, 1.0)), "impulse"
+
+
+def speckle(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float, str]:
+    """Multiplicative (speckle) noise plus plain additive Gaussian noise."""
+    s = rng.uniform(0.06, 0.3)
+    g = rng.uniform(0.0, 0.05)
+    n = rng.standard_normal(img.shape, dtype=np.float32)
+    a = rng.standard_normal(img.shape, dtype=np.float32)
+    out = img * (1 + s * n) + g * a
+    return np.clip(out, 0, 1), float(np.clip((0.5 * s + g) / 0.12, 0.15, 1.0)), "speckle"
+
+
+KINDS = {"sensor": sensor, "chroma": chroma, "jpeg": jpeg, "impulse": impulse,
+         "speckle": speckle}
+_P = np.array([0.45, 0.18, 0.15, 0.1, 0.12])
 
 
 def noise(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float, str]:

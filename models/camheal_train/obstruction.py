@@ -155,7 +155,34 @@ def raindrops(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np
     return _composite(img, layer, alpha * rng.uniform(0.85, 1.0)), alpha
 
 
-KINDS = {"dirt": dirt, "smudge": smudge, "finger": finger, "scratch": scratch,
+def patch(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Opaque occluders (tape, sticker, debris): hard-edged rectangles, ellipses, polygons."""
+    h, w = img.shape[:2]
+    s = min(h, w)
+    alpha = np.zeros((h, w), np.float32)
+    layer = np.zeros_like(img)
+    for _ in range(int(rng.integers(1, 4))):
+        m = np.zeros((h, w), np.uint8)
+        cx, cy = rng.uniform(0, w), rng.uniform(0, h)
+        r = s * rng.uniform(0.05, 0.3)
+        kind = rng.integers(3)
+        if kind == 0:
+            cv2.rectangle(m, (int(cx - r), int(cy - r * rng.uniform(0.3, 1.5))),
+                          (int(cx + r), int(cy + r * rng.uniform(0.3, 1.5))), 1, -1)
+        elif kind == 1:
+            cv2.ellipse(m, (int(cx), int(cy)), (int(r), int(r * rng.uniform(0.4, 1.0))),
+                        rng.uniform(0, 180), 0, 360, 1, -1)
+        else:
+            pts = np.stack([cx + rng.uniform(-r, r, 5), cy + rng.uniform(-r, r, 5)], 1)
+            cv2.fillPoly(m, [pts.astype(np.int32)], 1)
+        sel = m > 0
+        layer[sel] = rng.uniform(0, 1, 3) * (rng.uniform(0, 0.4) if rng.random() < 0.6 else 1)
+        alpha[sel] = rng.uniform(0.85, 1.0)
+    alpha = _feather(alpha, rng.uniform(0.0, 1.5))
+    return _composite(img, layer, alpha), alpha
+
+
+KINDS = {"patch": patch, "dirt": dirt, "smudge": smudge, "finger": finger, "scratch": scratch,
          "crack": crack, "raindrops": raindrops}
 
 

@@ -33,7 +33,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(prog="python -m camheal_train.train", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     src = ap.add_mutually_exclusive_group()
-    src.add_argument("--cache", help="cache folder built by camheal_train.data")
+    src.add_argument("--cache", action="append",
+                     help="cache folder built by camheal_train.data (repeatable)")
     src.add_argument("--data", help="photo folder (default $CAMHEAL_DATA); degrade on the fly")
     ap.add_argument("--exclude", action="append", default=None,
                     help="photo name prefix to hold out (default: kodak24-, val20-)")
@@ -49,6 +50,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads per process")
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimiser)")
+    ap.add_argument("--init-skip", action="append", default=[], metavar="PREFIX",
+                    help="with --init: leave parameters starting with PREFIX freshly initialised")
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
@@ -105,6 +109,11 @@ def train(a: argparse.Namespace) -> Path:
         opt.load_state_dict(state["opt"])
         step, epoch = state["step"], state["epoch"]
         logger.info("resumed from %s at step %d", ckpt, step)
+    elif a.init:
+        init = torch.load(a.init, map_location="cpu", weights_only=False)["model"]
+        init = {k: v for k, v in init.items() if not k.startswith(tuple(a.init_skip))}
+        missing, _ = model.load_state_dict(init, strict=False)
+        logger.info("initialised from %s (%d tensors fresh)", a.init, len(missing))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     bar = None
     if rank == 0 and not a.no_progress:

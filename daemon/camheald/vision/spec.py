@@ -117,11 +117,9 @@ def histogram(thumb: np.ndarray) -> np.ndarray:
     Returns:
         HIST_FEATURES float32, R bins then G then B, each channel summing to 1.
     """
-    shift = 8 - int(np.log2(HIST_BINS))
-    flat = (thumb.reshape(-1, 3) >> shift).astype(np.intp)
-    flat += np.arange(3, dtype=np.intp) * HIST_BINS
-    counts = np.bincount(flat.ravel(), minlength=HIST_FEATURES).astype(np.float32)
-    return counts / np.float32(flat.shape[0])
+    counts = np.concatenate([cv2.calcHist([thumb], [c], None, [HIST_BINS], [0, 256]).ravel()
+                             for c in range(3)])
+    return (counts / np.float32(thumb.shape[0] * thumb.shape[1])).astype(np.float32)
 
 
 def validate_frame(rgb: np.ndarray) -> None:
