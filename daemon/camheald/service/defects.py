@@ -1,28 +1,32 @@
 """Persistent lens defects (dirt, crack, covered) and scene states (covered, moved), per camera.
 
-A lens defect stays put while the scene behind it changes; a dark object in the scene moves
-or changes with the scene. The tracker keeps, at a small working resolution:
+A lens defect stays put in the image while the scene behind it changes; a dark object in
+the scene moves or changes with the scene. At a small working resolution (<= 320 px wide)
+the tracker keeps, after removing the global brightness (a lighting change is not motion):
 
-* ``act``: a running mean of the brightness change between consecutive updates (after
-  removing a global gain, so that a scene-wide lighting change is not "activity");
-* ``surround``: a grey-level morphological *closing* of ``act`` at a coarser scale. Closing
-  fills valleys narrower than the kernel that have activity on both sides, so a pixel whose
-  surround changes on opposite sides while it stays still gets a high expected activity;
-* the attenuation estimate ``1 - act / surround``: near 1 under an opaque lens defect, near
-  0 where the pixel changes like its surround, unknown where nothing around it changes;
-* per-pixel votes (a leaky running mean of that evidence) with hysteresis, then components
-  confirmed over several updates, filtered (size, darker than their ring), tracked with a
-  stable identity, ``since`` time and first frame, and cleared when the evidence goes away.
+* per-pixel running mean and temporal std, and a short-term change map;
+* fixed camera ("hole" cue): the expected activity of a pixel is a grey-level closing of the
+  std map along both axes (change on both sides horizontally *and* vertically: a hole, not
+  a strip), after an opening that removes the thin edge activity of a shaking camera. A
+  pixel that stays still while its surround changes, both over the window and in the last
+  few frames, and that is darker than its neighbourhood, votes "defect";
+* moving camera (global translation measured by phase correlation): an earlier frame
+  shifted by the camera motion lines the scene up; a pixel that disagrees with the shifted
+  frame but agrees with the unshifted one (it stayed in place) votes "defect";
+* the detector's coarse obstruction mask, when given, votes where time gives no evidence;
+* votes are a leaky mean with hysteresis; pixels are grown into adjacent dark still pixels
+  (moving camera), grouped into components, filtered (size, darker than their ring),
+  confirmed over several updates, tracked (id, since, first frame), classified as crack
+  (thin) or dirt, and cleared when the evidence goes away (the lens was cleaned).
 
-The detector's coarse obstruction mask, when present, votes where temporal evidence is
-missing (a static part of the view), at half weight.
+Scene states: "covered" (nearly every cell of the view flat for ``covered_s``) and "moved"
+(the edge map of the ~1 s mean view left its reference abruptly and the new view stayed
+stable for ``moved_s``; a panning camera never counts as moved).
 
-Limits (honest): with temporal evidence alone a defect is only found where the scene moves
-behind it (camera motion, or traffic/people passing behind the defect). A static dark object
-in front of moving traffic (a lamp post, a parked car's shadow, a median strip between two
-lanes) looks exactly like a lens defect to this cue; the darkness and size filters reduce,
-but cannot remove, such false alarms. A defect over a part of the view that never changes
-(sky, a wall) is invisible to it, and so is the cleaning of such a defect.
+Limits: with temporal evidence alone a defect is only found where the scene moves behind
+it. A fixed camera over a static background sees nothing behind a defect, and a static dark
+object in front of moving traffic (a post, foliage gaps, a median strip) looks like one;
+the darkness, size and persistence filters reduce, but cannot remove, those false alarms.
 """
 
 from __future__ import annotations
