@@ -180,11 +180,12 @@ class AsyncClient:
             return
         cam_id = (msg.path or "").rsplit("/", 1)[-1]
         kinds = {"HealthChanged": "health", "AnomalyDetected": "anomaly_detected",
-                 "AnomalyCleared": "anomaly_cleared", "StateChanged": "state"}
+                 "AnomalyCleared": "anomaly_cleared", "StateChanged": "state",
+                 "DefectDetected": "defect_detected", "DefectCleared": "defect_cleared"}
         kind = kinds.get(msg.member or "")
         if kind is None:
             return
-        if kind == "health":
+        if kind in ("health", "defect_detected", "defect_cleared"):
             payload = unpack(msg.body[0])
         elif kind == "anomaly_detected":
             payload = {"name": msg.body[0], "score": msg.body[1]}
@@ -248,6 +249,35 @@ class AsyncCamera:
         except CamhealError:
             pass
 
+    async def capture_burst(self, count: int, corrected: bool = True
+                            ) -> tuple[list[Frame], dict[str, Any]]:
+        """``count`` (1-16) consecutive frames corrected together (lens defects filled in).
+
+        Returns:
+            (frames, report) — report: seqs, defects, actions.
+        """
+        fds, report = await self.client.call(
+            self.path, C.CAMERA_IFACE, "CaptureBurst", "ua{sv}",
+            [count, {"corrected": Variant("b", corrected), "format": Variant("s", "rgb")}],
+            timeout=60.0)
+        report = unpack(report)
+        metas = report.pop("frames", [])
+        frames = []
+        for i, fd in enumerate(fds):
+            if i < len(metas):
+                frames.append(frame_from_fd(fd, metas[i]))
+            else:
+                os.close(fd)
+        return frames, report
+
+    async def defect_mask(self) -> np.ndarray:
+        """The persistent lens-defect mask at frame size: HxW uint8, 255 = defect."""
+        fd, meta = await self.client.call(self.path, C.CAMERA_IFACE, "GetDefectMask",
+                                          "a{sv}", [{"format": Variant("s", "gray")}])
+        meta = unpack(meta)
+        data = read_fd(fd, int(meta["size"]))
+        return np.frombuffer(data, np.uint8).reshape(int(meta["height"]), int(meta["width"]))
+
     async def capture_encoded(self, fmt: str = "png", corrected: bool = True,
                               quality: int = 90, timeout_ms: int = 3000
                               ) -> tuple[bytes, dict[str, Any]]:
@@ -261,11 +291,13 @@ class AsyncCamera:
 
 
 def _replace_fds(signature: str, body: list[Any], fds: list[int]) -> list[Any]:
-    """Swap fd indexes in a reply body for the received fds (top-level 'h' args only)."""
+    """Swap fd indexes in a reply body for the received fds (top-level 'h' and 'ah' args)."""
     from dbus_fast.signature import get_signature_tree
 
     out = list(body)
     for i, t in enumerate(get_signature_tree(signature).types):
         if t.signature == "h":
             out[i] = fds[out[i]]
+        elif t.signature == "ah":
+            out[i] = [fds[j] for j in out[i]]
     return out

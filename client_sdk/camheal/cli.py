@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
 def _fmt_health(h: dict[str, Any]) -> str:
     detected = ", ".join(h.get("detected", [])) or "none"
     text = f"state {h.get('state', '?')}, anomalies: {detected}"
+    defects = h.get("defects", [])
+    if defects:
+        text += ", lens defects: " + ", ".join(
+            f"{d['kind']} at {tuple(d['bbox'])} ({d['confidence']:.2f})" for d in defects)
     if h.get("model_error"):
         text += f" ({h['model_error']})"
     return text
@@ -159,6 +163,10 @@ def cmd_watch(args: argparse.Namespace) -> int:
             print(f"{stamp} {cam_id}: cleared {payload['name']}", flush=True)
         elif kind == "state":
             print(f"{stamp} {cam_id}: state {payload['state']}", flush=True)
+        elif kind in ("defect_detected", "defect_cleared"):
+            verb = "lens defect" if kind == "defect_detected" else "lens defect cleared:"
+            print(f"{stamp} {cam_id}: {verb} {payload.get('kind')} at "
+                  f"{tuple(payload.get('bbox', ()))}", flush=True)
 
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())

@@ -132,3 +132,12 @@ class Camera:
                 pass
 
         return Stream(reader, unsubscribe, timeout)
+
+    def capture_burst(self, count: int, corrected: bool = True
+                      ) -> tuple[list[Frame], dict[str, Any]]:
+        """``count`` consecutive frames corrected together; see AsyncCamera.capture_burst."""
+        return self._client._run(self._cam.capture_burst(count, corrected))
+
+    def defect_mask(self) -> np.ndarray:
+        """The persistent lens-defect mask (HxW uint8, 255 = defect)."""
+        return self._client._run(self._cam.defect_mask())

@@ -38,6 +38,7 @@ ANOMALIES: tuple[str, ...] = (
 
 # Camera-health states that are not image anomalies.
 HEALTH_STATES: tuple[str, ...] = ("ok", "starting", "no_signal", "frozen", "covered", "moved")
+DEFECT_KINDS: tuple[str, ...] = ("dirt", "crack", "covered")
 
 
 def camera_path(camera_id: str) -> str:
@@ -49,7 +50,10 @@ def camera_path(camera_id: str) -> str:
 # docs/dbus-api.md. Keys not listed are packed by their Python type.
 HEALTH_TYPES: dict[str, str] = {
     "state": "s", "state_since": "d", "detected": "as", "since": "a{sd}", "scores": "a{sd}",
-    "model": "s", "model_error": "s",
+    "model": "s", "model_error": "s", "defects": "aa{sv}",
+}
+DEFECT_TYPES: dict[str, str] = {
+    "id": "u", "kind": "s", "confidence": "d", "bbox": "ai", "since": "d", "first_frame": "u",
 }
 FRAME_META_TYPES: dict[str, str] = {
     "width": "u", "height": "u", "stride": "u", "format": "s", "pixel_format": "s", "size": "t",

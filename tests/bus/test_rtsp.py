@@ -131,7 +131,8 @@ def test_rtsp_camera_streams_survives_a_hang_and_reconnects(rtsp_server, start_d
     with Client(bus_address, timeout=10) as client:
         cam = client.camera()
         _wait("frames from the RTSP camera",
-              lambda: cam.stats()["frames"] > 5 and cam.health()["state"] == "ok", 20)
+              lambda: cam.stats()["frames"] > 5
+              and cam.health()["state"] not in ("no_signal", "starting"), 20)
         frame = cam.capture(corrected=False)
         assert frame.image.shape == (240, 320, 3)
 
@@ -146,8 +147,14 @@ def test_rtsp_camera_streams_survives_a_hang_and_reconnects(rtsp_server, start_d
         rtsp_server.kill()
         rtsp_server.start()
         frames = cam.stats()["frames"]
-        _wait("frames after the restart",
-              lambda: cam.stats()["frames"] > frames + 5 and cam.health()["state"] == "ok", 20)
+        try:
+            _wait("frames after the restart",
+                  # a black test pattern with a small ball may read as "covered": any state
+                  # but the source ones means the camera is back
+                  lambda: cam.stats()["frames"] > frames + 5
+                  and cam.health()["state"] not in ("no_signal", "starting"), 20)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: stats {cam.stats()}, health {cam.health()}") from None
         stats = cam.stats()
         assert stats["reconnects"] >= 1
     assert daemon.proc.poll() is None, daemon.log()

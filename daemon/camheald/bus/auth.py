@@ -45,6 +45,8 @@ AUTH: dict[str, str] = {
     "Camera.CaptureFrame": PUBLIC,
     "Camera.Subscribe": PUBLIC,
     "Camera.Unsubscribe": PUBLIC,
+    "Camera.CaptureBurst": PUBLIC,
+    "Camera.GetDefectMask": PUBLIC,
     "Camera.SetCorrectionEnabled": ACTION_CONFIGURE,
 }
 

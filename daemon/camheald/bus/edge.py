@@ -100,6 +100,10 @@ def _coerce(sig: str, value: Any) -> Any:
         return {str(k): float(v) for k, v in value.items()}
     if sig == "as":
         return [str(v) for v in value]
+    if sig == "ai":
+        return [int(v) for v in value]
+    if sig == "aa{sv}":
+        return [to_vardict(v, C.DEFECT_TYPES) for v in value]
     return value
 
 

@@ -23,6 +23,7 @@ from camheald.bus.edge import (
 )
 from camheald.errors import InvalidArgument, NotReady
 from camheald.service import frames
+from camheald.service.burst import capture_burst
 from camheald.service.camera import Camera
 from camheald.service.images import ImageCorrector
 from camheald.service.manager import CameraManager
@@ -236,6 +237,48 @@ class CameraInterface(ServiceInterface):
     async def Unsubscribe(self, subscription: "u") -> "":
         self._streams.unsubscribe(caller.get(), subscription)
 
+    @method()
+    @translate_errors
+    @guarded("Camera.CaptureBurst")
+    async def CaptureBurst(self, count: "u", options: "a{sv}") -> "aha{sv}":
+        opts = _options(options, {"corrected": bool, "format": str, "quality": int})
+        fmt = opts.get("format", "rgb")
+        if fmt not in frames.FORMATS:
+            raise InvalidArgument(f"format must be one of {', '.join(frames.FORMATS)}")
+        loop = asyncio.get_running_loop()
+        shots, report = await loop.run_in_executor(
+            None, capture_burst, self._camera, count, opts.get("corrected", True))
+        fds, metas = [], []
+        try:
+            for shot in shots:
+                fd, meta = await loop.run_in_executor(
+                    None, frames.package, shot, fmt, opts.get("quality", 90))
+                fds.append(fd)
+                metas.append(to_vardict(meta, C.FRAME_META_TYPES))
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        report["frames"] = metas
+        types = {**C.HEALTH_TYPES, "count": "u", "seqs": "at", "actions": "as",
+                 "elapsed_s": "d", "frames": "aa{sv}"}
+        return [[self._bus.hand_out(fd) for fd in fds], _burst_report(report, types)]
+
+    @method()
+    @translate_errors
+    @guarded("Camera.GetDefectMask")
+    async def GetDefectMask(self, options: "a{sv}") -> "ha{sv}":
+        opts = _options(options, {"format": str})
+        fmt = opts.get("format", "png")
+        if fmt not in ("png", "gray"):
+            raise InvalidArgument("format must be png or gray")
+        loop = asyncio.get_running_loop()
+        mask = await loop.run_in_executor(None, self._camera.defect_mask)
+        fd, meta = await loop.run_in_executor(None, frames.package_mask, mask, fmt)
+        return [self._bus.hand_out(fd), to_vardict(meta, {"width": "u", "height": "u",
+                                                          "size": "t", "format": "s",
+                                                          "coverage": "d"})]
+
     # -- signals ---------------------------------------------------------------------------
     @dbus_signal()
     def HealthChanged(self, health: dict[str, Any]) -> "a{sv}":
@@ -250,9 +293,24 @@ class CameraInterface(ServiceInterface):
         return name
 
     @dbus_signal()
+    def DefectDetected(self, defect: dict[str, Any]) -> "a{sv}":
+        return to_vardict(defect, C.DEFECT_TYPES)
+
+    @dbus_signal()
+    def DefectCleared(self, defect: dict[str, Any]) -> "a{sv}":
+        return to_vardict(defect, C.DEFECT_TYPES)
+
+    @dbus_signal()
     def StreamEnded(self, subscription: int, reason: str) -> "us":
         return [subscription, reason]
 
     @dbus_signal()
     def StateChanged(self, state: str) -> "s":
         return state
+
+
+def _burst_report(report: dict[str, Any], types: dict[str, str]) -> dict[str, Variant]:
+    frames_meta = report.pop("frames")
+    packed = to_vardict(report, types)
+    packed["frames"] = Variant("aa{sv}", frames_meta)
+    return packed

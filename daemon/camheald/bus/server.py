@@ -73,6 +73,10 @@ class Server:
                 iface.AnomalyDetected(ev.name, float(ev.score))
             elif ev.kind == "cleared":
                 iface.AnomalyCleared(ev.name)
+            elif ev.kind == "defect_detected":
+                iface.DefectDetected(ev.payload or {})
+            elif ev.kind == "defect_cleared":
+                iface.DefectCleared(ev.payload or {})
             else:
                 iface.StateChanged(ev.name)
         health = camera.health_report()

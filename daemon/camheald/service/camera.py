@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from camheald.capture.base import Source, SourceClosed
+from camheald.service.defects import Defect, DefectEvent, DefectTracker
 from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
 from camheald.vision.types import Analysis
@@ -70,6 +71,8 @@ class Camera:
         self.correct_enabled = correct
         self.on_events = on_events
         self.store = store
+        self.defects = DefectTracker()
+        self._defects_lock = threading.Lock()  # not _lock: an update must not delay frames
         self.stats = CameraStats()
         self.health = HealthTracker(model=vision.name or vision.error)
         self._lock = threading.Lock()
@@ -139,11 +142,35 @@ class Camera:
             return self._corrected
 
     def health_report(self) -> dict[str, object]:
+        """Source state, anomalies, persistent lens defects and scene state, as plain types.
+
+        ``state`` is the source state (ok, starting, no_signal, frozen) unless the source is
+        fine and the scene is ``covered`` or ``moved``.
+        """
         with self._lock:
             report = self.health.snapshot()
+        with self._defects_lock:
+            started = self.defects.work_size != (0, 0)  # it has seen a frame
+            defects = [defect_dict(d) for d in self.defects.defects()] if started else []
+            scene, scene_since = self.defects.state, self.defects.state_since
+        if report["state"] == "ok" and scene != "ok":
+            report["state"] = scene
+            report["state_since"] = scene_since
+        report["defects"] = defects
         if self.vision.error:
             report["model_error"] = self.vision.error
         return report
+
+    def current_analysis(self) -> Analysis | None:
+        """The latest detector analysis (None before the first, or without a model)."""
+        return self._analysis
+
+    def defect_mask(self) -> np.ndarray:
+        """The persistent defect mask at frame size (HxW uint8, 255 = defect)."""
+        frame = self.latest(False)
+        w, h = (frame.image.shape[1], frame.image.shape[0]) if frame else self.source.size
+        with self._defects_lock:
+            return self.defects.mask_at(max(w, 1), max(h, 1))
 
     def stats_report(self) -> dict[str, object]:
         s = self.stats
@@ -302,6 +329,15 @@ class Camera:
             self._pending = image
             self._pending_ready.notify()
 
+    def _track_defects(self, image: np.ndarray, analysis: Analysis | None) -> None:
+        try:
+            with self._defects_lock:
+                found = self.defects.update(image, analysis.mask if analysis else None)
+        except Exception:  # noqa: BLE001 - the tracker must not stop analysis
+            logger.exception("camera %s: defect tracking failed", self.id)
+            return
+        self._emit([defect_event(e) for e in found])
+
     def _maybe_keep(self, image: np.ndarray, analysis: Analysis) -> None:
         """Keep an anomalous frame for on-device adaptation, only when collection is on."""
         if self.store is None or not self.store.enabled or not analysis.detected:
@@ -316,10 +352,10 @@ class Camera:
         """Analyse the newest frame at most every ``analyze_period`` seconds.
 
         Correction parameters change slowly, so analysis runs decoupled from the frame rate:
-        the capture thread hands over a frame only when this thread asks for one.
+        the capture thread hands over a frame only when this thread asks for one. The
+        persistent-defect tracker runs here too (with the detector's obstruction mask when
+        there is a model, on temporal evidence alone when there is none).
         """
-        if not self.vision.ready:
-            return
         while not self._stop.is_set():
             started = time.monotonic()
             with self._pending_ready:
@@ -338,6 +374,7 @@ class Camera:
                 self.stats.last_error = f"analysis failed: {exc}"
                 analysis = None
             self.stats.analyze_ms = (time.perf_counter() - t0) * 1e3
+            self._track_defects(image, analysis)
             if analysis is not None:
                 self.stats.analyses += 1
                 with self._lock:
@@ -348,3 +385,18 @@ class Camera:
             rest = started + self.analyze_period - time.monotonic()
             if rest > 0:
                 self._stop.wait(rest)
+
+
+def defect_dict(d: Defect) -> dict[str, object]:
+    """A persistent defect as plain types (for reports and D-Bus)."""
+    return {"id": d.id, "kind": d.kind, "confidence": round(float(d.confidence), 3),
+            "bbox": [int(v) for v in d.bbox], "since": float(d.since),
+            "first_frame": int(d.first_frame)}
+
+
+def defect_event(e: DefectEvent) -> HealthEvent:
+    if e.kind == "state":
+        return HealthEvent("state", e.state, e.wall_time)
+    assert e.defect is not None
+    return HealthEvent(f"defect_{e.kind}", e.defect.kind, e.wall_time,
+                       float(e.defect.confidence), defect_dict(e.defect))

@@ -65,3 +65,18 @@ def package(frame: PublishedFrame, fmt: str = "rgb", quality: int = 90) -> tuple
                 corrected=frame.corrected, scores=dict(frame.scores),
                 actions=list(frame.actions))
     return fd, meta
+
+
+def package_mask(mask: np.ndarray, fmt: str = "png") -> tuple[int, dict]:
+    """A defect mask (HxW uint8, 255 = defect) as PNG or raw 8-bit grey in a sealed memfd."""
+    h, w = mask.shape[:2]
+    if fmt == "png":
+        ok, buf = cv2.imencode(".png", mask)
+        if not ok:
+            raise InvalidArgument("could not encode the mask as PNG")
+        data: bytes | memoryview = buf.tobytes()
+    else:
+        data = memoryview(np.ascontiguousarray(mask)).cast("B")
+    fd = sealed_memfd(data, "camheal-mask")
+    return fd, {"width": w, "height": h, "size": len(data), "format": fmt,
+                "coverage": float((mask > 0).mean()) if mask.size else 0.0}

@@ -12,12 +12,18 @@ from camheal.constants import ANOMALIES
 
 @dataclass(frozen=True)
 class HealthEvent:
-    """One change of camera health: ``kind`` is 'detected' or 'cleared' (anomalies) or 'state'."""
+    """One change of camera health.
+
+    ``kind``: 'detected' / 'cleared' (an anomaly ``name``), 'state' (source or scene state
+    ``name``), 'defect_detected' / 'defect_cleared' (a persistent lens defect of kind
+    ``name``, described in ``payload``).
+    """
 
     kind: str
     name: str
     wall_time: float
     score: float = 0.0
+    payload: dict[str, object] | None = None
 
 
 @dataclass

@@ -108,7 +108,8 @@ class SequenceInpainter:
     """
 
     def __init__(self, mask: np.ndarray, window: int = 12, method: str = "telea",
-                 radius: int = 5, grow: int = 2, near: float = 1.0, max_misfit: float = 14.0,
+                 radius: int = 5, grow: int = 2, near: float = 1.0,
+                 max_misfit: float = 14.0, max_sources: int = 8,
                  analysis_width: int = 320) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown inpainting method {method!r}")
@@ -126,12 +127,13 @@ class SequenceInpainter:
             self._box = (max(0, int(yy.min()) - pad), min(h, int(yy.max()) + pad + 1),
                          max(0, int(xx.min()) - pad), min(w, int(xx.max()) + pad + 1))
         ys, xs = np.nonzero(ring)
-        step = max(1, len(ys) // 4000)  # a sample is enough to judge a shift
+        step = max(1, len(ys) // 2000)  # a sample is enough to judge a shift
         self._ring_idx = (ys[::step], xs[::step])
         dist = cv2.distanceTransform(self.fill, cv2.DIST_L2, 3)
         self._near = (self.fill > 0) & (dist <= near)
         self.method, self.radius = method, radius
         self.max_misfit, self.consistency_sigma = max_misfit, 6.0
+        self.max_sources = max_sources
         self._scale = max(1.0, w / analysis_width)
         self._small = (max(16, round(w / self._scale)), max(16, round(h / self._scale)))
         small_mask = cv2.resize(self.fill, self._small, interpolation=cv2.INTER_NEAREST)
@@ -196,14 +198,16 @@ class SequenceInpainter:
         tgt = target.rgb[y0:y1, x0:x1]
         filled = tgt.copy()
         order = sorted((j for j in range(len(self._buf)) if j != i), key=lambda j: abs(j - i))
+        tries = 0
         for j in order:
-            if not todo.any():
+            if not todo.any() or tries >= self.max_sources:
                 break
             src = self._buf[j]
             dx = int(round(target.pos[0] - src.pos[0]))
             dy = int(round(target.pos[1] - src.pos[1]))
             if abs(dx) + abs(dy) < 2:
                 continue  # (nearly) the same view: the same pixels are hidden
+            tries += 1
             dx, dy = self._refine(target.rgb, src.rgb, dx, dy)
             seen = _crop_shifted(self._visible, self._box, dx, dy) > 0
             take = todo & seen
