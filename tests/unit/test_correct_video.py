@@ -99,11 +99,12 @@ def test_clean_clip_reports_nothing_and_avi_output(tmp_path: Path) -> None:
 
 
 def test_folder_in_folder_out_same_names(tmp_path: Path) -> None:
-    clean = panning(N)
-    defect = inject.dirt(W, H, 1)
+    w, h = 320, 180
+    clean = panning(N, w, h, speed=3)
+    defect = inject.dirt(w, h, 1)
     src = tmp_path / "frames"
     src.mkdir()
-    names = [f"f{i:03d}.png" for i in range(N)]
+    names = [f"f{i:03d}.bmp" for i in range(N)]  # BMP: quick to write and read
     for name, f in zip(names, clean, strict=True):
         cv2.imwrite(str(src / name), cv2.cvtColor(defect.apply(f), cv2.COLOR_RGB2BGR))
     (src / "notes.txt").write_text("not a frame")

@@ -21,7 +21,7 @@ def psnr_in(frames, clean, mask) -> float:
 
 @pytest.mark.parametrize("kind", ["crack", "dirt"])
 def test_temporal_fill_beats_telea_with_the_true_mask_on_a_moving_camera(kind: str) -> None:
-    clean = panning(30)
+    clean = panning(21)
     defect = inject.crack(W, H, 1) if kind == "crack" else inject.dirt(W, H, 1)
     bad = [defect.apply(f) for f in clean]
     inp = SequenceInpainter(defect.mask)
@@ -35,7 +35,7 @@ def test_temporal_fill_beats_telea_with_the_true_mask_on_a_moving_camera(kind: s
 
 
 def test_estimated_mask_then_fill_beats_telea_with_the_true_mask() -> None:
-    clean = panning(32)
+    clean = panning(26)
     defect = inject.dirt(W, H, 2)
     bad = [defect.apply(f) for f in clean]
     tr = DefectTracker()
