@@ -224,6 +224,7 @@ class DefectTracker:
         h, w = rgb.shape[:2]
         if self._shape != (h, w):
             self._reset(h, w)
+            self.state_since = self.state_since or now
         idx = self._n if frame_index is None else int(frame_index)
         self._n += 1
         small = cv2.resize(rgb, self._ws, interpolation=cv2.INTER_LINEAR)
