@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print one JSON report")
     v.add_argument("--mask-out", metavar="MASK.png", help="write the persistent defect mask")
 
+    b = sub.add_parser("build-engine", help="build the TensorRT engine of the detector ahead "
+                       "of the first start (Jetson; minutes)")
+    b.add_argument("--model", metavar="ONNX", help="model file (default: the shipped one)")
+    b.add_argument("--cache-dir", default="/var/cache/camheal/engines", metavar="DIR")
+    b.add_argument("--fp32", action="store_true", help="do not build in FP16")
+
     h = sub.add_parser("hil", help="hardware-in-the-loop run: inject anomalies into a live "
                        "camera path and measure detection")
     h.add_argument("--profile", default="generic-usb", help="board profile name")
@@ -213,7 +219,9 @@ def cmd_offline(args: argparse.Namespace) -> int:
     module, func = {"diagnose": ("camheald.offline", "diagnose"),
                     "correct": ("camheald.offline", "correct"),
                     "correct-video": ("camheald.video", "correct_video"),
-                    "hil": ("camheald.hil", "run_hil")}[args.command]
+                    "hil": ("camheald.hil", "run_hil"),
+                    "build-engine": ("camheald.inference.tensorrt", "build_engine_main"),
+                    }[args.command]
     try:
         mod = importlib.import_module(module)
     except ImportError as exc:
@@ -225,7 +233,7 @@ def cmd_offline(args: argparse.Namespace) -> int:
 COMMANDS = {"status": cmd_status, "capture": cmd_capture, "watch": cmd_watch,
             "stream": cmd_stream,
             "diagnose": cmd_offline, "correct": cmd_offline, "correct-video": cmd_offline,
-            "hil": cmd_offline}
+            "hil": cmd_offline, "build-engine": cmd_offline}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "for camheal hil); OPTIONS as after '#' in an inject: URI, e.g. "
                    "'phase=10&schedule=clean,blur'")
     p.add_argument("--log-level", choices=cfg.LOG_LEVELS, help="logging verbosity")
+    p.add_argument("--backend", choices=("auto", "onnxruntime", "tensorrt", "torch"),
+                   help="inference backend for the detector (default: from the config, "
+                        "else auto = the fastest available)")
     p.add_argument("--check-config", action="store_true",
                    help="validate the configuration and sources, then exit")
     p.add_argument("--version", action="version", version=f"camheald {VERSION}")
@@ -51,6 +54,8 @@ def resolve(args: argparse.Namespace) -> cfg.Config:
         config.daemon.bus = args.bus
     if args.log_level:
         config.daemon.log_level = args.log_level
+    if args.backend:
+        config.model.backend = args.backend
     if args.source:
         config.camera = [cfg.CameraConfig(id=f"cam{i}", source=uri)
                          for i, uri in enumerate(args.source)]

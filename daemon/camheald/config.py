@@ -35,6 +35,8 @@ class CameraConfig:
 class ModelConfig:
     path: str = ""  # empty: the shipped detector
     threads: int = 1
+    backend: str = "auto"
+    engine_cache: str = "/var/cache/camheal/engines"
 
 
 @dataclass
@@ -117,6 +119,11 @@ def validate(config: Config) -> Config:
     if not (0 < sm.max_bytes and 0 < sm.max_age_days and 0 < sm.max_count
             and sm.min_interval_s >= 0):
         raise ConfigError("samples: limits must be positive (min_interval_s may be 0)")
+    from camheald.inference.backends import BACKENDS
+
+    if config.model.backend not in BACKENDS:
+        raise ConfigError(f"model.backend: must be one of {', '.join(BACKENDS)}, "
+                          f"got {config.model.backend!r}")
     if not 1 <= config.model.threads <= 64:
         raise ConfigError("model.threads: must be between 1 and 64")
     seen: set[str] = set()

@@ -179,6 +179,7 @@ class Camera:
             "analyze_ms": round(s.analyze_ms, 2), "correct_ms": round(s.correct_ms, 2),
             "reconnects": s.reconnects, "dropped": s.dropped, "source_errors": s.source_errors,
             "last_error": s.last_error, "model": self.vision.name or "none",
+            "backend": self.vision.backend if self.vision.ready else "none",
             "injected": self.source.injected(),
         }
 

@@ -35,14 +35,17 @@ class CameraManager:
                                  max_age_s=sm.max_age_days * 86400, max_count=sm.max_count,
                                  min_interval_s=sm.min_interval_s)
         # Apps' own images get a model instance of their own: never queued behind a camera.
-        self.images = ImageCorrector(VisionEngine(config.model.path or None,
-                                                  config.model.threads))
+        self.images = ImageCorrector(self._vision())
         for cam in config.camera:
-            vision = VisionEngine(config.model.path or None, config.model.threads)
+            vision = self._vision()
             self.cameras[cam.id] = Camera(
                 cam.id, parse_source(cam.source), vision,
                 analyze_fps=cam.analyze_fps or config.daemon.analyze_fps,
                 correct=cam.correct, on_events=on_events, store=self.store)
+
+    def _vision(self) -> VisionEngine:
+        m = self.config.model
+        return VisionEngine(m.path or None, m.threads, m.backend, m.engine_cache)
 
     def load_state(self) -> None:
         """Restore runtime settings changed over D-Bus; tidy the sample store (blocking)."""

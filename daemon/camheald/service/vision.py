@@ -7,6 +7,8 @@ import time
 
 import numpy as np
 
+from camheald.errors import ConfigError
+from camheald.inference.backends import BackendError
 from camheald.vision.types import Analysis
 
 logger = logging.getLogger(__name__)
@@ -20,9 +22,12 @@ class VisionEngine:
     working and its health reports the problem.
     """
 
-    def __init__(self, model_path: str | None = None, threads: int = 1) -> None:
+    def __init__(self, model_path: str | None = None, threads: int = 1,
+                 backend: str = "onnxruntime", engine_cache: str | None = None) -> None:
         self.model_path = model_path
         self.threads = threads
+        self.backend = backend
+        self.engine_cache = engine_cache
         self.detector = None
         self.error = ""
         self.name = ""
@@ -35,14 +40,23 @@ class VisionEngine:
             from camheald.vision.correct import apply_global
             from camheald.vision.detector import Detector
 
-            self.detector = Detector.load(self.model_path, threads=self.threads)
+            self.detector = Detector.load(self.model_path, threads=self.threads,
+                                          backend=self.backend, cache_dir=self.engine_cache)
             self._apply = apply_global
+        except BackendError as exc:
+            if self.backend not in ("auto", "onnxruntime"):
+                raise ConfigError(f"backend {self.backend}: {exc}") from None
+            self.detector = None
+            self.error = f"model unavailable: {exc}".splitlines()[0]
+            logger.warning("%s; frames pass through uncorrected", self.error)
+            return
         except Exception as exc:  # noqa: BLE001 - any failure means "run without the model"
             self.detector = None
             self.error = f"model unavailable: {exc}".splitlines()[0]
             logger.warning("%s; frames pass through uncorrected", self.error)
             return
         self.name = getattr(self.detector, "name", "detector")
+        self.backend = getattr(self.detector, "backend", self.backend)
         logger.info("model %s loaded in %.0f ms", self.name, (time.monotonic() - t0) * 1e3)
 
     @property

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from camheal.constants import ANOMALIES
+from camheald.inference import backends
 from camheald.vision import spec
 from camheald.vision.correct import Correction
 from camheald.vision.types import Analysis
@@ -67,17 +68,21 @@ class Detector:
         self._session = session
         self._lock = threading.Lock()
         self.name = name
+        self.backend = "onnxruntime:cpu"
         self.thresholds = {a: float(thresholds.get(a, 0.5)) for a in ANOMALIES}
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, threads: int = 1) -> Detector:
+    def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
+             backend: str = "onnxruntime", cache_dir: str | os.PathLike | None = None
+             ) -> Detector:
         """Load a detector ONNX (None = shipped weights) and run one warm-up inference.
+
+        ``backend``: see camheald.inference.backends (auto, onnxruntime, tensorrt); the one in
+        use is in ``.backend``.
 
         Raises:
             ModelError: missing/corrupt file, external data, or outputs not matching the spec.
         """
-        import onnxruntime as ort
-
         p = Path(path) if path is not None else shipped_weights()
         if not p.is_file():
             raise ModelError(f"{p}: model file not found")
@@ -85,26 +90,23 @@ class Detector:
         if size == 0 or size > MAX_MODEL_BYTES:
             raise ModelError(f"{p}: model file has an implausible size ({size} bytes)")
         data = p.read_bytes()
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = max(1, int(threads))
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.log_severity_level = 3
         try:
-            # From bytes on purpose: a model pointing at external data cannot resolve it.
-            sess = ort.InferenceSession(data, opts, providers=["CPUExecutionProvider"])
+            sess = backends.create(p, data, backend, threads, cache_dir)
+        except backends.BackendError:
+            raise
         except Exception as e:  # onnxruntime raises several unrelated types
             msg = str(e).splitlines()[0] if str(e) else type(e).__name__
             if "external" in msg.lower():
                 raise ModelError(f"{p}: models with ONNX external data are not supported"
                                  ) from None
             raise ModelError(f"{p}: not a loadable ONNX model ({msg[:200]})") from None
-        names_in = [i.name for i in sess.get_inputs()]
-        names_out = [o.name for o in sess.get_outputs()]
+        meta_sess = sess if isinstance(sess, backends.OrtBackend) else \
+            backends.OrtBackend(data, 1)  # names and metadata from the ONNX itself
+        names_in, names_out = meta_sess.inputs, meta_sess.outputs
         if names_in != list(spec.INPUTS) or names_out != list(spec.OUTPUTS):
             raise ModelError(f"{p}: not a camheal detector "
                              f"(inputs {names_in}, outputs {names_out})")
-        meta = sess.get_modelmeta().custom_metadata_map
+        meta = meta_sess.metadata
         if meta.get("camheal.anomalies", ",".join(ANOMALIES)) != ",".join(ANOMALIES):
             raise ModelError(f"{p}: model was trained for another anomaly vocabulary")
         if "camheal.spec" in meta:
@@ -119,7 +121,8 @@ class Detector:
             det.analyze(np.full((64, 64, 3), 128, np.uint8))
         except Exception as e:
             raise ModelError(f"{p}: warm-up inference failed ({e})") from None
-        logger.info("loaded detector %s (%d threads)", name, threads)
+        det.backend = sess.name
+        logger.info("loaded detector %s on %s (%d threads)", name, sess.name, threads)
         return det
 
     def run(self, rgb: np.ndarray) -> dict[str, np.ndarray]:

@@ -1,0 +1,1 @@
+"""Inference backends: one small interface, chosen by name (`--backend`), imported lazily."""

@@ -1,0 +1,102 @@
+"""The backend interface and its selection (`auto`, `onnxruntime`, `tensorrt`, `torch`).
+
+A backend runs the detector network: ``run(output_names, feeds) -> list[np.ndarray]``, the
+same call as an ONNX Runtime session, so the detector does not know which one runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "onnxruntime", "tensorrt", "torch")
+
+
+class BackendError(Exception):
+    """A backend cannot run here; the message says why in one line."""
+
+
+class Backend(Protocol):
+    """Runs one network; ``name`` says which backend and device (shown in Stats and logs)."""
+
+    name: str
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        ...
+
+
+class OrtBackend:
+    """ONNX Runtime, CPU by default; CUDA or TensorRT execution providers when present."""
+
+    def __init__(self, model: bytes, threads: int = 1, providers: list[str] | None = None
+                 ) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = max(1, int(threads))
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.log_severity_level = 3
+        providers = providers or ["CPUExecutionProvider"]
+        # From bytes on purpose: a model pointing at external data cannot resolve it.
+        self._session = ort.InferenceSession(model, opts, providers=providers)
+        used = self._session.get_providers()
+        self.name = "onnxruntime:" + used[0].replace("ExecutionProvider", "").lower()
+        self.inputs = [i.name for i in self._session.get_inputs()]
+        self.outputs = [o.name for o in self._session.get_outputs()]
+        self.metadata = dict(self._session.get_modelmeta().custom_metadata_map)
+
+    def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(output_names, feeds)
+
+
+def ort_gpu_providers() -> list[str]:
+    """ONNX Runtime's GPU execution providers available here (fastest first)."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return []
+    have = ort.get_available_providers()
+    return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
+
+
+def create(model_path: Path, model: bytes, backend: str = "auto", threads: int = 1,
+           cache_dir: str | os.PathLike | None = None) -> Backend:
+    """The backend called ``backend`` for this model; ``auto`` picks the fastest available.
+
+    ``auto``: a TensorRT engine (Jetson: pycuda + TensorRT + a GPU), else ONNX Runtime with a
+    GPU execution provider, else ONNX Runtime on the CPU. It logs what it picked and why.
+
+    Raises:
+        BackendError: an explicitly requested backend cannot run here.
+    """
+    if backend not in BACKENDS:
+        raise BackendError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    if backend == "torch":
+        raise BackendError("the torch backend is for development only and is not part of the "
+                           "runtime (the daemon never needs PyTorch): compare backends with "
+                           "`python -m benchmarks.run` or the tests in tests/models")
+    if backend in ("tensorrt", "auto"):
+        from camheald.inference import tensorrt as trt_backend
+
+        try:
+            return trt_backend.TensorRTBackend.from_onnx(model_path, model, cache_dir)
+        except trt_backend.TensorRTUnavailable as exc:
+            if backend == "tensorrt":
+                raise BackendError(str(exc)) from None
+            logger.info("backend auto: no TensorRT (%s)", exc)
+    providers = ort_gpu_providers() + ["CPUExecutionProvider"]
+    if backend == "auto" and len(providers) > 1:
+        try:
+            return OrtBackend(model, threads, providers)
+        except Exception as exc:  # noqa: BLE001 - a broken GPU provider falls back to CPU
+            logger.warning("backend auto: ONNX Runtime GPU providers failed (%s); using CPU",
+                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+    return OrtBackend(model, threads)
