@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from support import run_cli
 
 from camheald.inference import backends
 from camheald.inference import tensorrt as trt
 from camheald.vision.detector import Detector, shipped_weights
+from support import run_cli
 
 
 def _has_tensorrt() -> bool:
