@@ -6,8 +6,10 @@ histograms see realistic content.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import time
 from pathlib import Path
 
 import cv2
@@ -111,6 +113,11 @@ def detector(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict], 
     if shipped is not None:
         rows += detector_onnx(frames, threads, budget, shipped, "shipped")
         config = _onnx_config(shipped)
+        stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(shipped.stat().st_mtime))
+        digest = hashlib.sha256(shipped.read_bytes()).hexdigest()[:8]
+        notes.append(f"Shipped detector measured: `{shipped.name}@{digest}` (file written "
+                     f"{stamp}); the PyTorch rows build the same architecture from its ONNX "
+                     "metadata (`camheal.config`).")
     else:
         notes.append("No shipped detector (`models/weights/camheal_detector.onnx`) yet: the "
                      "detector rows use the synthetic network (same architecture, "

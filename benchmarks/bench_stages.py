@@ -1,8 +1,9 @@
 """The capture path stage by stage, in one process: what each step of Camera._process costs.
 
-Each stage is timed in isolation on a real clip frame (the daemon runs them back to back on
-its capture thread), together with cheaper alternatives worth considering. Nothing here
-changes the daemon; the alternatives are measured only to size the suggestions.
+Each stage is timed in isolation on a real clip frame, with the variants worth comparing
+(allocating vs reusing an output, full frame vs strided view, copy vs in-place ring write).
+Nothing here imports the daemon's capture loop, so the table does not say which variant the
+daemon uses at any given commit; the profile section does.
 """
 
 from __future__ import annotations
@@ -49,44 +50,43 @@ def stages(clip: Path, rgb: np.ndarray, budget: float) -> list[dict]:
                 "actions": ["tone_curve", "color_matrix"], "corrected": True}
     rows: list[dict] = []
 
-    def add(stage: str, variant: str, timing: dict, current: bool) -> None:
-        rows.append({"stage": stage, "variant": variant, "current": current, **timing})
+    def add(stage: str, variant: str, timing: dict) -> None:
+        rows.append({"stage": stage, "variant": variant, **timing})
 
-    add("decode", "cap.read() (MJPG)", _decode_ms(clip, budget), True)
+    add("decode", "cap.read() (MJPG)", _decode_ms(clip, budget))
     add("BGR→RGB", "cv2.cvtColor (allocates)",
-        time_call(lambda: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), budget).as_dict(), True)
+        time_call(lambda: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), budget).as_dict())
     add("BGR→RGB", "cv2.cvtColor(dst=preallocated)",
-        time_call(lambda: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out), budget).as_dict(),
-        False)
+        time_call(lambda: cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB, dst=out), budget).as_dict())
     add("freeze thumbnail", "resize(cvtColor(full frame→gray), 32×24, AREA)",
         time_call(lambda: cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (32, 24),
-                                     interpolation=cv2.INTER_AREA), budget).as_dict(), True)
+                                     interpolation=cv2.INTER_AREA), budget).as_dict())
     step = max(1, min(h // 96, w // 128))
     add("freeze thumbnail", f"same on a 1/{step} strided view (rgb[::{step}, ::{step}])",
         time_call(lambda: cv2.resize(cv2.cvtColor(np.ascontiguousarray(rgb[::step, ::step]),
                                                   cv2.COLOR_RGB2GRAY), (32, 24),
-                                     interpolation=cv2.INTER_AREA), budget).as_dict(), False)
+                                     interpolation=cv2.INTER_AREA), budget).as_dict())
     add("correction", "apply_global LUT + matrix (allocates)",
-        time_call(lambda: apply_global(rgb, corr), budget).as_dict(), True)
+        time_call(lambda: apply_global(rgb, corr), budget).as_dict())
     add("correction", "apply_global LUT + matrix (out=)",
-        time_call(lambda: apply_global(rgb, corr, out), budget).as_dict(), False)
+        time_call(lambda: apply_global(rgb, corr, out), budget).as_dict())
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
         add("correction", "apply_global LUT + matrix (out=), cv2.setNumThreads(1)",
-            time_call(lambda: apply_global(rgb, corr, out), budget).as_dict(), False)
+            time_call(lambda: apply_global(rgb, corr, out), budget).as_dict())
     finally:
         cv2.setNumThreads(threads)
     meta = json.dumps(meta_src, separators=(",", ":")).encode()
     add("metadata", "json.dumps per frame",
         time_call(lambda: json.dumps(meta_src, separators=(",", ":")).encode(),
-                  budget).as_dict(), True)
+                  budget).as_dict())
     with FrameRing(w, h, slots=4, name="camheal-bench-stages") as ring:
         ring.add_waiter()
         seq = iter(range(1, 10**9))
         add("ring publish", "FrameRing.write (copy into shared memory, 1 waiter)",
             time_call(lambda: ring.write(rgb, next(seq), time.monotonic_ns(), meta),
-                      budget).as_dict(), True)
+                      budget).as_dict())
 
         def in_place() -> None:
             with ring.writing(next(seq), time.monotonic_ns()) as slot:
@@ -94,5 +94,5 @@ def stages(clip: Path, rgb: np.ndarray, budget: float) -> list[dict]:
                 apply_global(rgb, corr, slot.image)
 
         add("correction + ring publish", "apply_global(out=slot.image) inside "
-            "FrameRing.writing() (no copy)", time_call(in_place, budget).as_dict(), False)
+            "FrameRing.writing() (no copy)", time_call(in_place, budget).as_dict())
     return rows

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import importlib.metadata
 import os
 import platform
@@ -73,6 +74,30 @@ def other_busy_processes(threshold: float = 20.0) -> list[str]:
             continue
         busy.append(f"{cpu:.0f}% {parts[4][:90]}")
     return busy
+
+
+def code_state() -> dict[str, object]:
+    """Which daemon/SDK code is measured: commit, uncommitted files, a fingerprint of sources.
+
+    The fingerprint is taken at the start and the end of a run, so a report can say when the
+    code changed under it (other people work in the same checkout).
+    """
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True,
+                                  timeout=10).stdout.rstrip("\n")
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    digest = hashlib.sha256()
+    for base in (ROOT / "daemon" / "camheald", ROOT / "client_sdk" / "camheal"):
+        for path in sorted(base.rglob("*.py")):
+            digest.update(str(path.relative_to(ROOT)).encode())
+            digest.update(path.read_bytes())
+    dirty = [line[3:] for line in git("status", "--porcelain", "--", "daemon", "client_sdk",
+                                      "models/weights").splitlines()]
+    return {"commit": git("rev-parse", "--short", "HEAD").strip(), "dirty": dirty,
+            "fingerprint": digest.hexdigest()[:12]}
 
 
 def machine() -> dict[str, object]:

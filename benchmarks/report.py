@@ -44,17 +44,20 @@ def headline(results: dict) -> tuple[str, list[str]]:
         rows.append([f"{res}, correction on, 1 client: pipeline fps / decode-only fps "
                      "(best repetition / best baseline)",
                      f"{run['pipeline_fps']:.1f} / {dec:.1f} = **{ratio:.0%}**",
-                     "≥ 95 % and ≥ 30 fps" if res == "720p" else "≥ 30 fps delivered",
+                     "≥ 95 % and ≥ 30 fps" if res == "720p" else "– (1080p: fps below)",
                      ok(ratio >= 0.95 and run["pipeline_fps"] >= 30) if res == "720p"
-                     else ok(cmin is not None and cmin >= 30)])
+                     else "–"])
         dec_cpu = decode_cpu_ms(results, res)
         cpu_ms = mean_cpu_ms(results, f"{res}-1c")
         if dec_cpu and cpu_ms:
-            rows.append([f"{res}, 1 client, load-independent estimate: decode CPU ms/frame ÷ "
-                         "daemon CPU ms/frame (what the ratio would be on an idle machine "
-                         "with the capture thread as the bottleneck)",
-                         f"{dec_cpu:.1f} / {cpu_ms:.1f} = **{dec_cpu / cpu_ms:.0%}**",
-                         "≥ 95 %", ok(dec_cpu / cpu_ms >= 0.95)])
+            rest = max(cpu_ms - dec_cpu, 1e-6)
+            bound = min(1.0, dec_cpu / rest, 2 * dec_cpu / cpu_ms)
+            rows.append([f"{res}, 1 client, CPU per frame (load-independent): daemon vs "
+                         "decode-only, and the *upper bound* it allows on 2 idle cores if "
+                         "decode overlaps the rest: min(1, decode ÷ rest, 2 × decode ÷ daemon)",
+                         f"{cpu_ms:.1f} vs {dec_cpu:.1f} ms (rest {rest:.1f} ms); "
+                         f"bound {bound:.0%} (serial: {dec_cpu / cpu_ms:.0%})",
+                         "≥ 95 % (not measurable here)", "–"])
         if res == "1080p":
             rows.append(["1080p, 1 client: delivered fps (slowest client)", f(cmin),
                          "≥ 30 fps", ok(cmin is not None and cmin >= 30)])
@@ -116,6 +119,19 @@ def machine_section(results: dict) -> str:
         f"- **Load:** load average {results.get('load_start')} at the start, "
         f"{results.get('load_end')} at the end.",
     ]
+    c0, c1 = results.get("code_start"), results.get("code_end")
+    if c0:
+        dirty = c0["dirty"]
+        lines.append(f"- **Code measured:** commit `{c0['commit']}`"
+                     + (f" plus {len(dirty)} uncommitted file(s) in daemon/, client_sdk/ or "
+                        f"models/weights/ ({', '.join(f'`{d}`' for d in dirty[:6])}"
+                        f"{', …' if len(dirty) > 6 else ''})" if dirty else "")
+                     + f"; source fingerprint `{c0['fingerprint']}`.")
+        if c1 and c1["fingerprint"] != c0["fingerprint"]:
+            lines.append(f"- **Warning:** the daemon/SDK sources changed during this run "
+                         f"(fingerprint `{c0['fingerprint']}` → `{c1['fingerprint']}`, commit "
+                         f"`{c1['commit']}` at the end): runs started before and after the "
+                         "change measured different code.")
     busy = results.get("busy_start") or []
     if busy:
         lines.append("- **The machine was shared** while this ran: other processes busy at the "
@@ -144,6 +160,8 @@ def not_measured(results: dict) -> str:
         "Video correction of files (`camheal correct`/offline tools) and the CorrectImage "
         "D-Bus method: not part of the capture-path budget here.",
         "INT8/FP16 model variants: none exist yet.",
+        "Issue 5's resource targets (200 subscribe/unsubscribe cycles and 200 killed clients: "
+        "fd count and RSS back to baseline) are not part of this suite.",
     ]
     if results.get("skipped"):
         items.append(f"Sections skipped in this run: {', '.join(results['skipped'])}.")

@@ -20,7 +20,16 @@ from pathlib import Path
 
 from benchmarks import bench_model, bench_stages, detmodel, e2e, ipc, report
 from benchmarks.clip import make_clip
-from benchmarks.common import DOCS, OUT, Progress, loadavg, log, machine, other_busy_processes
+from benchmarks.common import (
+    DOCS,
+    OUT,
+    Progress,
+    code_state,
+    loadavg,
+    log,
+    machine,
+    other_busy_processes,
+)
 from benchmarks.profile import Recorder, py_spy, summarize
 
 RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
@@ -183,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
                                                (argv if argv is not None else sys.argv[1:]))
     results: dict = {"command": cmd, "quick": args.quick, "machine": machine(),
                      "load_start": loadavg(), "busy_start": other_busy_processes(),
-                     "notes": [], "e2e": [], "skipped": sorted(skip)}
+                     "notes": [], "e2e": [], "skipped": sorted(skip),
+                     "code_start": code_state()}
     n_steps = 2 + (3 if "model" not in skip else 0) + (1 if "profile" not in skip else 0)
     n_steps += 0 if "stages" in skip else 1
     n_steps += 0 if "ipc" in skip else (1 if args.quick else 2)
@@ -214,6 +224,7 @@ def main(argv: list[str] | None = None) -> int:
         progress.step("report")
         results["load_end"] = loadavg()
         results["busy_end"] = other_busy_processes()
+        results["code_end"] = code_state()
         results["duration_s"] = round(time.monotonic() - t0, 1)
         args.results.parent.mkdir(parents=True, exist_ok=True)
         args.results.write_text(json.dumps(results, indent=1))

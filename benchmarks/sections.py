@@ -174,19 +174,18 @@ def stages_section(results: dict) -> str:
     data = results.get("stages")
     if not data:
         return "_Skipped._"
-    out = ["Each step of the capture thread (`Camera._process` and the source/ring calls it "
-           "makes) timed alone on a real clip frame in one process (`benchmarks/"
-           "bench_stages.py`), with cheaper variants that the daemon does *not* use yet "
-           "(marked \"alternative\"), to size the suggestions below. Wall ms: median "
+    out = ["Each step of the capture path timed alone on a real clip frame in one process "
+           "(`benchmarks/bench_stages.py`), with the variants worth comparing; which variant "
+           "the daemon uses depends on its commit (see the profile). Wall ms: median "
            "(fastest call); CPU ms: process CPU per call, OpenCV worker threads included (the "
            "steadiest number on a loaded machine).\n"]
     rows = []
     for res, items in data.items():
         for r in items:
-            rows.append([res, r["stage"], r["variant"], "now" if r["current"] else "alternative",
+            rows.append([res, r["stage"], r["variant"],
                          f"{f(r['median_ms'], 2)} ({f(r['min_ms'], 2)})",
                          f(r.get("cpu_ms"), 2)])
-    out.append(table(["Frame", "Stage", "Variant", "", "Wall ms", "CPU ms"], rows))
+    out.append(table(["Frame", "Stage", "Variant", "Wall ms", "CPU ms"], rows))
     return "\n".join(out)
 
 
