@@ -67,6 +67,18 @@ def ort_gpu_providers() -> list[str]:
     return [p for p in ("TensorrtExecutionProvider", "CUDAExecutionProvider") if p in have]
 
 
+# A TensorProto's external_data entry is a StringStringEntryProto whose key is "location":
+# field 1 (tag 0x0a), length 8, b"location", then the value's tag (0x12). A model that carries
+# these bytes points at files beside it; ONNX Runtime would read them relative to the
+# daemon's working directory, so such models are refused before they reach any runtime.
+_EXTERNAL_DATA_MARK = b"\x0a\x08location\x12"
+
+
+def uses_external_data(model: bytes) -> bool:
+    """True when the serialized ONNX model refers to external tensor data files."""
+    return _EXTERNAL_DATA_MARK in model
+
+
 def create(model_path: Path, model: bytes, backend: str = "auto", threads: int = 1,
            cache_dir: str | os.PathLike | None = None) -> Backend:
     """The backend called ``backend`` for this model; ``auto`` picks the fastest available.
@@ -79,6 +91,8 @@ def create(model_path: Path, model: bytes, backend: str = "auto", threads: int =
     """
     if backend not in BACKENDS:
         raise BackendError(f"unknown backend {backend!r} (use one of {', '.join(BACKENDS)})")
+    if uses_external_data(model):
+        raise ValueError("models with ONNX external data are not supported")
     if backend == "torch":
         raise BackendError("the torch backend is for development only and is not part of the "
                            "runtime (the daemon never needs PyTorch): compare backends with "

@@ -1,0 +1,128 @@
+"""The daemon under abuse: broken models, call storms, clients killed mid-call."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from camheal import Client
+from camheal.errors import CamhealError
+
+DEMO = "demo:?size=320x180&fps=20"
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(ln.split()[1]) for ln in f if ln.startswith("VmRSS"))
+
+
+@pytest.mark.parametrize("content, needle", [
+    (b"", "implausible size"),
+    (b"\x08\x07garbage that is not a protobuf" * 10, "not a loadable ONNX model"),
+])
+def test_broken_model_file_means_raw_passthrough_not_a_crash(start_daemon, bus_address,
+                                                             tmp_path, content, needle):
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(content)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[daemon]\nbus = "session"\n[model]\npath = "{model}"\n'
+                    f'[[camera]]\nid = "cam0"\nsource = "{DEMO}"\n')
+    d = start_daemon("--config", str(conf))
+    with Client(bus_address) as client:
+        cam = client.camera()
+        health = cam.health()
+        assert needle in health["model_error"] and "\n" not in health["model_error"]
+        frame = cam.capture()
+        assert frame.actions == () and frame.image.shape == (180, 320, 3)
+    assert d.proc.poll() is None
+
+
+def test_external_data_model_is_refused(start_daemon, bus_address, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    import numpy as np
+
+    weight = helper.make_tensor("w", TensorProto.FLOAT, [1],
+                                np.array([1.0], np.float32).tobytes(), raw=True)
+    graph = helper.make_graph([helper.make_node("Mul", ["x", "w"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+                              [weight])
+    model = helper.make_model(graph)
+    path = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.bin", size_threshold=0)
+    assert (tmp_path / "ext.bin").exists()
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[daemon]\nbus = "session"\n[model]\npath = "{path}"\n'
+                    f'[[camera]]\nid = "cam0"\nsource = "{DEMO}"\n')
+    start_daemon("--config", str(conf))
+    with Client(bus_address) as client:
+        err = client.camera().health()["model_error"]
+        assert "external data are not supported" in err
+
+
+def test_1000_rapid_calls_from_8_clients(start_daemon, bus_address):
+    d = start_daemon("--source", DEMO)
+    with Client(bus_address) as warm:
+        warm.camera().capture()
+    fds0, rss0 = len(os.listdir(f"/proc/{d.proc.pid}/fd")), rss_kib(d.proc.pid)
+    failures: list[str] = []
+
+    def worker(i: int) -> None:
+        try:
+            with Client(bus_address) as client:
+                cam = client.camera()
+                for n in range(125):
+                    if n % 5 == 0:
+                        assert cam.capture(corrected=bool(i % 2)).image.shape == (180, 320, 3)
+                    else:
+                        assert client.version()
+        except (CamhealError, AssertionError) as exc:
+            failures.append(repr(exc))
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    print(f"1000 calls from 8 clients in {time.monotonic() - t0:.1f} s")
+    assert not failures, failures[:3]
+    time.sleep(0.5)
+    fds1, rss1 = len(os.listdir(f"/proc/{d.proc.pid}/fd")), rss_kib(d.proc.pid)
+    assert fds1 <= fds0 + 1, (fds0, fds1)
+    assert rss1 < rss0 * 1.25 + 20_000, (rss0, rss1)
+
+
+def test_clients_killed_mid_call(start_daemon, bus_address):
+    d = start_daemon("--source", DEMO)
+    script = textwrap.dedent("""
+        import sys
+        from camheal import Client
+        c = Client(sys.argv[1])
+        cam = c.camera()
+        print("go", flush=True)
+        cam.capture_burst(16)
+    """)
+    for _ in range(6):
+        p = subprocess.Popen([sys.executable, "-c", script, bus_address],
+                             stdout=subprocess.PIPE, text=True)
+        assert p.stdout.readline().strip() == "go"
+        time.sleep(0.15)  # the burst is being collected
+        p.send_signal(signal.SIGKILL)
+        p.wait()
+        p.stdout.close()
+    with Client(bus_address) as client:
+        assert client.camera().capture().image.shape == (180, 320, 3)
+    time.sleep(1.5)  # bursts already running finish and are dropped
+    assert d.proc.poll() is None
+    assert "Traceback" not in d.log()
