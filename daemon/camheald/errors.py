@@ -1,14 +1,27 @@
-"""The daemon's domain exceptions; the bus edge translates each into a named D-Bus error."""
+"""The daemon's domain exceptions; the bus edge translates each into a named D-Bus error.
+
+The hierarchy is the SDK's (camheal.errors): one set of classes, each carrying its
+io.camheal.Camheal1.Error.* name, raised by the daemon and re-raised by clients.
+"""
 
 from __future__ import annotations
 
 from camheal import constants as C
+from camheal.errors import (
+    Busy,
+    CamhealError,
+    InvalidArgument,
+    InvalidImage,
+    NotAllowed,
+    NotReady,
+    TooLarge,
+    UnknownCamera,
+)
+from camheal.errors import NotImplementedByService as NotImplementedYet
 
-
-class CamhealError(Exception):
-    """Base of every error the daemon reports to a caller; the message is shown to users."""
-
-    dbus_name = C.ERROR_FAILED
+__all__ = ["Busy", "CamhealError", "ConfigError", "InvalidArgument", "InvalidImage",
+           "NotAllowed", "NotImplementedYet", "NotReady", "SourceError", "TooLarge",
+           "UnknownCamera"]
 
 
 class ConfigError(CamhealError):
@@ -21,37 +34,3 @@ class SourceError(CamhealError):
     """A source URI is malformed or names something that cannot be a camera."""
 
     dbus_name = C.ERROR_INVALID_ARGUMENT
-
-
-class UnknownCamera(CamhealError):
-    dbus_name = C.ERROR_UNKNOWN_CAMERA
-
-
-class InvalidArgument(CamhealError):
-    dbus_name = C.ERROR_INVALID_ARGUMENT
-
-
-class InvalidImage(CamhealError):
-    dbus_name = C.ERROR_INVALID_IMAGE
-
-
-class TooLarge(CamhealError):
-    dbus_name = C.ERROR_TOO_LARGE
-
-
-class NotAllowed(CamhealError):
-    dbus_name = C.ERROR_NOT_ALLOWED
-
-
-class Busy(CamhealError):
-    dbus_name = C.ERROR_BUSY
-
-
-class NotReady(CamhealError):
-    """No frame is available yet (camera starting or without signal)."""
-
-    dbus_name = C.ERROR_NOT_READY
-
-
-class NotImplementedYet(CamhealError):
-    dbus_name = C.ERROR_NOT_IMPLEMENTED

