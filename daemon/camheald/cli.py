@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.check_config:
             print(f"camheald: configuration OK ({len(manager.cameras)} camera(s))")
             return 0
-        return asyncio.run(Server(manager, config.daemon.bus, args.config).run())
+        return asyncio.run(Server(manager, config.daemon.bus, args.config,
+                                  cameras_from_file=not (args.source or args.demo)).run())
     except CamhealError as exc:
         print(f"camheald: error: {exc}", file=sys.stderr)
         return 2

@@ -47,9 +47,11 @@ class Server:
     """The daemon process: one bus connection, one manager object, one object per camera."""
 
     def __init__(self, manager: CameraManager, bus_type: str,
-                 config_path: str | None = None) -> None:
+                 config_path: str | None = None, cameras_from_file: bool = True) -> None:
         self.manager = manager
         self.config_path = config_path
+        self.cameras_from_file = cameras_from_file
+        self._auth: Authorizer | None = None
         self.bus_type = bus_type
         self.bus: CamhealBus | None = None
         self._camera_ifaces: dict[str, CameraInterface] = {}
@@ -92,18 +94,12 @@ class Server:
         self._loop.add_signal_handler(signal.SIGHUP, self._reload)
         bus_type = BusType.SYSTEM if self.bus_type == "system" else BusType.SESSION
         self.bus = await CamhealBus(bus_type=bus_type).connect()
-        auth = Authorizer(self.bus)
-        self.bus.export(C.MANAGER_PATH,
-                        ManagerInterface(self.manager, self.bus, self.manager.images, auth))
+        self._auth = Authorizer(self.bus)
+        self.bus.export(C.MANAGER_PATH, ManagerInterface(self.manager, self.bus,
+                                                         self.manager.images, self._auth))
         await self._watch_clients()
-        limit = self.manager.config.daemon.max_clients_per_camera
         for cam_id, camera in self.manager.cameras.items():
-            hub = StreamHub(camera, max_subscriptions=limit,
-                            on_ended=lambda sub, why, c=cam_id: self._stream_ended(c, sub, why))
-            self.streams[cam_id] = hub
-            iface = CameraInterface(camera, self.bus, hub, self.manager, auth)
-            self._camera_ifaces[cam_id] = iface
-            self.bus.export(C.camera_path(cam_id), iface)
+            self._export_camera(cam_id, camera)
         await self._loop.run_in_executor(None, self.manager.load_state)
         load = self._loop.run_in_executor(None, self.manager.load_models)
         reply = await self.bus.request_name(C.BUS_NAME, NameFlag.DO_NOT_QUEUE)
@@ -125,6 +121,42 @@ class Server:
         self.bus.disconnect()
         return 0
 
+    def _export_camera(self, cam_id: str, camera: Camera) -> None:
+        assert self.bus is not None and self._auth is not None
+        camera.on_events = self._on_events
+        hub = StreamHub(camera, max_subscriptions=self.manager.config.daemon.max_clients_per_camera,
+                        on_ended=lambda sub, why, c=cam_id: self._stream_ended(c, sub, why))
+        self.streams[cam_id] = hub
+        iface = CameraInterface(camera, self.bus, hub, self.manager, self._auth)
+        self._camera_ifaces[cam_id] = iface
+        self.bus.export(C.camera_path(cam_id), iface)
+
+    async def _apply_cameras(self, new_cameras: list) -> None:
+        """Stop removed or changed cameras and start new ones; other clients keep streaming."""
+        assert self.bus is not None and self._loop is not None
+        try:
+            gone, fresh = self.manager.plan_cameras(new_cameras)
+        except CamhealError as exc:
+            logger.error("SIGHUP: keeping the running cameras: %s", exc)
+            return
+        for cam_id in gone:
+            hub = self.streams.pop(cam_id)
+            for sub_id in hub.subscription_ids():
+                self._camera_ifaces[cam_id].StreamEnded(sub_id, "camera reconfigured")
+            hub.close()
+            self.bus.unexport(C.camera_path(cam_id))
+            del self._camera_ifaces[cam_id]
+            camera = self.manager.cameras.pop(cam_id)
+            await self._loop.run_in_executor(None, camera.stop)
+            logger.info("SIGHUP: camera %s stopped", cam_id)
+        for cam_id, camera in fresh.items():
+            await self._loop.run_in_executor(None, camera.vision.load)
+            self.manager.cameras[cam_id] = camera
+            self._export_camera(cam_id, camera)
+            camera.start()
+            logger.info("SIGHUP: camera %s started: %s", cam_id, camera.source.uri)
+        self.manager.config.camera = list(new_cameras)
+
     async def _tick(self) -> None:
         """Once a second: camera liveness checks, and the systemd watchdog ping.
 
@@ -140,7 +172,11 @@ class Server:
                 sd_notify("WATCHDOG=1")
 
     def _reload(self) -> None:
-        """SIGHUP: re-read the config file; log level applies now, cameras need a restart."""
+        """SIGHUP: re-read the config file: log level, and cameras added, removed or changed.
+
+        Cameras whose settings did not change keep running and keep their clients.
+        Other settings (bus, model, limits) take effect after a restart.
+        """
         path = self.config_path
         if path is None:
             logger.info("SIGHUP: no config file to reload")
@@ -153,9 +189,8 @@ class Server:
             logger.error("SIGHUP: keeping the running configuration: %s", exc)
             return
         logging.getLogger().setLevel(new.daemon.log_level.upper())
-        if [(c.id, c.source, c.correct) for c in new.camera] != \
-                [(c.id, c.source, c.correct) for c in self.manager.config.camera]:
-            logger.warning("SIGHUP: camera changes in %s take effect after a restart", path)
+        if self.cameras_from_file and self._loop is not None:
+            self._loop.create_task(self._apply_cameras(new.camera))
         logger.info("SIGHUP: reloaded %s", path)
 
     def _stream_ended(self, cam_id: str, sub: Subscription, reason: str) -> None:

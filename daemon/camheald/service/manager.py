@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from camheal.constants import VERSION
 from camheald.capture.uri import parse_source
-from camheald.config import Config
+from camheald.config import CameraConfig, Config
 from camheald.errors import UnknownCamera
 from camheald.service.camera import Camera
 from camheald.service.health import HealthEvent
@@ -36,12 +36,25 @@ class CameraManager:
                                  min_interval_s=sm.min_interval_s)
         # Apps' own images get a model instance of their own: never queued behind a camera.
         self.images = ImageCorrector(self._vision())
+        self.on_events = on_events
         for cam in config.camera:
-            vision = self._vision()
-            self.cameras[cam.id] = Camera(
-                cam.id, parse_source(cam.source), vision,
-                analyze_fps=cam.analyze_fps or config.daemon.analyze_fps,
-                correct=cam.correct, on_events=on_events, store=self.store)
+            self.cameras[cam.id] = self._camera(cam)
+
+    def _camera(self, cam: CameraConfig) -> Camera:
+        return Camera(cam.id, parse_source(cam.source), self._vision(),
+                      analyze_fps=cam.analyze_fps or self.config.daemon.analyze_fps,
+                      correct=cam.correct, on_events=self.on_events, store=self.store)
+
+    def plan_cameras(self, new: list[CameraConfig]) -> tuple[list[str], dict[str, Camera]]:
+        """What a new camera list changes: (ids to stop, new Camera objects, not started).
+
+        Source URIs are parsed here, so a bad one raises before anything is touched.
+        """
+        old = {c.id: c for c in self.config.camera}
+        gone = [cid for cid in old if cid not in {c.id for c in new} or old[cid] != next(
+            c for c in new if c.id == cid)]
+        fresh = {c.id: self._camera(c) for c in new if c.id not in old or c.id in gone}
+        return gone, fresh
 
     def _vision(self) -> VisionEngine:
         m = self.config.model

@@ -107,6 +107,10 @@ class StreamHub:
                 self._drop(sub)
         return len(subs)
 
+    def subscription_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._subs)
+
     def count(self, owner: str | None = None) -> int:
         with self._lock:
             return sum(owner is None or s.owner == owner for s in self._subs.values())
