@@ -67,7 +67,12 @@ def run(duration: float, out_dir: Path, phase_s: float, every_s: float) -> int:
             def on_event(cam_id: str, kind: str, payload: dict) -> None:
                 if kind == "health":
                     return
-                what = payload.get("name") or payload.get("state")
+                if kind.startswith("defect"):
+                    what = f"{payload.get('kind')} at {tuple(payload.get('bbox', ()))}"
+                    kind = "lens defect found" if kind == "defect_detected" else \
+                        "lens defect gone"
+                else:
+                    what = payload.get("name") or payload.get("state")
                 text = f"{time.strftime('%H:%M:%S')} {cam_id}: {kind.replace('_', ' ')} {what}"
                 if "score" in payload:
                     text += f" (score {payload['score']:.2f})"
@@ -83,7 +88,10 @@ def run(duration: float, out_dir: Path, phase_s: float, every_s: float) -> int:
                     raw = cam.capture(corrected=False)
                     cor = cam.capture(corrected=True)
                     phase = cam.stats().get("injected", "?")
-                    detected = ", ".join(cam.health().get("detected", [])) or "nothing"
+                    health = cam.health()
+                    found = health.get("detected", []) + [
+                        f"lens {d['kind']}" for d in health.get("defects", [])]
+                    detected = ", ".join(found) or "nothing"
                     actions = ", ".join(cor.actions) or "no correction"
                     caption = (f"#{cor.seq} injected: {phase} | detected: {detected} | "
                                f"right: {actions}")
