@@ -25,7 +25,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="camera source URI (repeatable); overrides the config's cameras")
     p.add_argument("--demo", action="store_true", help="add the procedural demo camera")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("--config", metavar="FILE", help="TOML configuration file")
+    where.add_argument("--config", metavar="FILE",
+                       help=f"TOML configuration file (default: {cfg.DEFAULT_PATH} when it "
+                            "exists, else built-in defaults)")
     where.add_argument("--profile", metavar="NAME",
                        help="board profile instead of --config: generic-usb, rpi5, "
                        "jetson-orin-nano, demo (hardware/profiles/NAME.toml) or a .toml path")
@@ -49,6 +51,8 @@ def resolve(args: argparse.Namespace) -> cfg.Config:
         from camheald.capture import profiles
 
         args.config = str(profiles.find(args.profile))  # SIGHUP re-reads the profile
+    if args.config is None and cfg.DEFAULT_PATH.is_file():
+        args.config = str(cfg.DEFAULT_PATH)
     config = cfg.load(args.config)
     if args.bus:
         config.daemon.bus = args.bus

@@ -18,6 +18,7 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
     import tomli as tomllib
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+DEFAULT_PATH = Path("/etc/camheal/camheald.toml")
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
 
 
