@@ -8,16 +8,19 @@ import torch.nn.functional as F
 from camheal_train.apply import apply_global_torch
 
 WEIGHTS = {"cls": 1.0, "sev": 0.5, "img": 8.0, "mask": 1.0, "smooth": 1.0}
+MASK_POS_WEIGHT = 1.0
 
 
 def compute_losses(outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor],
-                   weights: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+                   weights: dict[str, float] | None = None,
+                   mask_pos_weight: float = MASK_POS_WEIGHT) -> dict[str, torch.Tensor]:
     """All loss terms and their weighted sum under key "total".
 
     Args:
         outputs: the network's (logits, severity, curves, matrix, mask logits).
         batch: tensors from ``camheal_train.data.to_tensors`` (batched).
         weights: overrides of WEIGHTS.
+        mask_pos_weight: weight of obstructed pixels in the mask BCE (they are rare).
     """
     w = {**WEIGHTS, **(weights or {})}
     logits, severity, curves, matrix, mask = outputs
@@ -28,7 +31,8 @@ def compute_losses(outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Ten
     corrected = apply_global_torch(batch["loss_in"], curves, matrix)
     target = batch["loss_target"].float() / 255.0
     out["img"] = (corrected - target).abs().mean()
-    out["mask"] = F.binary_cross_entropy_with_logits(mask, batch["mask"])
+    pw = torch.tensor(mask_pos_weight, dtype=mask.dtype)
+    out["mask"] = F.binary_cross_entropy_with_logits(mask, batch["mask"], pos_weight=pw)
     d2 = curves[..., 2:] - 2 * curves[..., 1:-1] + curves[..., :-2]
     out["smooth"] = d2.pow(2).mean()
     out["total"] = sum(w[k] * v for k, v in out.items())

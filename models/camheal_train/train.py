@@ -50,6 +50,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=2, help="torch intra-op threads per process")
     ap.add_argument("--ckpt-every", type=int, default=250)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--w-cls", type=float, default=1.0, help="classification loss weight")
+    ap.add_argument("--w-img", type=float, default=8.0, help="corrected-image L1 loss weight")
+    ap.add_argument("--mask-pos-weight", type=float, default=1.0,
+                    help="weight of obstructed pixels in the mask loss")
     ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimiser)")
     ap.add_argument("--init-skip", action="append", default=[], metavar="PREFIX",
                     help="with --init: leave parameters starting with PREFIX freshly initialised")
@@ -134,7 +138,8 @@ def train(a: argparse.Namespace) -> Path:
                 g["lr"] = a.lr * _lr_factor(step, a.steps, a.warmup)
             batch = _augment(batch)
             model.train()
-            losses = compute_losses(ddp(*_model_inputs(batch)), batch)
+            losses = compute_losses(ddp(*_model_inputs(batch)), batch,
+                                    {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight)
             opt.zero_grad(set_to_none=True)
             losses["total"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
