@@ -64,12 +64,18 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 class Detector:
     """Per-frame anomaly detector and global-correction predictor (one caller at a time)."""
 
-    def __init__(self, session, name: str, thresholds: dict[str, float]):
+    def __init__(self, session, name: str, thresholds: dict[str, float],
+                 correction_gate: float = 0.5):
         self._session = session
         self._lock = threading.Lock()
         self.name = name
         self.backend = "onnxruntime:cpu"
         self.thresholds = {a: float(thresholds.get(a, 0.5)) for a in ANOMALIES}
+        # The global correction is applied when a global anomaly is detected, or merely
+        # likely (score >= correction_gate): on clean frames the predicted correction is
+        # close to the identity anyway, and mild casts/exposure errors below the reporting
+        # threshold still get fixed.
+        self.correction_gate = float(correction_gate)
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
@@ -116,7 +122,7 @@ class Detector:
                 raise ModelError(f"{p}: model was trained for another preprocessing spec")
         side = _read_sidecar(p)
         name = f"{p.name}@{hashlib.sha256(data).hexdigest()[:8]}"
-        det = cls(sess, name, side.get("thresholds", {}))
+        det = cls(sess, name, side.get("thresholds", {}), side.get("correction_gate", 0.5))
         try:
             det.analyze(np.full((64, 64, 3), 128, np.uint8))
         except Exception as e:
@@ -150,7 +156,8 @@ class Detector:
         detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a])
         actions: list[str] = []
         correction = None
-        if any(a in spec.GLOBAL_ANOMALIES for a in detected):
+        if any(scores[a] >= min(self.thresholds[a], self.correction_gate)
+               for a in spec.GLOBAL_ANOMALIES):
             curves = out["curves"][0].astype(np.float32)
             matrix = out["matrix"][0].astype(np.float32)
             tone = np.abs(curves - spec.CURVE_X).max() >= _CURVE_EPS
