@@ -81,13 +81,17 @@ class AsyncClient:
         assert self._bus is not None
         msg = Message(destination=C.BUS_NAME, path=path, interface=interface, member=member,
                       signature=signature, body=body or [], unix_fds=unix_fds or [])
+        pending = asyncio.ensure_future(self._bus.call(msg))
         try:
-            reply = await asyncio.wait_for(self._bus.call(msg), timeout)
+            reply = await asyncio.wait_for(asyncio.shield(pending), timeout)
         except asyncio.TimeoutError:
+            # a reply that still comes may carry fds (a frame, a burst): close them then
+            pending.add_done_callback(_close_reply_fds)
             raise CamhealError(f"{member}: no reply from camheald within {timeout:g} s") from None
         if reply is None:
             raise CamhealError(f"{member}: no reply")
         if reply.message_type == MessageType.ERROR:
+            _close_fds(reply.unix_fds)
             text = reply.body[0] if reply.body else reply.error_name
             raise from_dbus(reply.error_name or "", str(text))
         if reply.unix_fds:
@@ -263,11 +267,15 @@ class AsyncCamera:
         report = unpack(report)
         metas = report.pop("frames", [])
         frames = []
-        for i, fd in enumerate(fds):
-            if i < len(metas):
-                frames.append(frame_from_fd(fd, metas[i]))
-            else:
-                os.close(fd)
+        try:
+            while fds:
+                fd = fds.pop(0)  # frame_from_fd closes it
+                if len(frames) < len(metas):
+                    frames.append(frame_from_fd(fd, metas[len(frames)]))
+                else:
+                    os.close(fd)
+        finally:
+            _close_fds(fds)
         return frames, report
 
     async def defect_mask(self) -> np.ndarray:
@@ -301,3 +309,16 @@ def _replace_fds(signature: str, body: list[Any], fds: list[int]) -> list[Any]:
         elif t.signature == "ah":
             out[i] = [fds[j] for j in out[i]]
     return out
+
+
+def _close_fds(fds: list[int] | None) -> None:
+    for fd in fds or ():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _close_reply_fds(fut: asyncio.Future) -> None:
+    if not fut.cancelled() and fut.exception() is None and fut.result() is not None:
+        _close_fds(fut.result().unix_fds)

@@ -126,6 +126,8 @@ class Camera:
         reader = self._client._run(self._cam.subscribe(corrected))
 
         def unsubscribe() -> None:
+            if self._client._loop.is_closed():
+                return  # the client is closed: the daemon released the stream already
             try:
                 self._client._run(self._cam.unsubscribe(reader.id))
             except CamhealError:

@@ -125,3 +125,50 @@ def test_clients_killed_mid_call(start_daemon, bus_address):
     time.sleep(1.5)  # bursts already running finish and are dropped
     assert d.proc.poll() is None
     assert "Traceback" not in d.log()
+
+
+async def test_fds_never_leak_through_odd_messages(start_daemon, bus_address):
+    """No-reply calls to fd-returning members, fds on signals, fds at the wrong path."""
+    from dbus_fast import Message, MessageFlag, MessageType
+    from dbus_fast.aio import MessageBus
+
+    from camheal import constants as C
+
+    d = start_daemon("--source", DEMO)
+    bus = await MessageBus(bus_address=bus_address, negotiate_unix_fd=True).connect()
+    try:
+        cam_path = C.camera_path("cam0")
+        await bus.call(Message(destination=C.BUS_NAME, path=cam_path, interface=C.CAMERA_IFACE,
+                               member="CaptureFrame", signature="a{sv}", body=[{}]))
+        owner = (await bus.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="GetNameOwner", signature="s",
+            body=[C.BUS_NAME]))).body[0]
+        before = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        r, w = os.pipe()
+        try:
+            for _ in range(50):
+                await bus.send(Message(destination=C.BUS_NAME, path=cam_path,
+                                       interface=C.CAMERA_IFACE, member="CaptureFrame",
+                                       signature="a{sv}", body=[{}],
+                                       flags=MessageFlag.NO_REPLY_EXPECTED))
+                await bus.send(Message(destination=owner, path=cam_path,
+                                       interface="org.example.Spam", member="Fds",
+                                       signature="h", body=[0], unix_fds=[r],
+                                       message_type=MessageType.SIGNAL))
+                reply = await bus.call(Message(destination=C.BUS_NAME, path="/",
+                                               interface=C.MANAGER_IFACE, member="CorrectImage",
+                                               signature="ha{sv}", body=[0, {}], unix_fds=[r]))
+                assert reply.message_type == MessageType.ERROR
+            # still serving
+            reply = await bus.call(Message(destination=C.BUS_NAME, path=C.MANAGER_PATH,
+                                           interface=C.MANAGER_IFACE, member="Version"))
+            assert reply.message_type == MessageType.METHOD_RETURN
+        finally:
+            os.close(r)
+            os.close(w)
+        time.sleep(0.5)
+        after = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+        assert after <= before + 2, (before, after)
+    finally:
+        bus.disconnect()

@@ -28,8 +28,14 @@ caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="
 interactive: contextvars.ContextVar[bool] = contextvars.ContextVar("interactive",
                                                                   default=False)
 
-#: members allowed to carry unix fds, and how many; fds on any other call are closed
-FD_MEMBERS = {(C.MANAGER_IFACE, "CorrectImage"): 1}
+#: members allowed to carry unix fds: (interface, member) -> (path, signature, how many);
+#: fds on any other message are closed at once
+FD_MEMBERS = {(C.MANAGER_IFACE, "CorrectImage"): (C.MANAGER_PATH, "ha{sv}", 1)}
+#: members whose reply carries fds: a call to them that asks for no reply is refused, since
+#: fds handed out are closed only when the reply carrying them is sent
+FD_REPLIES = frozenset({"CorrectImage", "ExportSamples", "CaptureFrame", "Subscribe",
+                        "CaptureBurst", "GetDefectMask"})
+OUR_INTERFACES = frozenset({C.MANAGER_IFACE, C.CAMERA_IFACE})
 
 T = TypeVar("T")
 
@@ -128,35 +134,71 @@ class CamhealBus(MessageBus):
         self._owned_fds.add(fd)
         return fd
 
+    def reply_with_fds(self, fds: list[int], build: Any, *args: Any) -> list[Any]:
+        """A method's reply ``[*fds, build(*args)]``, the fds closed once it is sent.
+
+        The body is built first: if that fails the fds are closed here, never leaked.
+        """
+        try:
+            body = build(*args)
+        except BaseException:
+            for fd in fds:
+                _close(fd)
+            raise
+        return [*(self.hand_out(fd) for fd in fds), body]
+
+    async def has_owner(self, name: str) -> bool:
+        """Whether a unique bus name is still connected."""
+        reply = await self.call(Message(
+            destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+            interface="org.freedesktop.DBus", member="NameHasOwner", signature="s",
+            body=[name]))
+        return bool(reply and reply.message_type == MessageType.METHOD_RETURN and reply.body[0])
+
     def send(self, msg: Message):  # type: ignore[override]
         future = super().send(msg)
         owned = [fd for fd in (msg.unix_fds or ()) if fd in self._owned_fds]
         if owned:
             self._owned_fds.difference_update(owned)
 
-            def _close(_fut: Any, fds: list[int] = owned) -> None:
+            def _close_sent(_fut: Any, fds: list[int] = owned) -> None:
                 for fd in fds:
-                    try:
-                        os.close(fd)
-                    except OSError:
-                        pass
+                    _close(fd)
 
-            future.add_done_callback(_close)
+            future.add_done_callback(_close_sent)
         return future
 
-    def _on_message(self, msg: Message) -> Message | None:
+    def _on_message(self, msg: Message) -> Message | bool | None:
         if msg.message_type != MessageType.METHOD_CALL:
+            for fd in msg.unix_fds or ():  # signals and stray replies carry none for us
+                _close(fd)
             return None
         caller.set(msg.sender or "")
         interactive.set(bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
-        allowed = FD_MEMBERS.get((msg.interface, msg.member), 0)
-        if len(msg.unix_fds or ()) > allowed:
-            for fd in msg.unix_fds:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-            what = "file descriptors" if not allowed else f"more than {allowed} file descriptor"
-            return Message.new_error(msg, C.ERROR_INVALID_ARGUMENT,
-                                     f"{msg.member} does not take {what}")
-        return None
+        if msg.flags & MessageFlag.NO_REPLY_EXPECTED and msg.interface in OUR_INTERFACES \
+                and msg.member in FD_REPLIES:
+            for fd in msg.unix_fds or ():
+                _close(fd)
+            return True  # nothing to send the result to: do not make it
+        fds = msg.unix_fds or ()
+        if not fds:
+            return None
+        path, signature, allowed = FD_MEMBERS.get((msg.interface, msg.member), ("", "", 0))
+        ok = (allowed and len(fds) <= allowed and msg.path == path
+              and msg.signature == signature and msg.body and msg.body[0] == 0)
+        if ok:
+            return None
+        for fd in fds:
+            _close(fd)
+        what = "file descriptors" if not allowed else f"more than {allowed} file descriptor"
+        if allowed and len(fds) <= allowed:
+            what = "file descriptors in this form"
+        return Message.new_error(msg, C.ERROR_INVALID_ARGUMENT,
+                                 f"{msg.member} does not take {what}")
+
+
+def _close(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass

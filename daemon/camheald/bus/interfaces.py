@@ -21,7 +21,7 @@ from camheald.bus.edge import (
     to_vardict,
     translate_errors,
 )
-from camheald.errors import InvalidArgument, NotReady
+from camheald.errors import Busy, InvalidArgument, NotReady
 from camheald.service import frames
 from camheald.service.burst import capture_burst
 from camheald.service.camera import Camera
@@ -100,7 +100,7 @@ class ManagerInterface(ServiceInterface):
                 None, self._images.correct, image, fmt, quality)
         finally:
             os.close(image)  # the received fd is ours; never keep it
-        return [self._bus.hand_out(fd), to_vardict(report, C.IMAGE_REPORT_TYPES)]
+        return self._bus.reply_with_fds([fd], to_vardict, report, C.IMAGE_REPORT_TYPES)
 
     @dbus_property(access=PropertyAccess.READ)
     def DataCollection(self) -> "b":
@@ -120,7 +120,7 @@ class ManagerInterface(ServiceInterface):
     async def ExportSamples(self) -> "ha{sv}":
         fd, info = await asyncio.get_running_loop().run_in_executor(
             None, self._manager.store.export_memfd)
-        return [self._bus.hand_out(fd), to_vardict(info, {"count": "u", "bytes": "t"})]
+        return self._bus.reply_with_fds([fd], to_vardict, info, {"count": "u", "bytes": "t"})
 
     @method()
     @translate_errors
@@ -141,6 +141,15 @@ class CameraInterface(ServiceInterface):
         self._streams = streams
         self._manager = manager
         self._auth = auth
+        # waits for frames hold an executor thread: a few at a time, so that no caller can
+        # starve the executor everyone else needs
+        self._waits = asyncio.Semaphore(4)
+
+    async def _wait(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._waits.locked():
+            raise Busy(f"camera {self._camera.id}: too many calls are waiting for frames")
+        async with self._waits:
+            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
     # -- properties ------------------------------------------------------------------------
     @dbus_property(access=PropertyAccess.READ)
@@ -210,14 +219,14 @@ class CameraInterface(ServiceInterface):
         corrected = opts.get("corrected", True)
         loop = asyncio.get_running_loop()
         if self._camera.latest(corrected) is None and timeout_ms:
-            await loop.run_in_executor(None, self._camera.wait_frame, 0, timeout_ms / 1000)
+            await self._wait(self._camera.wait_frame, 0, timeout_ms / 1000)
         frame = await loop.run_in_executor(None, self._camera.snapshot, corrected)
         if frame is None:
             raise NotReady(f"camera {self._camera.id} has no frame yet "
                            f"(state: {self._camera.health.state})")
         fd, meta = await asyncio.get_running_loop().run_in_executor(
             None, frames.package, frame, fmt, quality)
-        return [self._bus.hand_out(fd), to_vardict(meta, C.FRAME_META_TYPES)]
+        return self._bus.reply_with_fds([fd], to_vardict, meta, C.FRAME_META_TYPES)
 
     @method()
     @translate_errors
@@ -225,11 +234,18 @@ class CameraInterface(ServiceInterface):
     async def Subscribe(self, options: "a{sv}") -> "hha{sv}":
         opts = _options(options, {"corrected": bool})
         if self._camera.latest() is None:  # just started: give the camera a moment
-            await asyncio.get_running_loop().run_in_executor(
-                None, self._camera.wait_frame, 0, 3.0)
-        grant = self._streams.subscribe(caller.get(), opts.get("corrected", True))
-        return [self._bus.hand_out(grant.ring_fd), self._bus.hand_out(grant.wake_fd),
-                to_vardict(grant.info, C.STREAM_INFO_TYPES)]
+            await self._wait(self._camera.wait_frame, 0, 3.0)
+        owner = caller.get()
+        grant = self._streams.subscribe(owner, opts.get("corrected", True))
+        # The caller may have left while we waited: its NameOwnerChanged came before the
+        # subscription existed, so nothing would ever release it.
+        if not await self._bus.has_owner(owner):
+            self._streams.unsubscribe(owner, grant.sub_id)
+            os.close(grant.ring_fd)
+            os.close(grant.wake_fd)
+            raise InvalidArgument("the caller left the bus")
+        return self._bus.reply_with_fds([grant.ring_fd, grant.wake_fd], to_vardict,
+                                        grant.info, C.STREAM_INFO_TYPES)
 
     @method()
     @translate_errors
@@ -242,12 +258,14 @@ class CameraInterface(ServiceInterface):
     @guarded("Camera.CaptureBurst")
     async def CaptureBurst(self, count: "u", options: "a{sv}") -> "aha{sv}":
         opts = _options(options, {"corrected": bool, "format": str, "quality": int})
+        if not 1 <= opts.get("quality", 90) <= 100:
+            raise InvalidArgument("quality must be between 1 and 100")
         fmt = opts.get("format", "rgb")
         if fmt not in frames.FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(frames.FORMATS)}")
         loop = asyncio.get_running_loop()
-        shots, report = await loop.run_in_executor(
-            None, capture_burst, self._camera, count, opts.get("corrected", True))
+        shots, report = await self._wait(capture_burst, self._camera, count,
+                                         opts.get("corrected", True))
         fds, metas = [], []
         try:
             for shot in shots:
@@ -262,7 +280,8 @@ class CameraInterface(ServiceInterface):
         report["frames"] = metas
         types = {**C.HEALTH_TYPES, "count": "u", "seqs": "at", "actions": "as",
                  "elapsed_s": "d", "frames": "aa{sv}"}
-        return [[self._bus.hand_out(fd) for fd in fds], _burst_report(report, types)]
+        reply = self._bus.reply_with_fds(fds, _burst_report, report, types)
+        return [reply[:-1], reply[-1]]
 
     @method()
     @translate_errors
@@ -275,9 +294,8 @@ class CameraInterface(ServiceInterface):
         loop = asyncio.get_running_loop()
         mask = await loop.run_in_executor(None, self._camera.defect_mask)
         fd, meta = await loop.run_in_executor(None, frames.package_mask, mask, fmt)
-        return [self._bus.hand_out(fd), to_vardict(meta, {"width": "u", "height": "u",
-                                                          "size": "t", "format": "s",
-                                                          "coverage": "d"})]
+        return self._bus.reply_with_fds([fd], to_vardict, meta, {
+            "width": "u", "height": "u", "size": "t", "format": "s", "coverage": "d"})
 
     # -- signals ---------------------------------------------------------------------------
     @dbus_signal()

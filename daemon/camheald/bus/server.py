@@ -52,6 +52,8 @@ class Server:
         self.config_path = config_path
         self.cameras_from_file = cameras_from_file
         self._auth: Authorizer | None = None
+        self._reload_lock = asyncio.Lock()
+        self._tasks: set[asyncio.Task] = set()
         self.bus_type = bus_type
         self.bus: CamhealBus | None = None
         self._camera_ifaces: dict[str, CameraInterface] = {}
@@ -62,7 +64,10 @@ class Server:
     def _on_events(self, camera: Camera, events: list[HealthEvent]) -> None:
         """Called from capture/analysis threads: re-post to the loop."""
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._publish_events, camera.id, events)
+            try:
+                self._loop.call_soon_threadsafe(self._publish_events, camera.id, events)
+            except RuntimeError:  # the loop closed in between: shutting down
+                pass
 
     def _publish_events(self, cam_id: str, events: list[HealthEvent]) -> None:
         iface = self._camera_ifaces.get(cam_id)
@@ -132,30 +137,53 @@ class Server:
         self.bus.export(C.camera_path(cam_id), iface)
 
     async def _apply_cameras(self, new_cameras: list) -> None:
-        """Stop removed or changed cameras and start new ones; other clients keep streaming."""
+        """Stop removed or changed cameras and start new ones; other clients keep streaming.
+
+        Reloads run one at a time; a camera that fails to stop or start is logged and the
+        rest of the change still applies.
+        """
         assert self.bus is not None and self._loop is not None
-        try:
-            gone, fresh = self.manager.plan_cameras(new_cameras)
-        except CamhealError as exc:
-            logger.error("SIGHUP: keeping the running cameras: %s", exc)
-            return
-        for cam_id in gone:
-            hub = self.streams.pop(cam_id)
+        async with self._reload_lock:
+            try:
+                gone, fresh = self.manager.plan_cameras(new_cameras)
+            except CamhealError as exc:
+                logger.error("SIGHUP: keeping the running cameras: %s", exc)
+                return
+            for cam_id in gone:
+                try:
+                    await self._remove_camera(cam_id)
+                except Exception:  # noqa: BLE001 - a reload must not kill the daemon
+                    logger.exception("SIGHUP: stopping camera %s failed", cam_id)
+            for cam_id, camera in fresh.items():
+                try:
+                    await self._loop.run_in_executor(None, camera.vision.load)
+                    camera.health.model = camera.vision.name or camera.vision.error
+                    camera.correct_enabled = self.manager.settings.correct_for(
+                        cam_id, camera.correct_enabled)
+                    self.manager.cameras[cam_id] = camera
+                    self._export_camera(cam_id, camera)
+                    camera.start()
+                    logger.info("SIGHUP: camera %s started: %s", cam_id, camera.source.uri)
+                except Exception:  # noqa: BLE001
+                    logger.exception("SIGHUP: starting camera %s failed", cam_id)
+            running = set(self.manager.cameras)
+            self.manager.config.camera = [c for c in new_cameras if c.id in running]
+
+    async def _remove_camera(self, cam_id: str) -> None:
+        assert self.bus is not None and self._loop is not None
+        hub = self.streams.pop(cam_id, None)
+        iface = self._camera_ifaces.pop(cam_id, None)
+        if hub is not None:
             for sub_id in hub.subscription_ids():
-                self._camera_ifaces[cam_id].StreamEnded(sub_id, "camera reconfigured")
+                if iface is not None:
+                    iface.StreamEnded(sub_id, "camera reconfigured")
             hub.close()
+        if iface is not None:
             self.bus.unexport(C.camera_path(cam_id))
-            del self._camera_ifaces[cam_id]
-            camera = self.manager.cameras.pop(cam_id)
+        camera = self.manager.cameras.pop(cam_id, None)
+        if camera is not None:
             await self._loop.run_in_executor(None, camera.stop)
-            logger.info("SIGHUP: camera %s stopped", cam_id)
-        for cam_id, camera in fresh.items():
-            await self._loop.run_in_executor(None, camera.vision.load)
-            self.manager.cameras[cam_id] = camera
-            self._export_camera(cam_id, camera)
-            camera.start()
-            logger.info("SIGHUP: camera %s started: %s", cam_id, camera.source.uri)
-        self.manager.config.camera = list(new_cameras)
+        logger.info("SIGHUP: camera %s stopped", cam_id)
 
     async def _tick(self) -> None:
         """Once a second: camera liveness checks, and the systemd watchdog ping.
@@ -190,7 +218,9 @@ class Server:
             return
         logging.getLogger().setLevel(new.daemon.log_level.upper())
         if self.cameras_from_file and self._loop is not None:
-            self._loop.create_task(self._apply_cameras(new.camera))
+            task = self._loop.create_task(self._apply_cameras(new.camera))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         logger.info("SIGHUP: reloaded %s", path)
 
     def _stream_ended(self, cam_id: str, sub: Subscription, reason: str) -> None:

@@ -107,7 +107,10 @@ class Camera:
             self._pending_ready.notify_all()
         for t in self._threads:
             t.join(timeout)
-        self.source.close()
+        # A capture thread still inside read() (a stalled network camera) closes the source
+        # itself when read() returns; closing it here at the same time is not safe.
+        if not any(t.is_alive() and t.name.startswith("capture") for t in self._threads):
+            self.source.close()
 
     # -- consumers ---------------------------------------------------------------------------
     def add_sink(self, sink: FrameSink) -> None:
@@ -375,14 +378,17 @@ class Camera:
                 self.stats.last_error = f"analysis failed: {exc}"
                 analysis = None
             self.stats.analyze_ms = (time.perf_counter() - t0) * 1e3
-            self._track_defects(image, analysis)
-            if analysis is not None:
-                self.stats.analyses += 1
-                with self._lock:
-                    self._analysis = analysis
-                    events = self.health.observe_analysis(analysis.scores)
-                self._emit(events)
-                self._maybe_keep(image, analysis)
+            try:
+                self._track_defects(image, analysis)
+                if analysis is not None:
+                    self.stats.analyses += 1
+                    with self._lock:
+                        self._analysis = analysis
+                        events = self.health.observe_analysis(analysis.scores)
+                    self._emit(events)
+                    self._maybe_keep(image, analysis)
+            except Exception:  # noqa: BLE001 - keep analysing the next frames
+                logger.exception("camera %s: handling an analysis failed", self.id)
             rest = started + self.analyze_period - time.monotonic()
             if rest > 0:
                 self._stop.wait(rest)

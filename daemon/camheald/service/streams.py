@@ -81,10 +81,17 @@ class StreamHub:
             if ring is None or (ring.width, ring.height) != (w, h):
                 ring = self._replace_ring(corrected, w, h)
             waiter = ring.add_waiter()
+            ring_fd = wake_fd = -1
+            try:
+                ring_fd = ring.readonly_fd()
+                wake_fd = os.dup(waiter.fd)
+            except OSError:
+                ring.remove_waiter(waiter)
+                if ring_fd >= 0:
+                    os.close(ring_fd)
+                raise
             sub = Subscription(next(_ids), owner, corrected, ring, waiter)
             self._subs[sub.id] = sub
-            ring_fd = ring.readonly_fd()
-            wake_fd = os.dup(waiter.fd)
             if not self._attached:
                 self.camera.add_sink(self._sink)
                 self._attached = True
