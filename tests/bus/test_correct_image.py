@@ -35,6 +35,12 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+def jpeg_bytes(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
 def bomb_png(width: int = 10_000, height: int = 10_000) -> bytes:
     """A small valid-looking PNG whose header declares width x height pixels."""
     def chunk(kind: bytes, data: bytes) -> bytes:
@@ -95,7 +101,8 @@ async def test_bad_images_are_refused_and_nothing_leaks(start_daemon, bus_addres
         cases = [
             (b"", InvalidImage, "empty"),
             (b"this is not an image at all" * 10, InvalidImage, "not a supported image"),
-            (good[: len(good) // 2], InvalidImage, "corrupt or truncated"),
+            (good[: len(good) // 2], InvalidImage, "truncated"),
+            (jpeg_bytes(scene())[:-300], InvalidImage, "truncated JPEG"),
             (bomb_png(), TooLarge, "10000x10000"),
         ]
         for data, exc, needle in cases:

@@ -48,10 +48,11 @@ def read_image_fd(fd: int, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
 
 def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
     """Decode encoded image bytes to HxWx3 uint8 RGB after checking the header's pixel count."""
-    from camheald.vision.imageio import ImageError, sniff
+    from camheald.vision.imageio import ImageError, check_complete, sniff
 
     try:
         family, w, h = sniff(data)
+        check_complete(family, data)  # decoders fill a truncated JPEG with grey silently
     except ImageError as exc:
         raise InvalidImage(str(exc)) from None
     except (ValueError, IndexError, struct.error):  # a header too broken to parse
