@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
+
 BIN = Path(sys.executable).parent
 
 
@@ -19,3 +22,26 @@ def run_cli(*args: str, env: dict[str, str], timeout: float = 60.0,
 
 def open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
+
+
+
+def make_photo(seed: int = 0, h: int = 240, w: int = 320) -> np.ndarray:
+    """A photo-like HxWx3 uint8 RGB image: gradient sky, textured shapes, edges, mid-tones."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    top, bottom = rng.uniform(0.3, 0.8, 3), rng.uniform(0.2, 0.6, 3)
+    img = (top * (1 - yy / h)[..., None] + bottom * (yy / h)[..., None]).astype(np.float32)
+    for _ in range(12):
+        color = rng.uniform(0.05, 0.95, 3).tolist()
+        c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        axes = (int(rng.integers(w // 20, w // 4)), int(rng.integers(h // 20, h // 4)))
+        cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, color, -1, cv2.LINE_AA)
+    tex = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 1.2)
+    img += 0.06 * tex[..., None]
+    for _ in range(6):
+        p0 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        p1 = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.line(img, p0, p1, rng.uniform(0, 1, 3).tolist(), 2, cv2.LINE_AA)
+    lo, hi = np.percentile(img.mean(axis=2), [1, 99])  # full tonal range, like a good photo
+    img = 0.03 + 0.94 * (img - lo) / max(hi - lo, 1e-3)
+    return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)

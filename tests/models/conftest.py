@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from model_images import make_photo
+
+from support import make_photo
 
 
 @pytest.fixture

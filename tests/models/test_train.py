@@ -9,7 +9,8 @@ from pathlib import Path
 
 import cv2
 import pytest
-from model_images import make_photo
+
+from support import make_photo
 
 torch = pytest.importorskip("torch", reason="training tests need the train extra (torch)")
 pytest.importorskip("kornia", reason="training tests need the train extra (kornia)")

@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from vision_images import make_photo
 
 from camheal.constants import ANOMALIES
+from support import make_photo
 
 BIN = Path(sys.executable).parent
 
