@@ -55,14 +55,10 @@ class StreamReader:
         self.reader.close()
 
 
-class Stream:
-    """Blocking iterator of Frames; ``close()`` (or ``with``) ends the subscription.
+class _StreamBase:
+    """What the blocking and asyncio streams share: the reader, its id and its counters."""
 
-    Each Frame's image is a zero-copy view valid until the next frame; call
-    ``frame.copy()`` to keep one.
-    """
-
-    def __init__(self, reader: StreamReader, unsubscribe: Callable[[], None],
+    def __init__(self, reader: StreamReader, unsubscribe: Callable[[], Any],
                  timeout: float = 5.0) -> None:
         self._r = reader
         self._unsubscribe = unsubscribe
@@ -76,6 +72,14 @@ class Stream:
     @property
     def stats(self) -> dict[str, int]:
         return self._r.stats
+
+
+class Stream(_StreamBase):
+    """Blocking iterator of Frames; ``close()`` (or ``with``) ends the subscription.
+
+    Each Frame's image is a zero-copy view valid until the next frame; call
+    ``frame.copy()`` to keep one.
+    """
 
     def read(self, timeout: float | None = None) -> Frame | None:
         """The next frame, waiting up to ``timeout`` s (default: the stream's); None on timeout."""
@@ -116,23 +120,8 @@ def _wake(fut: asyncio.Future[None]) -> None:
         fut.set_result(None)
 
 
-class AsyncStream:
+class AsyncStream(_StreamBase):
     """Async iterator of Frames (``async for frame in stream``), woken via loop.add_reader."""
-
-    def __init__(self, reader: StreamReader, unsubscribe: Callable[[], Any],
-                 timeout: float = 5.0) -> None:
-        self._r = reader
-        self._unsubscribe = unsubscribe
-        self.timeout = timeout
-        self.closed = False
-
-    @property
-    def id(self) -> int:
-        return self._r.id
-
-    @property
-    def stats(self) -> dict[str, int]:
-        return self._r.stats
 
     async def read(self, timeout: float | None = None) -> Frame | None:
         timeout = self.timeout if timeout is None else timeout
