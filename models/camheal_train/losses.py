@@ -31,7 +31,7 @@ def compute_losses(outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Ten
     corrected = apply_global_torch(batch["loss_in"], curves, matrix)
     target = batch["loss_target"].float() / 255.0
     out["img"] = (corrected - target).abs().mean()
-    pw = torch.tensor(mask_pos_weight, dtype=mask.dtype)
+    pw = torch.tensor(mask_pos_weight, dtype=mask.dtype, device=mask.device)
     out["mask"] = F.binary_cross_entropy_with_logits(mask, batch["mask"], pos_weight=pw)
     d2 = curves[..., 2:] - 2 * curves[..., 1:-1] + curves[..., :-2]
     out["smooth"] = d2.pow(2).mean()

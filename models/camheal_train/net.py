@@ -40,6 +40,7 @@ class NetConfig:
 
 CONFIGS = {
     "small": NetConfig(),
+    "medium": NetConfig((16, 32, 56, 96, 144), (16, 32, 48, 64), 96, 256),
     "tiny": NetConfig((4, 4, 8, 8, 8), (4, 4, 8, 8), 8, 16),
 }
 

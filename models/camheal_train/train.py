@@ -2,6 +2,14 @@
 
     python -m camheal_train.train --cache runs/cache --out runs/small --steps 4000
     torchrun --nproc_per_node 2 -m camheal_train.train --data DIR --out runs/x ...
+    python -m camheal_train.train --data DIR --out runs/gpu --device cuda --workers 14 \
+        --batch 128 --replay 8 --time-limit 7 --epoch-samples 5000000
+
+On a GPU the data (degraded on the fly by CPU workers) is the bottleneck, so ``--replay K``
+keeps the last ``--buffer`` samples on the device and takes K optimisation steps per fresh
+batch (the fresh batch first, then K-1 batches drawn from the buffer). ``--time-limit``
+makes the learning-rate schedule follow elapsed time and ends the run, with a checkpoint,
+when the limit is reached.
 
 Checkpoints (``last.pt``) are written every ``--ckpt-every`` steps and at the end; rerunning
 the same command resumes from ``last.pt``.
@@ -57,15 +65,70 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimiser)")
     ap.add_argument("--init-skip", action="append", default=[], metavar="PREFIX",
                     help="with --init: leave parameters starting with PREFIX freshly initialised")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--replay", type=int, default=1,
+                    help="optimisation steps per fresh batch (buffer on the device)")
+    ap.add_argument("--buffer", type=int, default=40000, help="replay buffer size, samples")
+    ap.add_argument("--time-limit", type=float, default=None, metavar="MINUTES",
+                    help="stop (with a checkpoint) after this much training time")
+    ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--no-progress", action="store_true")
     return ap.parse_args(argv)
 
 
-def _lr_factor(step: int, total: int, warmup: int) -> float:
+def _lr_factor(step: int, warmup: int, progress: float) -> float:
+    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then a cosine from 1
+    to 0.02 over ``progress`` (0..1, the share of the run done)."""
     if step < warmup:
         return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimizer,
+                batch: dict[str, torch.Tensor], a: argparse.Namespace
+                ) -> dict[str, torch.Tensor]:
+    model.train()
+    losses = compute_losses(ddp(*_model_inputs(batch)), batch,
+                            {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight)
+    opt.zero_grad(set_to_none=True)
+    losses["total"].backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    return losses
+
+
+def _worker_init(_: int) -> None:
+    """One OpenCV thread per DataLoader worker (torch already uses one there)."""
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+class Replay:
+    """A ring of recent samples kept on the training device, sampled uniformly."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.data: dict[str, torch.Tensor] = {}
+        self.size = 0
+        self.pos = 0
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        """Store a batch (tensors already on the device), overwriting the oldest samples."""
+        n = batch["labels"].shape[0]
+        if not self.data:
+            self.data = {k: torch.empty((self.capacity, *v.shape[1:]), dtype=v.dtype,
+                                        device=v.device) for k, v in batch.items()}
+        idx = (torch.arange(n, device=batch["labels"].device) + self.pos) % self.capacity
+        for k, v in batch.items():
+            self.data[k][idx] = v
+        self.pos = (self.pos + n) % self.capacity
+        self.size = min(self.capacity, self.size + n)
+
+    def sample(self, n: int) -> dict[str, torch.Tensor]:
+        """``n`` samples drawn uniformly (with replacement) from what is stored."""
+        idx = torch.randint(0, self.size, (n,), device=self.data["labels"].device)
+        return {k: v[idx] for k, v in self.data.items()}
 
 
 def _augment(batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -87,9 +150,14 @@ def train(a: argparse.Namespace) -> Path:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     if world > 1:
-        dist.init_process_group("gloo")
+        dist.init_process_group("nccl" if a.device.startswith("cuda") else "gloo")
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed + rank)
+    device = torch.device(a.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     if a.cache:
@@ -101,24 +169,30 @@ def train(a: argparse.Namespace) -> Path:
     sampler = (DistributedSampler(ds, world, rank, shuffle=True, seed=a.seed) if world > 1
                else RandomSampler(ds))
     loader = DataLoader(ds, batch_size=a.batch, sampler=sampler, num_workers=a.workers,
-                        drop_last=True, persistent_workers=a.workers > 0)
+                        drop_last=True, persistent_workers=a.workers > 0,
+                        pin_memory=device.type == "cuda",
+                        prefetch_factor=4 if a.workers > 0 else None,
+                        worker_init_fn=_worker_init if a.workers > 0 else None)
     cfg = CONFIGS[a.arch]
-    model = CamhealNet(cfg)
+    model = CamhealNet(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
-    step, epoch = 0, 0
+    step, epoch, elapsed0 = 0, 0, 0.0
     ckpt = out / "last.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = torch.load(ckpt, map_location=device, weights_only=False)
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         step, epoch = state["step"], state["epoch"]
+        elapsed0 = float(state.get("elapsed", 0.0))
         logger.info("resumed from %s at step %d", ckpt, step)
     elif a.init:
-        init = torch.load(a.init, map_location="cpu", weights_only=False)["model"]
+        init = torch.load(a.init, map_location=device, weights_only=False)["model"]
         init = {k: v for k, v in init.items() if not k.startswith(tuple(a.init_skip))}
         missing, _ = model.load_state_dict(init, strict=False)
         logger.info("initialised from %s (%d tensors fresh)", a.init, len(missing))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    replay = Replay(a.buffer) if a.replay > 1 else None
+    limit_s = a.time_limit * 60 if a.time_limit else None
     bar = None
     if rank == 0 and not a.no_progress:
         from tqdm import tqdm
@@ -126,37 +200,48 @@ def train(a: argparse.Namespace) -> Path:
         bar = tqdm(total=a.steps, initial=step, desc="train", mininterval=5)
     running: dict[str, float] = {}
     t0 = time.time()
-    while step < a.steps:
+
+    def elapsed() -> float:
+        return elapsed0 + time.time() - t0
+
+    def done() -> bool:
+        return step >= a.steps or (limit_s is not None and elapsed() >= limit_s)
+
+    while not done():
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
         if isinstance(ds, SyntheticDataset):
             ds.set_epoch(epoch)
-        for batch in loader:
-            if step >= a.steps:
+        for fresh in loader:
+            fresh = {k: v.to(device, non_blocking=True) for k, v in fresh.items()}
+            if replay is not None:
+                replay.add(fresh)
+            for r in range(a.replay):
+                if done():
+                    break
+                batch = fresh if r == 0 else replay.sample(a.batch)
+                progress = (step - a.warmup) / max(1, a.steps - a.warmup)
+                if limit_s is not None:
+                    progress = max(progress, elapsed() / limit_s)
+                for g in opt.param_groups:
+                    g["lr"] = a.lr * _lr_factor(step, a.warmup, progress)
+                losses = _train_step(ddp, model, opt, _augment(batch), a)
+                step += 1
+                if step % 10 == 0 or step == 1:
+                    for k, v in losses.items():
+                        fv = float(v.detach())
+                        running[k] = 0.9 * running.get(k, fv) + 0.1 * fv
+                if bar is not None:
+                    bar.update(1)
+                    if step % 20 == 0:
+                        bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()})
+                if rank == 0 and (step % a.log_every == 0 or done()):
+                    logger.info("step %d %s (%.0fs)", step,
+                                " ".join(f"{k}={v:.4f}" for k, v in running.items()), elapsed())
+                if rank == 0 and (step % a.ckpt_every == 0 or done()):
+                    _save(ckpt, model, opt, step, epoch, a, elapsed())
+            if done():
                 break
-            for g in opt.param_groups:
-                g["lr"] = a.lr * _lr_factor(step, a.steps, a.warmup)
-            batch = _augment(batch)
-            model.train()
-            losses = compute_losses(ddp(*_model_inputs(batch)), batch,
-                                    {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight)
-            opt.zero_grad(set_to_none=True)
-            losses["total"].backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            step += 1
-            for k, v in losses.items():
-                fv = float(v.detach())
-                running[k] = 0.98 * running.get(k, fv) + 0.02 * fv
-            if bar is not None:
-                bar.update(1)
-                if step % 20 == 0:
-                    bar.set_postfix({k: f"{v:.4f}" for k, v in running.items()})
-            if rank == 0 and (step % 100 == 0 or step == a.steps):
-                logger.info("step %d %s (%.0fs)", step,
-                            " ".join(f"{k}={v:.4f}" for k, v in running.items()), time.time() - t0)
-            if rank == 0 and (step % a.ckpt_every == 0 or step == a.steps):
-                _save(ckpt, model, opt, step, epoch, a)
         epoch += 1
     if bar is not None:
         bar.close()
@@ -167,11 +252,11 @@ def train(a: argparse.Namespace) -> Path:
 
 
 def _save(path: Path, model: CamhealNet, opt: torch.optim.Optimizer, step: int, epoch: int,
-          a: argparse.Namespace) -> None:
+          a: argparse.Namespace, elapsed: float) -> None:
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
                 "epoch": epoch, "config": model.cfg.to_dict(), "arch": a.arch,
-                "args": vars(a)}, tmp)
+                "args": vars(a), "elapsed": elapsed}, tmp)
     os.replace(tmp, path)
 
 
