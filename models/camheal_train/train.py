@@ -154,7 +154,7 @@ def train(a: argparse.Namespace) -> Path:
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed + rank)
     device = torch.device(a.device)
-    if device.type == "cuda" and world > 1:
+    if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
     if device.type == "cuda":
         torch.cuda.set_device(device)
