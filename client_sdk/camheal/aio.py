@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
@@ -13,9 +15,12 @@ from dbus_fast.aio import MessageBus
 from dbus_fast.errors import AuthError, InvalidAddressError
 
 from camheal import constants as C
-from camheal.errors import CamhealError, ServiceUnavailable, from_dbus
+from camheal.errors import CamhealError, ServiceLost, ServiceUnavailable, StreamEnded, from_dbus
 from camheal.frame import Frame, encode_ppm, frame_from_fd, read_fd
 from camheal.stream import AsyncStream, StreamReader
+
+_BUS = "org.freedesktop.DBus"
+_EARLY_ENDS = 64  # ends remembered for streams whose Subscribe reply is still on its way
 
 HealthCallback = Callable[[str, str, dict[str, Any]], None]
 """Called as ``callback(camera_id, event, payload)``; event is one of 'health',
@@ -45,6 +50,14 @@ class AsyncClient:
         self._bus: MessageBus | None = None
         self._callbacks: list[HealthCallback] = []
         self._matched = False
+        # open streams by (camera path, subscription id), ended by StreamEnded signals and by
+        # the daemon leaving the bus
+        self._streams: weakref.WeakValueDictionary[tuple[str, int], StreamReader] = \
+            weakref.WeakValueDictionary()
+        self._early_ends: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._gone: OrderedDict[str, None] = OrderedDict()  # daemon unique names that left
+        self._watching = False  # match rules and handler installed on this connection
+        self._watch_lock = asyncio.Lock()
 
     async def connect(self) -> AsyncClient:
         spec = self._bus_spec
@@ -58,12 +71,15 @@ class AsyncClient:
             self._bus = await bus.connect()
         except (OSError, InvalidAddressError, AuthError) as exc:
             raise ServiceUnavailable(f"cannot connect to the D-Bus {spec} bus: {exc}") from None
+        task = asyncio.ensure_future(self._watch_disconnect(self._bus))
+        task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return self
 
     async def close(self) -> None:
         if self._bus is not None:
-            self._bus.disconnect()
-            self._bus = None
+            bus, self._bus, self._watching = self._bus, None, False
+            bus.disconnect()
+            self._end_streams(StreamEnded, "the client was closed")
 
     async def __aenter__(self) -> AsyncClient:
         return await self.connect()
@@ -76,6 +92,13 @@ class AsyncClient:
                    body: list[Any] | None = None, unix_fds: list[int] | None = None,
                    timeout: float = 30.0) -> list[Any]:
         """Call a method of camheald; raises the typed SDK error on an error reply."""
+        return (await self._call(path, interface, member, signature, body, unix_fds,
+                                 timeout))[0]
+
+    async def _call(self, path: str, interface: str, member: str, signature: str = "",
+                    body: list[Any] | None = None, unix_fds: list[int] | None = None,
+                    timeout: float = 30.0) -> tuple[list[Any], str]:
+        """:meth:`call`, also returning the unique bus name of the daemon that replied."""
         if self._bus is None:
             await self.connect()
         assert self._bus is not None
@@ -95,8 +118,8 @@ class AsyncClient:
             text = reply.body[0] if reply.body else reply.error_name
             raise from_dbus(reply.error_name or "", str(text))
         if reply.unix_fds:
-            return _replace_fds(reply.signature, reply.body, reply.unix_fds)
-        return reply.body
+            return _replace_fds(reply.signature, reply.body, reply.unix_fds), reply.sender or ""
+        return reply.body, reply.sender or ""
 
     async def get_property(self, path: str, interface: str, name: str) -> Any:
         (value,) = await self.call(path, "org.freedesktop.DBus.Properties", "Get", "ss",
@@ -172,6 +195,78 @@ class AsyncClient:
         self._bus.add_message_handler(self._on_signal)
         self._matched = True
 
+    # -- stream ends --------------------------------------------------------------------------
+    async def _watch_streams(self) -> None:
+        """Listen (once per connection) for StreamEnded and for the daemon leaving the bus.
+
+        Done before the first Subscribe, so that no end can come before its match rule.
+        """
+        async with self._watch_lock:
+            if self._bus is None:
+                await self.connect()
+            if not self._watching:
+                await self.call_bus("AddMatch", "s", [
+                    f"type='signal',sender='{C.BUS_NAME}',interface='{C.CAMERA_IFACE}',"
+                    "member='StreamEnded'"])
+                await self.call_bus("AddMatch", "s", [
+                    f"type='signal',sender='{_BUS}',interface='{_BUS}',"
+                    f"member='NameOwnerChanged',arg0='{C.BUS_NAME}'"])
+                assert self._bus is not None
+                self._bus.add_message_handler(self._on_stream_signal)
+                self._watching = True
+
+    def _register(self, path: str, reader: StreamReader) -> None:
+        key = (path, reader.id)
+        self._streams[key] = reader
+        reason = self._early_ends.pop(key, None)
+        if reason is not None:
+            reader.end(reason)
+        elif reader.owner in self._gone:
+            reader.end("camheald left the bus", ServiceLost)
+
+    def _forget(self, path: str, sub_id: int) -> None:
+        self._streams.pop((path, sub_id), None)
+
+    def _on_stream_signal(self, msg: Message) -> None:
+        if msg.message_type != MessageType.SIGNAL:
+            return
+        if msg.member == "StreamEnded" and msg.interface == C.CAMERA_IFACE:
+            sub_id, reason = msg.body
+            key = (msg.path or "", int(sub_id))
+            reader = self._streams.get(key)
+            if reader is None:  # our Subscribe reply may not be handled yet
+                self._early_ends[key] = str(reason)
+                while len(self._early_ends) > _EARLY_ENDS:
+                    self._early_ends.popitem(last=False)
+            elif not reader.owner or reader.owner == msg.sender:
+                reader.end(str(reason))
+        elif msg.member == "NameOwnerChanged" and msg.sender == _BUS and msg.body \
+                and msg.body[0] == C.BUS_NAME:
+            _name, old, new = msg.body
+            if not old:
+                return
+            self._gone[old] = None
+            while len(self._gone) > _EARLY_ENDS:
+                self._gone.popitem(last=False)
+            why = "camheald was replaced on the bus" if new else "camheald left the bus"
+            for reader in list(self._streams.values()):
+                if reader.owner == old:
+                    reader.end(why, ServiceLost)
+
+    async def _watch_disconnect(self, bus: MessageBus) -> None:
+        try:
+            await bus.wait_for_disconnect()
+        except Exception:  # noqa: BLE001,S110 - how it ended does not matter, that it did does
+            pass
+        if self._bus is bus:  # lost, not closed by us: a later call connects again
+            self._bus, self._watching = None, False
+            self._end_streams(ServiceLost, "the D-Bus connection was lost")
+
+    def _end_streams(self, error: type[StreamEnded], reason: str) -> None:
+        for reader in list(self._streams.values()):
+            reader.end(reason, error)
+        self._streams.clear()
+
     async def call_bus(self, member: str, signature: str, body: list[Any]) -> list[Any]:
         assert self._bus is not None
         reply = await self._bus.call(Message(
@@ -230,26 +325,35 @@ class AsyncCamera:
         return frame_from_fd(fd, unpack(meta))
 
     async def subscribe(self, corrected: bool = True) -> StreamReader:
-        """Start a stream; most callers want :meth:`stream` instead."""
-        ring_fd, wake_fd, info = await self.client.call(
+        """Start a stream; most callers want :meth:`stream` instead.
+
+        The reader is ended (:meth:`StreamReader.end`) when the daemon ends the stream or
+        leaves the bus; close it and :meth:`unsubscribe` when done.
+        """
+        await self.client._watch_streams()
+        (ring_fd, wake_fd, info), owner = await self.client._call(
             self.path, C.CAMERA_IFACE, "Subscribe", "a{sv}",
             [{"corrected": Variant("b", corrected)}])
         info = unpack(info)
-        return StreamReader(int(info["id"]), ring_fd, wake_fd, info)
+        reader = StreamReader(int(info["id"]), ring_fd, wake_fd, info, owner)
+        self.client._register(self.path, reader)
+        return reader
 
     async def unsubscribe(self, sub_id: int) -> None:
+        self.client._forget(self.path, sub_id)
         await self.client.call(self.path, C.CAMERA_IFACE, "Unsubscribe", "u", [sub_id])
 
     async def stream(self, corrected: bool = True, timeout: float = 5.0) -> AsyncStream:
         """A stream of Frames (zero-copy views): ``async with await cam.stream() as s:``."""
         reader = await self.subscribe(corrected)
-        return AsyncStream(reader, lambda: self._unsubscribe_quietly(reader.id), timeout)
+        return AsyncStream(reader, lambda: self._unsubscribe_quietly(reader), timeout)
 
-    async def _unsubscribe_quietly(self, sub_id: int) -> None:
-        if self.client._bus is None:
-            return  # disconnected: the daemon already released the stream
+    async def _unsubscribe_quietly(self, reader: StreamReader) -> None:
+        self.client._forget(self.path, reader.id)
+        if self.client._bus is None or reader.ended is not None:
+            return  # disconnected, or the daemon ended the stream: nothing to release
         try:
-            await self.unsubscribe(sub_id)
+            await self.unsubscribe(reader.id)
         except CamhealError:
             pass
 

@@ -121,7 +121,10 @@ class Camera:
         """Iterator of Frames (zero-copy views valid until the next frame; ``.copy()`` keeps one).
 
         Use as ``with cam.stream() as frames: for frame in frames: ...``; iteration stops
-        after ``timeout`` seconds without a frame.
+        after ``timeout`` seconds without a frame, and raises
+        :class:`camheal.errors.StreamEnded` (with ``.reason``) when the daemon ends the stream:
+        camera removed or reconfigured, frame size changed, daemon shutting down, or
+        :class:`camheal.errors.ServiceLost` when camheald leaves the bus (crash, kill).
         """
         reader = self._client._run(self._cam.subscribe(corrected))
 
@@ -129,7 +132,7 @@ class Camera:
             if self._client._loop.is_closed():
                 return  # the client is closed: the daemon released the stream already
             try:
-                self._client._run(self._cam.unsubscribe(reader.id))
+                self._client._run(self._cam._unsubscribe_quietly(reader))
             except CamhealError:
                 pass
 

@@ -47,6 +47,26 @@ class NotImplementedByService(CamhealError):
     dbus_name = C.ERROR_NOT_IMPLEMENTED
 
 
+class StreamEnded(CamhealError):
+    """The daemon ended a stream; ``reason`` says why (camera removed or reconfigured, frame
+    size changed, daemon shutting down). Subscribe again to go on (when it makes sense).
+
+    Attributes:
+        reason: the daemon's one-line reason (the ``StreamEnded`` signal's ``s`` argument).
+        subscription: the subscription id the daemon ended.
+    """
+
+    def __init__(self, reason: str, subscription: int = 0) -> None:
+        super().__init__(f"stream {subscription} ended: {reason}")
+        self.reason = reason
+        self.subscription = subscription
+
+
+class ServiceLost(StreamEnded, ServiceUnavailable):
+    """camheald left the bus (crashed, killed or replaced) while a stream was open, or the bus
+    connection itself was lost. Also a :class:`ServiceUnavailable`."""
+
+
 _BY_NAME = {cls.dbus_name: cls for cls in (UnknownCamera, InvalidArgument, InvalidImage,
                                            TooLarge, NotAllowed, Busy, NotReady,
                                            NotImplementedByService)}

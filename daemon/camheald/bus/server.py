@@ -120,6 +120,7 @@ class Server:
         logger.info("stopping")
         sd_notify("STOPPING=1")
         ticker.cancel()
+        await self._end_streams("camheald is shutting down")
         await self._loop.run_in_executor(None, self.manager.stop)
         for hub in self.streams.values():
             hub.close()
@@ -222,6 +223,27 @@ class Server:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         logger.info("SIGHUP: reloaded %s", path)
+
+    async def _end_streams(self, reason: str) -> None:
+        """Tell every subscriber its stream ends, and wait until the bus has the signals."""
+        assert self.bus is not None
+        ended = 0
+        for cam_id, hub in self.streams.items():
+            iface = self._camera_ifaces.get(cam_id)
+            for sub_id in hub.subscription_ids():
+                if iface is not None:
+                    iface.StreamEnded(sub_id, reason)
+                    ended += 1
+        if not ended:
+            return
+        # messages leave in order: once the bus answers this, it has routed the signals
+        try:
+            await asyncio.wait_for(self.bus.call(Message(
+                destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
+                interface="org.freedesktop.DBus.Peer", member="Ping")), 2.0)
+        except (asyncio.TimeoutError, OSError, EOFError) as exc:
+            logger.warning("could not confirm that %d StreamEnded signal(s) left: %s", ended,
+                           exc)
 
     def _stream_ended(self, cam_id: str, sub: Subscription, reason: str) -> None:
         """From the capture thread: tell the subscriber its stream is gone."""
