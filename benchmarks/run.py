@@ -4,6 +4,9 @@
     python -m benchmarks.run --quick    # about 1-2 minutes, shorter windows, fewer configs;
                                         # writes .bench-out/BENCHMARKS-quick.md
     python -m benchmarks.run --report-only   # re-render the report from .bench-out/results.json
+    python -m benchmarks.run --skip model,stages,profile,ipc --runs 720p-1c,1080p30-4c --reps 3
+                                        # just those end-to-end runs (with their decode-only
+                                        # baselines); writes .bench-out/BENCHMARKS-partial.md
 
 Sections: end-to-end (daemon + SDK clients vs decode-only), model costs, IPC (bench_ipc.py),
 and a py-spy profile of the daemon at 1080p. Raw results: .bench-out/results.json.
@@ -49,11 +52,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    ".bench-out/results.json, or results-quick.json with --quick)")
     p.add_argument("--report-only", action="store_true",
                    help="only re-render the report from --results")
+    p.add_argument("--runs", default="", help="comma-separated end-to-end runs to keep (e.g. "
+                   "720p-1c,1080p30-4c; default: all of the mode); for quick comparisons")
+    p.add_argument("--reps", type=int, default=0, help="repetitions of each end-to-end run "
+                   "(default: 2, quick: 1)")
     args = p.parse_args(argv)
+    # a partial run (--quick, --runs) never overwrites the full report or its raw results
+    kind = "quick" if args.quick else "partial" if args.runs else ""
     if args.out is None:
-        args.out = OUT / "BENCHMARKS-quick.md" if args.quick else DOCS / "BENCHMARKS.md"
+        args.out = OUT / f"BENCHMARKS-{kind}.md" if kind else DOCS / "BENCHMARKS.md"
     if args.results is None:
-        args.results = OUT / ("results-quick.json" if args.quick else "results.json")
+        args.results = OUT / (f"results-{kind}.json" if kind else "results.json")
     return args
 
 
@@ -85,10 +94,11 @@ def plan(quick: bool, clips: dict[str, Path], synth: Path | None, shipped: Path 
 
 
 def run_e2e(res_clips: dict[str, Path], quick: bool, progress: Progress,
-            results: dict) -> None:
+            results: dict, only: set[str] | None = None, reps: int = 0) -> None:
     """Every end-to-end configuration, ``reps`` times interleaved, with decode-only baselines
     before, between and after (on a shared machine the best repetition is the fair one)."""
-    warmup, window, dec_s, reps = (1.0, 3.0, 2.0, 1) if quick else (2.0, 7.0, 3.0, 2)
+    warmup, window, dec_s, default_reps = (1.0, 3.0, 2.0, 1) if quick else (2.0, 7.0, 3.0, 2)
+    reps = reps or default_reps
     try:
         synth = detmodel.synthetic_onnx()
     except ImportError as exc:
@@ -100,6 +110,9 @@ def run_e2e(res_clips: dict[str, Path], quick: bool, progress: Progress,
         results["notes"].append("No detector at all: the end-to-end runs pass frames through "
                                 "without analysis or correction.")
     runs = plan(quick, res_clips, synth, shipped)
+    if only:
+        runs = [r for r in runs if r.name in only]
+        res_clips = {res: p for res, p in res_clips.items() if any(r.res == res for r in runs)}
     progress.grow(reps * len(runs) + len(res_clips) * (reps + 1))
     results.update(e2e_window_s=window, e2e_reps=reps)
     decode: dict[str, list[dict]] = {res: [] for res in res_clips}
@@ -216,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
                                  for res, p in clips.items()}
             progress.advance()
         if "e2e" not in skip:
-            run_e2e(clips, args.quick, progress, results)
+            only = {r for r in args.runs.split(",") if r} or None
+            run_e2e(clips, args.quick, progress, results, only, args.reps)
         if "profile" not in skip:
             run_profile(clips["1080p"], args.quick, progress, results)
         if "ipc" not in skip:
