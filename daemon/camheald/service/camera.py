@@ -17,6 +17,7 @@ from camheald.capture.base import Source, SourceClosed
 from camheald.service.defects import Defect, DefectEvent, DefectTracker
 from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
+from camheald.vision.correct import Correction, apply_global
 from camheald.vision.types import Analysis
 
 if TYPE_CHECKING:
@@ -27,14 +28,21 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class PublishedFrame:
-    """A frame as handed to clients: never modified after publication."""
+    """A frame as handed to consumers: never modified after publication.
 
-    image: np.ndarray  # HxWx3 uint8 RGB
+    A corrected frame is published *pending*: ``image`` holds the captured pixels and
+    ``correction`` the global correction still to apply. Consumers that need corrected pixels
+    render them where they need them (:meth:`Camera.render` straight into a ring slot,
+    :meth:`Camera.snapshot` into a private array), so nothing is corrected that nobody reads.
+    """
+
+    image: np.ndarray  # HxWx3 uint8 RGB (with ``correction`` set: the pixels it applies to)
     seq: int
     timestamp_ns: int  # CLOCK_MONOTONIC capture time
     corrected: bool
     scores: dict[str, float] = field(default_factory=dict)
     actions: tuple[str, ...] = ()
+    correction: Correction | None = None  # still to apply to ``image``; None: image is final
 
 
 FrameSink = Callable[[PublishedFrame, PublishedFrame], None]
@@ -89,9 +97,9 @@ class Camera:
         self._fps_window = (time.monotonic(), 0)
         # capture -> process hand-off: decoding and correction run on two cores in parallel
         self._queue: queue.Queue[tuple[np.ndarray, int]] = queue.Queue(maxsize=2)
-        self._captured = 0
-        self._pool: list[np.ndarray] = []  # corrected-frame buffers, reused in turn
-        self._pool_next = 0
+        # what the current analysis means for every frame until the next one (built once)
+        self._plan: tuple[Analysis | None, bool, dict[str, float], Correction | None,
+                          tuple[str, ...]] = (None, False, {}, None, ())
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -129,13 +137,29 @@ class Camera:
             return self._corrected if corrected else self._raw
 
     def snapshot(self, corrected: bool = True) -> PublishedFrame | None:
-        """The newest frame with a private copy of its pixels (blocking ~1 ms at 1080p)."""
+        """The newest frame with private, final pixels (blocking: ~1 ms at 1080p for a copy,
+        ~4 ms when the correction is applied)."""
         with self._lock:
             frame = self._corrected if corrected else self._raw
-            if frame is None:
-                return None
-            return PublishedFrame(frame.image.copy(), frame.seq, frame.timestamp_ns,
-                                  frame.corrected, frame.scores, frame.actions)
+        if frame is None:
+            return None
+        # a source hands out a new array per frame, never reused: no lock needed to read it
+        image = self.render(frame, np.empty_like(frame.image))
+        return PublishedFrame(image, frame.seq, frame.timestamp_ns, frame.corrected,
+                              frame.scores, frame.actions)
+
+    def render(self, frame: PublishedFrame, out: np.ndarray) -> np.ndarray:
+        """Write a frame's final pixels into ``out`` (HxWx3 uint8, C-contiguous, e.g. a ring
+        slot): its pending correction applied, or a copy. Times the correction into
+        ``Stats.correct_ms``."""
+        if frame.correction is None:
+            np.copyto(out, frame.image)
+            return out
+        t0 = time.perf_counter()
+        apply_global(frame.image, frame.correction, out)
+        self.stats.correct_ms = 0.9 * self.stats.correct_ms + \
+            100.0 * (time.perf_counter() - t0)
+        return out
 
     def wait_frame(self, after_seq: int, timeout: float) -> PublishedFrame | None:
         """Block (in a worker thread) until a frame newer than ``after_seq`` exists."""
@@ -273,48 +297,59 @@ class Camera:
             except Exception:  # noqa: BLE001 - one bad frame must not stop the camera
                 logger.exception("camera %s: processing a frame failed", self.id)
 
-    def _out_buffer(self, image: np.ndarray) -> np.ndarray:
-        """The next of three reusable corrected-frame buffers (no per-frame allocation).
+    def _plan_for(self, analysis: Analysis | None) -> tuple[dict[str, float], Correction | None,
+                                                          tuple[str, ...]]:
+        """(scores, correction to apply or None, actions) for frames under ``analysis``.
 
-        Three, because the buffer written now must be neither the one published (clients
-        may be reading it) nor the one before it (a snapshot may be copying it).
+        Built once per analysis and correction setting, shared by every frame until the
+        next one. Same decision as ``VisionEngine.correct``: the analysis' correction when
+        correction is on; an identity correction is skipped (the pixels would not change)
+        but its actions are still reported, as before.
         """
-        if not self._pool or self._pool[0].shape != image.shape:
-            self._pool = [np.empty_like(image) for _ in range(3)]
-        self._pool_next = (self._pool_next + 1) % len(self._pool)
-        return self._pool[self._pool_next]
+        enabled = self.correct_enabled
+        plan = self._plan
+        if plan[0] is analysis and plan[1] == enabled:
+            return plan[2], plan[3], plan[4]
+        scores = dict(analysis.scores) if analysis else {}
+        correction, actions = None, ()
+        if enabled and analysis is not None and analysis.correction is not None \
+                and self.vision.ready:
+            correction, actions = analysis.correction, tuple(analysis.actions)
+            if correction.is_identity:
+                correction = None
+        self._plan = (analysis, enabled, scores, correction, actions)
+        return scores, correction, actions
 
     def _process(self, image: np.ndarray, ts: int) -> None:
+        """Publish one frame, then do the per-frame bookkeeping.
+
+        Consumers come first (the stream rings render the correction straight into their
+        slots and wake their clients): everything else a frame needs (frame rate, freeze
+        thumbnail, analysis hand-off, health) happens after the clients were woken.
+        """
         self.stats.frames += 1
         seq = self.stats.frames
+        scores, correction, actions = self._plan_for(self._analysis)
+        raw = PublishedFrame(image, seq, ts, False, scores)
+        corrected = PublishedFrame(image, seq, ts, True, scores, actions, correction)
+        with self._lock:
+            self._raw, self._corrected = raw, corrected
+            sinks = self._sinks
+            self._new_frame.notify_all()
+        for sink in sinks:
+            try:
+                sink(raw, corrected)
+            except Exception:  # noqa: BLE001 - one bad consumer must not stop capture
+                logger.exception("camera %s: frame sink failed", self.id)
         self._update_fps(ts)
         # freeze detection needs a tiny grey view only: subsample before converting
         step = max(1, min(image.shape[0], image.shape[1]) // 96)
         thumb = cv2.resize(cv2.cvtColor(image[::step, ::step], cv2.COLOR_RGB2GRAY), (32, 24),
                            interpolation=cv2.INTER_AREA)
         self._maybe_submit(image)
-        analysis = self._analysis
-        scores = dict(analysis.scores) if analysis else {}
-        corrected_img, actions = image, ()
-        if self.correct_enabled:
-            t0 = time.perf_counter()
-            corrected_img, actions = self.vision.correct(image, analysis,
-                                                         self._out_buffer(image))
-            self.stats.correct_ms = 0.9 * self.stats.correct_ms + \
-                100.0 * (time.perf_counter() - t0)
-        raw = PublishedFrame(image, seq, ts, False, scores, ())
-        corrected = PublishedFrame(corrected_img, seq, ts, True, scores, tuple(actions))
         with self._lock:
-            self._raw, self._corrected = raw, corrected
             events = self.health.observe_frame(thumb, ts / 1e9)
-            sinks = self._sinks
-            self._new_frame.notify_all()
         self._emit(events)
-        for sink in sinks:
-            try:
-                sink(raw, corrected)
-            except Exception:  # noqa: BLE001 - one bad consumer must not stop capture
-                logger.exception("camera %s: frame sink failed", self.id)
 
     def _update_fps(self, ts: int) -> None:
         start, count = self._fps_window

@@ -46,10 +46,11 @@ EndedCallback = Callable[[Subscription, str], None]
 class StreamHub:
     """Streams of one camera. Rings exist only while someone subscribes to them.
 
-    The capture thread writes frames (``_sink``); the event loop subscribes and unsubscribes.
-    One lock orders both, so a waiter's eventfd is never closed while it is being signalled.
-    A slow client cannot slow capture: writing is a copy into the ring and a non-blocking
-    eventfd bump per subscriber, whatever the subscribers do.
+    The processing thread writes frames (``_sink``); the event loop subscribes and
+    unsubscribes. One lock orders both, so a waiter's eventfd is never closed while it is
+    being signalled. A slow client cannot slow capture: writing is a copy (raw) or the
+    correction (corrected) into the ring and a non-blocking eventfd bump per subscriber,
+    whatever the subscribers do.
     """
 
     def __init__(self, camera: Camera, slots: int = 4, max_subscriptions: int = 32,
@@ -64,6 +65,8 @@ class StreamHub:
         self._subs: dict[int, Subscription] = {}
         self._attached = False
         self.frames_written = 0
+        self._meta_cache: dict[bool, tuple[tuple[int, tuple[str, ...], bool],
+                                           dict[str, float], bytes]] = {}
 
     # -- loop side ---------------------------------------------------------------------------
     def subscribe(self, owner: str, corrected: bool) -> Grant:
@@ -158,8 +161,14 @@ class StreamHub:
             self.camera.remove_sink(self._sink)
             self._attached = False
 
-    # -- capture thread ------------------------------------------------------------------------
+    # -- processing thread ---------------------------------------------------------------------
     def _sink(self, raw: PublishedFrame, corrected: PublishedFrame) -> None:
+        """Publish one frame to the rings that have subscribers.
+
+        The raw ring gets a copy; the corrected ring gets the correction rendered straight
+        into its slot (no intermediate frame, no copy). Each ring wakes its subscribers as
+        soon as its slot is sealed.
+        """
         with self._lock:
             for is_corrected, frame in ((False, raw), (True, corrected)):
                 ring = self._rings.get(is_corrected)
@@ -169,8 +178,19 @@ class StreamHub:
                 if (ring.width, ring.height) != (w, h):
                     self._replace_ring(is_corrected, w, h)  # ends the old streams
                     continue
-                meta = json.dumps({"scores": frame.scores, "actions": list(frame.actions),
-                                   "corrected": frame.corrected},
-                                  separators=(",", ":")).encode()
-                ring.write(frame.image, frame.seq, frame.timestamp_ns, meta)
+                with ring.writing(frame.seq, frame.timestamp_ns) as slot:
+                    slot.set_meta(self._meta(frame))
+                    self.camera.render(frame, slot.image)
                 self.frames_written += 1
+
+    def _meta(self, frame: PublishedFrame) -> bytes:
+        """The ring metadata of a frame, encoded once per analysis (scores and actions change
+        only when a new analysis arrives)."""
+        key = (id(frame.scores), frame.actions, frame.corrected)
+        cached = self._meta_cache.get(frame.corrected)
+        if cached is not None and cached[0] == key and cached[1] is frame.scores:
+            return cached[2]
+        meta = json.dumps({"scores": frame.scores, "actions": list(frame.actions),
+                           "corrected": frame.corrected}, separators=(",", ":")).encode()
+        self._meta_cache[frame.corrected] = (key, frame.scores, meta)
+        return meta
