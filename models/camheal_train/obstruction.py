@@ -197,3 +197,9 @@ def obstruct(img: np.ndarray, rng: np.random.Generator
             break
     sev = float(np.clip(np.sqrt(cover / 0.4), 0.1, 1.0))
     return np.clip(out, 0, 1).astype(np.float32), alpha.astype(np.float32), sev, kind
+
+
+def obstruction_mask(kind: str, h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Only the HxW float32 alpha map in [0, 1] of one obstruction kind (for hole masks)."""
+    _, alpha = KINDS[kind](np.full((h, w, 3), 0.5, np.float32), rng)
+    return alpha.astype(np.float32)
