@@ -1,12 +1,36 @@
-"""Classical local restoration used by the offline tools: denoising and sharpening.
+"""Local restoration: learned networks (ONNX Runtime) and classical OpenCV fallbacks.
 
-Strength follows the detector's severity estimate (0..1). OpenCV only.
+Learned (``camheal_restore.onnx``, ``camheal_inpaint.onnx`` from the camheal_weights package;
+trained by ``camheal_train.restore_train``, see models/RESTORE_CARD.md):
+
+    net = LearnedRestorer.load()      # deblur + denoise, blind: HxWx3 uint8 -> HxWx3 uint8
+    fill = LearnedInpainter.load()    # fill(rgb, mask): mask > 0 pixels replaced
+
+Both run in overlapping tiles so that memory stays bounded on big images. Classical (cheap,
+for the CPU stream): ``denoise`` / ``sharpen``, whose strength follows the detector's
+severity estimate (0..1).
 """
 
 from __future__ import annotations
 
+import hashlib
+import importlib.resources
+import logging
+import os
+import threading
+from pathlib import Path
+
 import cv2
 import numpy as np
+
+from camheald.inference import backends
+from camheald.vision.detector import MAX_MODEL_BYTES, WEIGHTS_PACKAGE, ModelError
+
+logger = logging.getLogger(__name__)
+
+RESTORE_FILE = "camheal_restore.onnx"
+INPAINT_FILE = "camheal_inpaint.onnx"
+INPUT, OUTPUT = "image", "output"
 
 _NLM_MAX_PIXELS = 4_000_000
 
@@ -43,3 +67,209 @@ def sharpen(rgb: np.ndarray, severity: float) -> np.ndarray:
     amount = 0.6 + 1.2 * s
     blurred = cv2.GaussianBlur(rgb, (0, 0), sigma)
     return cv2.addWeighted(rgb, 1.0 + amount, blurred, -amount, 0)
+
+
+def shipped(file: str) -> Path:
+    """Path of a network shipped in the camheal_weights package (it may not exist)."""
+    return Path(str(importlib.resources.files(WEIGHTS_PACKAGE).joinpath(file)))
+
+
+def _session(path: Path, threads: int, backend: str):
+    """An ONNX Runtime session through camheald.inference.backends (dynamic sizes: no
+    TensorRT, whose engines here have static shapes)."""
+    if not path.is_file():
+        raise ModelError(f"{path}: model file not found (train and export it: see "
+                         "models/RESTORE_CARD.md)")
+    size = path.stat().st_size
+    if size == 0 or size > MAX_MODEL_BYTES:
+        raise ModelError(f"{path}: model file has an implausible size ({size} bytes)")
+    data = path.read_bytes()
+    if backends.uses_external_data(data):
+        raise ModelError(f"{path}: models with ONNX external data are not supported")
+    try:
+        if backend == "auto" and backends.ort_gpu_providers():
+            try:
+                sess = backends.OrtBackend(data, threads, [*backends.ort_gpu_providers(),
+                                                           "CPUExecutionProvider"])
+            except Exception as exc:  # noqa: BLE001 - a broken GPU provider: use the CPU
+                logger.warning("%s: GPU providers failed (%s); using the CPU", path.name, exc)
+                sess = backends.create(path, data, "onnxruntime", threads)
+        elif backend in ("auto", "onnxruntime"):
+            sess = backends.create(path, data, "onnxruntime", threads)
+        else:
+            raise backends.BackendError(f"backend {backend!r} cannot run {path.name} "
+                                        "(use onnxruntime or auto)")
+    except backends.BackendError:
+        raise
+    except Exception as e:  # onnxruntime raises several unrelated types
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelError(f"{path}: not a loadable ONNX model ({msg[:200]})") from None
+    return sess, data
+
+
+class TiledNet:
+    """A camheal restoration ONNX (input ``image`` B,C,H,W -> ``output`` B,3,H,W) run on an
+    image in tiles: each tile sees ``overlap`` pixels of real context on every side and only
+    its centre is kept, so the result matches a single pass up to the network's (small)
+    influence beyond ``overlap`` pixels. Thread-safe (one inference at a time)."""
+
+    def __init__(self, session, task: str, multiple: int, in_channels: int, name: str,
+                 tile: int = 768, overlap: int = 64):
+        self._session = session
+        self._lock = threading.Lock()
+        self.task, self.multiple, self.in_channels, self.name = task, multiple, in_channels, name
+        m = multiple
+        self.tile = max(m, tile // m * m)
+        self.overlap = -(-max(0, overlap) // m) * m  # a multiple keeps the tiles' pixel grid
+        self.backend = getattr(session, "name", "onnxruntime:cpu")
+
+    @classmethod
+    def load(cls, task: str, path: str | os.PathLike | None = None, threads: int = 1,
+             backend: str = "onnxruntime", tile: int = 768, overlap: int = 64) -> TiledNet:
+        """Load a restoration ONNX (None: the shipped one for ``task``) and warm it up.
+
+        Raises:
+            ModelError: missing/corrupt file, external data, or not a ``task`` network.
+        """
+        p = Path(path) if path is not None else shipped(
+            RESTORE_FILE if task == "restore" else INPAINT_FILE)
+        sess, data = _session(p, threads, backend)
+        meta_sess = sess if isinstance(sess, backends.OrtBackend) else backends.OrtBackend(data)
+        meta = meta_sess.metadata
+        if meta_sess.inputs != [INPUT] or meta_sess.outputs != [OUTPUT] \
+                or meta.get("camheal.task") != task:
+            raise ModelError(f"{p}: not a camheal {task} network (inputs {meta_sess.inputs}, "
+                             f"task {meta.get('camheal.task')!r})")
+        try:
+            multiple = int(meta["camheal.multiple"])
+            channels = int(meta["camheal.in_channels"])
+        except (KeyError, ValueError):
+            raise ModelError(f"{p}: camheal.multiple/in_channels metadata missing") from None
+        name = f"{p.name}@{hashlib.sha256(data).hexdigest()[:8]}"
+        net = cls(sess, task, multiple, channels, name, tile, overlap)
+        try:
+            net.run(np.zeros((multiple, multiple, channels), np.float32))
+        except Exception as e:
+            raise ModelError(f"{p}: warm-up inference failed ({e})") from None
+        logger.info("loaded %s on %s (%d threads)", name, net.backend, threads)
+        return net
+
+    def _pass(self, x: np.ndarray) -> np.ndarray:
+        """One inference on HxWxC float32 (any size: reflect-padded to the multiple)."""
+        h, w = x.shape[:2]
+        m = self.multiple
+        ph, pw = -h % m, -w % m
+        if ph or pw:
+            mode = "reflect" if h > ph and w > pw else "edge"
+            x = np.pad(x, ((0, ph), (0, pw), (0, 0)), mode=mode)
+        feed = np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+        with self._lock:
+            y = self._session.run([OUTPUT], {INPUT: feed})[0]
+        return y[0, :, :h, :w].transpose(1, 2, 0)
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """HxWxC float32 in [0, 1] -> HxWx3 float32 (not clipped), tile by tile."""
+        if x.ndim != 3 or x.shape[2] != self.in_channels:
+            raise ValueError(f"expected HxWx{self.in_channels} input, got {x.shape}")
+        h, w = x.shape[:2]
+        t, o = self.tile, self.overlap
+        if h <= t + 2 * o and w <= t + 2 * o:
+            return self._pass(x)
+        out = np.empty((h, w, 3), np.float32)
+        for y0 in range(0, h, t):
+            for x0 in range(0, w, t):
+                y1, x1 = min(h, y0 + t), min(w, x0 + t)
+                ya, xa = max(0, y0 - o), max(0, x0 - o)
+                yb, xb = min(h, y1 + o), min(w, x1 + o)
+                res = self._pass(x[ya:yb, xa:xb])
+                out[y0:y1, x0:x1] = res[y0 - ya:y1 - ya, x0 - xa:x1 - xa]
+        return out
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+class LearnedRestorer:
+    """Blind deblurring + denoising network (``camheal_restore.onnx``)."""
+
+    def __init__(self, net: TiledNet):
+        self.net = net
+        self.name = net.name
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
+             backend: str = "onnxruntime", tile: int = 768, overlap: int = 64
+             ) -> LearnedRestorer:
+        """Load (None: the shipped weights). Raises ModelError when missing or unusable."""
+        return cls(TiledNet.load("restore", path, threads, backend, tile, overlap))
+
+    def restore(self, rgb: np.ndarray) -> np.ndarray:
+        """Deblur and denoise a frame.
+
+        Args:
+            rgb: HxWx3 uint8 RGB, any size.
+
+        Returns:
+            HxWx3 uint8 (a new array).
+        """
+        return _to_u8(self.net.run(rgb.astype(np.float32) * (1.0 / 255.0)))
+
+
+class LearnedInpainter:
+    """Hole-filling network (``camheal_inpaint.onnx``), run on the box around the mask."""
+
+    def __init__(self, net: TiledNet, context: int = 64):
+        self.net = net
+        self.name = net.name
+        self.context = context
+
+    @classmethod
+    def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
+             backend: str = "onnxruntime", tile: int = 768, overlap: int = 64
+             ) -> LearnedInpainter:
+        """Load (None: the shipped weights). Raises ModelError when missing or unusable."""
+        return cls(TiledNet.load("inpaint", path, threads, backend, tile, overlap))
+
+    def fill(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Replace the pixels under ``mask`` by the network's fill.
+
+        Args:
+            rgb: HxWx3 uint8 RGB (what is under the mask is ignored).
+            mask: HxW, >0 = hole.
+
+        Returns:
+            HxWx3 uint8, equal to ``rgb`` outside the mask (a new array).
+        """
+        hole = mask > 0
+        out = rgb.copy()
+        if not hole.any():
+            return out
+        ys, xs = np.nonzero(hole)
+        c, (h, w) = self.context, hole.shape
+        y0, y1 = max(0, int(ys.min()) - c), min(h, int(ys.max()) + c + 1)
+        x0, x1 = max(0, int(xs.min()) - c), min(w, int(xs.max()) + c + 1)
+        m = hole[y0:y1, x0:x1].astype(np.float32)[..., None]
+        x = np.concatenate([rgb[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0) * (1.0 - m),
+                            m], 2)
+        box = out[y0:y1, x0:x1]
+        box[hole[y0:y1, x0:x1]] = _to_u8(self.net.run(x))[hole[y0:y1, x0:x1]]
+        return out
+
+
+_loaded: dict[str, object] = {}
+_load_lock = threading.Lock()
+
+
+def shared(kind: str) -> LearnedRestorer | LearnedInpainter | None:
+    """The shipped network ``kind`` ("restore" or "inpaint"), loaded once per process; None
+    (logged once) when its weights are missing or unusable, so callers fall back to OpenCV."""
+    with _load_lock:
+        if kind not in _loaded:
+            cls = LearnedRestorer if kind == "restore" else LearnedInpainter
+            try:
+                _loaded[kind] = cls.load()
+            except (ModelError, backends.BackendError) as e:
+                logger.info("learned %s unavailable, using OpenCV (%s)", kind, e)
+                _loaded[kind] = None
+        return _loaded[kind]  # type: ignore[return-value]
