@@ -35,6 +35,9 @@ class RunSpec:
     model: Path | None = None
     model_label: str = "none"
     analyze_fps: float = 5.0
+    # subscribers that never read: the daemon corrects and writes the ring for them and bumps
+    # their eventfd, but no client wakes up (the baseline for what waking clients costs)
+    idle_subscribers: int = 0
 
 
 @dataclass
@@ -57,7 +60,8 @@ class RunResult:
     latency_p99_ms: float
     skipped: int
     analyze_ms: float
-    correct_ms: float
+    correct_ms: float  # the daemon's moving average at the end of the window
+    correct_ms_mean: float  # mean correction over the window (NaN: none, or an old daemon)
     analyses: int
     actions: list[str]
     loadavg: tuple[float, float, float]
@@ -129,11 +133,21 @@ class Daemon:
         self._log.close()
 
 
-def _spawn_clients(n: int, address: str, corrected: bool) -> list[subprocess.Popen[str]]:
+def _spawn_clients(n: int, address: str, corrected: bool, idle: bool = False
+                   ) -> list[subprocess.Popen[str]]:
     kind = "corrected" if corrected else "raw"
-    return [subprocess.Popen([PY, "-m", "benchmarks.client", address, kind],
+    extra = ["idle"] if idle else []
+    return [subprocess.Popen([PY, "-m", "benchmarks.client", address, kind, *extra],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
             for _ in range(n)]
+
+
+def _mean_correct_ms(s0: dict, s1: dict) -> float:
+    """Mean correction over the window, from the daemon's running totals."""
+    n = int(s1.get("corrections", 0)) - int(s0.get("corrections", 0))
+    if "correct_total_ms" not in s1 or n <= 0:
+        return float("nan")
+    return (float(s1["correct_total_ms"]) - float(s0["correct_total_ms"])) / n
 
 
 def _stats(address: str) -> dict:
@@ -154,6 +168,8 @@ def run(spec: RunSpec, warmup_s: float, window_s: float, profiler=None) -> RunRe
         try:
             daemon.wait_ready()
             clients = _spawn_clients(spec.clients, address, spec.correct)
+            idle = _spawn_clients(spec.idle_subscribers, address, spec.correct, idle=True)
+            clients += idle
             for c in clients:
                 assert c.stdout is not None
                 line = c.stdout.readline().strip()
@@ -178,6 +194,7 @@ def run(spec: RunSpec, warmup_s: float, window_s: float, profiler=None) -> RunRe
             load = loadavg()
             reports = [json.loads(c.communicate(timeout=60)[0].strip().splitlines()[-1])
                        for c in clients]
+            reports = [r for r in reports if not r.get("idle")]
         finally:
             for c in clients:
                 if c.poll() is None:
@@ -201,6 +218,7 @@ def run(spec: RunSpec, warmup_s: float, window_s: float, profiler=None) -> RunRe
         latency_p50_ms=pct(lat, 50), latency_p99_ms=pct(lat, 99),
         skipped=sum(r["skipped"] for r in reports),
         analyze_ms=float(s1.get("analyze_ms", 0.0)), correct_ms=float(s1.get("correct_ms", 0.0)),
+        correct_ms_mean=_mean_correct_ms(s0, s1),
         analyses=int(s1.get("analyses", 0)) - int(s0.get("analyses", 0)),
         actions=sorted({a for r in reports for a in r.get("actions", [])}),
         loadavg=load, busy_cores=(m1[0] - m0[0]) / (m1[1] - m0[1]) * (os.cpu_count() or 1),

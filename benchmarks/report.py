@@ -20,6 +20,7 @@ from benchmarks.sections import (
 )
 from benchmarks.tables import (
     best_run,
+    correct_mean,
     decode_cpu_ms,
     decode_fps,
     det,
@@ -75,20 +76,28 @@ def headline(results: dict) -> tuple[str, list[str]]:
         extra = f" (with the shared preprocessing: {ta / oa:.1f}×)" if oa and ta else ""
         rows.append(["Detector, PyTorch eager ÷ ONNX Runtime, network alone, 1 thread, "
                      "CPU per call", f"**{ti / oi:.1f}×**{extra}", "≥ 2×", ok(ti / oi >= 2)])
-    p0, p4 = best_run(results, "1080p30-0c"), best_run(results, "1080p30-4c")
+    # since the daemon corrects only what is consumed, "0 clients" no longer does the same
+    # work minus delivery: the baseline is one subscriber that never reads (the correction
+    # and the ring write happen, no client is woken); older results only have 0c
+    base_name = "1080p30-idle" if best_run(results, "1080p30-idle") else "1080p30-0c"
+    p0, p4 = best_run(results, base_name), best_run(results, "1080p30-4c")
     if p4 is not None:
         cmin = min(p4["client_fps"]) if p4["client_fps"] else None
         rows.append(["1080p30, 4 clients: slowest client fps", f(cmin), "≥ 29 fps (issue 5)",
                      ok(cmin is not None and cmin >= 29)])
-        rows.append(["1080p30, 4 clients: latency p99 (correction ≈ "
-                     f"{p4['correct_ms']:.1f} ms of it)", f(p4["latency_p99_ms"], 1, " ms"),
+        corr = correct_mean(p4)
+        rows.append(["1080p30, 4 clients: latency p99, and p99 − the window's mean correction "
+                     f"({corr:.1f} ms)", f"{f(p4['latency_p99_ms'], 1, ' ms')}; on top: "
+                     f"**{p4['latency_p99_ms'] - corr:.1f} ms**",
                      "≤ 10 ms on top of processing (issue 5)",
-                     ok(p4["latency_p99_ms"] - p4["correct_ms"] <= 10)])
+                     ok(p4["latency_p99_ms"] - corr <= 10)])
         if p0 is not None:
-            m0, m4 = mean_cpu_ms(results, "1080p30-0c"), mean_cpu_ms(results, "1080p30-4c")
+            m0, m4 = mean_cpu_ms(results, base_name), mean_cpu_ms(results, "1080p30-4c")
             delta = (m4 - m0) * 30 / 1000 * 100 if m0 is not None and m4 is not None else None
+            what = ("1 subscriber that never reads" if base_name.endswith("idle")
+                    else "0 clients")
             rows.append(["1080p30: daemon CPU for delivery to 4 clients: (CPU ms/frame with 4 "
-                         "clients − with 0) × 30 fps, mean of repetitions",
+                         f"clients − with {what}) × 30 fps, mean of repetitions",
                          f"{delta:+.1f} % of a core" if delta is not None else "–",
                          "≤ 5 % of one core (issue 5)",
                          ok(delta <= 5) if delta is not None else "–"])

@@ -86,6 +86,8 @@ def plan(quick: bool, clips: dict[str, Path], synth: Path | None, shipped: Path 
     if not quick and "1080p" in clips:
         clip = clips["1080p"]
         runs += [e2e.RunSpec("1080p30-0c", "1080p", clip, 0, True, 30.0, model, label),
+                 e2e.RunSpec("1080p30-idle", "1080p", clip, 0, True, 30.0, model, label,
+                             idle_subscribers=1),
                  e2e.RunSpec("1080p30-4c", "1080p", clip, 4, True, 30.0, model, label)]
         if shipped is not None and synth is not None:
             runs.append(e2e.RunSpec("1080p-1c-shipped", "1080p", clip, 1, True, 0.0, shipped,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks import plot
-from benchmarks.tables import best_run, decode_fps, det, f, reps, table
+from benchmarks.tables import best_run, correct_mean, decode_fps, det, f, reps, table
 
 PROFILE_BEGIN = "<!-- profile-notes:begin (hand-written, kept by benchmarks.run) -->"
 PROFILE_END = "<!-- profile-notes:end -->"
@@ -58,7 +58,7 @@ def e2e_section(results: dict, img_dir: Path) -> str:
             f"{min(cf):.1f} / {sum(cf) / len(cf):.1f}" if cf else "–",
             f"{f(r['latency_p50_ms'])} / {f(r['latency_p99_ms'])}" if cf else "–",
             f(r["daemon_cpu_ms_per_frame"], 2), f(r["daemon_cpu_pct"], 0, " %"),
-            f(r["correct_ms"], 1), busy])
+            f(correct_mean(r), 1), busy])
     out.append("\n**End-to-end runs** (`720p-1c` = 720p, 1 client; `1080p30` = source paced "
                "at 30 fps; `shipped` = the shipped detector instead of the synthetic "
                "worst case):\n")
@@ -77,9 +77,13 @@ def e2e_section(results: dict, img_dir: Path) -> str:
         "\"synthetic worst case\" is the detector network with a head that always asks for a "
         "tone curve and a colour matrix, so every frame pays the full correction (see "
         "`benchmarks/detmodel.py`); \"shipped\" is `models/weights/camheal_detector.onnx`, "
-        "which corrects only when it detects a global anomaly. `analyze_ms`/`correct_ms` are "
-        "the daemon's own Stats (last analysis; moving average of the correction). Clients "
-        "read the newest frame, so a slow client skips frames instead of queueing them.")
+        "which corrects only when it detects a global anomaly. *correct_ms*: the mean time of "
+        "one frame's correction over the window, from the daemon's own Stats "
+        "(Δ`correct_total_ms` ÷ Δ`corrections`; the daemon corrects only frames a consumer "
+        "takes corrected, so runs without clients show none). `1080p30-idle`: one "
+        "subscriber that never reads, so the daemon corrects and writes the ring but wakes "
+        "nobody (the baseline of the delivery cost). Clients read the newest frame, so a "
+        "slow client skips frames instead of queueing them.")
     img = _e2e_plot(results, img_dir)
     if img:
         out.append(f"\n![End-to-end frame rates]({img})")

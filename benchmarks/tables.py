@@ -34,6 +34,15 @@ def best_run(results: dict, name: str) -> dict | None:
     return max(found, key=lambda r: r["pipeline_fps"]) if found else None
 
 
+def correct_mean(run: dict) -> float:
+    """A run's mean correction time over its window (older results: the end-of-window moving
+    average)."""
+    mean = run.get("correct_ms_mean")
+    if mean is None or not math.isfinite(mean):
+        return float(run["correct_ms"])
+    return float(mean)
+
+
 def mean_cpu_ms(results: dict, name: str) -> float | None:
     found = reps(results, name)
     return sum(r["daemon_cpu_ms_per_frame"] for r in found) / len(found) if found else None

@@ -15,12 +15,22 @@ from camheal.frame import Frame
 from camheal.ring import RingFrame, RingReader
 
 
-def to_frame(rf: RingFrame) -> Frame:
-    """A Frame whose image is a read-only view into the ring (valid until overwritten)."""
+def parse_meta(blob: bytes) -> dict[str, Any]:
+    """A ring frame's metadata blob as a dict ({} when empty or not JSON)."""
     try:
-        meta = json.loads(rf.meta) if rf.meta else {}
+        meta = json.loads(blob) if blob else {}
     except ValueError:
-        meta = {}
+        return {}
+    return meta if isinstance(meta, dict) else {}
+
+
+def to_frame(rf: RingFrame, meta: dict[str, Any] | None = None) -> Frame:
+    """A Frame whose image is a read-only view into the ring (valid until overwritten).
+
+    ``meta``: the already parsed ``rf.meta`` (parsed here when None).
+    """
+    if meta is None:
+        meta = parse_meta(rf.meta)
     return Frame(image=rf.image, seq=rf.seq, timestamp_ns=rf.timestamp_ns,
                  corrected=bool(meta.get("corrected", True)),
                  scores=dict(meta.get("scores", {})), actions=tuple(meta.get("actions", ())),
@@ -49,6 +59,8 @@ class StreamReader:
         self._error: tuple[type[StreamEnded], str] | None = None
         self._end_at = 0  # ring writes published when the end was recorded
         self._lock = threading.Lock()  # end() runs on the client's loop, close() anywhere
+        self._meta_blob: bytes | None = None  # the last metadata blob and its parse
+        self._meta: dict[str, Any] = {}
         # readable once the stream has ended: wakes a reader blocked on the ring's eventfd
         self._end_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
 
@@ -84,7 +96,11 @@ class StreamReader:
         if self._error is not None and (rf is None or rf.write_no > self._end_at):
             error, reason = self._error
             raise error(reason, self.id)
-        return None if rf is None else to_frame(rf)
+        if rf is None:
+            return None
+        if rf.meta != self._meta_blob:  # the daemon's metadata changes with each analysis
+            self._meta_blob, self._meta = rf.meta, parse_meta(rf.meta)
+        return to_frame(rf, self._meta)
 
     def wait(self, timeout: float | None) -> bool:
         """Block until a frame is announced or the stream ends; False after ``timeout`` s."""

@@ -55,7 +55,9 @@ class CameraStats:
     fps: float = 0.0
     analyses: int = 0
     analyze_ms: float = 0.0
-    correct_ms: float = 0.0
+    correct_ms: float = 0.0  # moving average of one correction
+    corrections: int = 0  # frames corrected (only those a consumer needed)
+    correct_total_ms: float = 0.0  # time spent correcting them (means over any window)
     reconnects: int = 0
     dropped: int = 0  # captured but not processed (processing fell behind a live camera)
     source_errors: int = 0
@@ -157,8 +159,11 @@ class Camera:
             return out
         t0 = time.perf_counter()
         apply_global(frame.image, frame.correction, out)
-        self.stats.correct_ms = 0.9 * self.stats.correct_ms + \
-            100.0 * (time.perf_counter() - t0)
+        ms = (time.perf_counter() - t0) * 1e3
+        s = self.stats
+        s.correct_ms = 0.9 * s.correct_ms + 0.1 * ms
+        s.corrections += 1
+        s.correct_total_ms += ms
         return out
 
     def wait_frame(self, after_seq: int, timeout: float) -> PublishedFrame | None:
@@ -204,6 +209,7 @@ class Camera:
         return {
             "frames": s.frames, "fps": round(s.fps, 2), "analyses": s.analyses,
             "analyze_ms": round(s.analyze_ms, 2), "correct_ms": round(s.correct_ms, 2),
+            "corrections": s.corrections, "correct_total_ms": round(s.correct_total_ms, 3),
             "reconnects": s.reconnects, "dropped": s.dropped, "source_errors": s.source_errors,
             "last_error": s.last_error, "model": self.vision.name or "none",
             "backend": self.vision.backend if self.vision.ready else "none",
