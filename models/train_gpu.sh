@@ -11,10 +11,10 @@ set -eu
 photos=$1 out=$2 minutes=${3:-7} workers=${4:-7}
 mkdir -p "$out"
 for arch in small medium; do
-    python3 -m camheal_train.train --data "$photos" --out "runs/gpu-$arch" --arch "$arch" \
+    timeout $((${minutes%.*} * 60 + 90)) python3 -m camheal_train.train --data "$photos" --out "runs/gpu-$arch" --arch "$arch" \
         --device cuda --batch 128 --lr 2.5e-3 --warmup 300 --replay 6 --buffer 40000 \
         --steps 1000000 --time-limit "$minutes" --epoch-samples 5000000 --workers "$workers" \
-        --threads 1 --ckpt-every 1000 --log-every 500 --w-cls 2 --w-img 6 \
+        --threads 1 --ckpt-every 1000 --log-every 250 --w-cls 2 --w-img 6 \
         --mask-pos-weight 3 --no-progress > "$out/train-$arch.log" 2>&1 &
 done
 wait

@@ -97,13 +97,6 @@ def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimi
     return losses
 
 
-def _worker_init(_: int) -> None:
-    """One OpenCV thread per DataLoader worker (torch already uses one there)."""
-    import cv2
-
-    cv2.setNumThreads(1)
-
-
 class Replay:
     """A ring of recent samples kept on the training device, sampled uniformly."""
 
@@ -152,6 +145,12 @@ def train(a: argparse.Namespace) -> Path:
     if world > 1:
         dist.init_process_group("nccl" if a.device.startswith("cuda") else "gloo")
     torch.set_num_threads(a.threads)
+    if a.workers > 0:
+        # one OpenCV thread, set before any OpenCV work so the forked DataLoader workers
+        # inherit it (calling this inside a forked worker can deadlock OpenCV's pool)
+        import cv2
+
+        cv2.setNumThreads(1)
     torch.manual_seed(a.seed + rank)
     device = torch.device(a.device)
     if device.type == "cuda" and device.index is None:
@@ -171,8 +170,7 @@ def train(a: argparse.Namespace) -> Path:
     loader = DataLoader(ds, batch_size=a.batch, sampler=sampler, num_workers=a.workers,
                         drop_last=True, persistent_workers=a.workers > 0,
                         pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if a.workers > 0 else None,
-                        worker_init_fn=_worker_init if a.workers > 0 else None)
+                        prefetch_factor=4 if a.workers > 0 else None)
     cfg = CONFIGS[a.arch]
     model = CamhealNet(cfg).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
