@@ -100,6 +100,55 @@ def export(model: CamhealNet, out: str | os.PathLike) -> dict[str, float]:
     return diffs
 
 
+def load_onnx_weights(model: CamhealNet, path: str | os.PathLike) -> CamhealNet:
+    """Load the weights of an exported detector back into ``model`` (same config).
+
+    The exporter folds each BatchNorm into the convolution before it, so the BatchNorm
+    layers get identity statistics and the folded bias: in eval mode the network computes
+    what the ONNX file computes. Fine-tune such a model with its BatchNorm layers kept in
+    eval mode (``train --freeze-bn``); in train mode they would renormalise.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:  # identical folded tensors are shared through Identity nodes
+        if n.op_type == "Identity" and n.input[0] in arrays:
+            arrays[n.output[0]] = arrays[n.input[0]]
+        elif n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            arrays[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    state = model.state_dict()
+    new = {k: torch.from_numpy(arrays[k].copy()) for k in state if k in arrays}
+    modules = list(model.named_modules())
+    convs = [(name, m, modules[i + 1] if i + 1 < len(modules) else None)
+             for i, (name, m) in enumerate(modules) if isinstance(m, torch.nn.Conv2d)]
+    nodes = [n for n in graph.node if n.op_type == "Conv"]
+    if len(nodes) != len(convs):
+        raise ValueError(f"{path}: {len(nodes)} convolutions, the model has {len(convs)}")
+    for node, (name, conv, nxt) in zip(nodes, convs, strict=True):
+        w = torch.from_numpy(arrays[node.input[1]].copy())
+        b = torch.from_numpy(arrays[node.input[2]].copy()) if len(node.input) > 2 else None
+        if tuple(w.shape) != tuple(conv.weight.shape):
+            raise ValueError(f"{path}: conv {name} shape {tuple(w.shape)} != "
+                             f"{tuple(conv.weight.shape)}")
+        new[f"{name}.weight"] = w
+        if nxt is not None and isinstance(nxt[1], torch.nn.BatchNorm2d):
+            bn_name, bn = nxt
+            zero = b if b is not None else torch.zeros(w.shape[0])
+            new[f"{bn_name}.weight"] = torch.ones_like(zero)
+            new[f"{bn_name}.bias"] = zero
+            new[f"{bn_name}.running_mean"] = torch.zeros_like(zero)
+            new[f"{bn_name}.running_var"] = torch.full_like(zero, 1.0 - bn.eps)
+        elif b is not None:
+            new[f"{name}.bias"] = b
+    missing = [k for k in state if k not in new and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ValueError(f"{path}: no weights for {', '.join(missing[:5])}")
+    model.load_state_dict(new, strict=False)
+    return model
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     from camheal_train.train import load_model

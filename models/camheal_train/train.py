@@ -63,6 +63,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--mask-pos-weight", type=float, default=1.0,
                     help="weight of obstructed pixels in the mask loss")
     ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimiser)")
+    ap.add_argument("--init-onnx", metavar="ONNX",
+                    help="start from an exported detector's weights (implies --freeze-bn)")
+    ap.add_argument("--freeze-bn", action="store_true",
+                    help="keep BatchNorm layers in eval mode (fixed statistics) while training")
     ap.add_argument("--init-skip", action="append", default=[], metavar="PREFIX",
                     help="with --init: leave parameters starting with PREFIX freshly initialised")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
@@ -88,6 +92,10 @@ def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimi
                 batch: dict[str, torch.Tensor], a: argparse.Namespace
                 ) -> dict[str, torch.Tensor]:
     model.train()
+    if a.freeze_bn:
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
     losses = compute_losses(ddp(*_model_inputs(batch)), batch,
                             {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight)
     opt.zero_grad(set_to_none=True)
@@ -188,6 +196,13 @@ def train(a: argparse.Namespace) -> Path:
         init = {k: v for k, v in init.items() if not k.startswith(tuple(a.init_skip))}
         missing, _ = model.load_state_dict(init, strict=False)
         logger.info("initialised from %s (%d tensors fresh)", a.init, len(missing))
+    elif a.init_onnx:
+        from camheal_train.export import load_onnx_weights
+
+        load_onnx_weights(model, a.init_onnx)
+        logger.info("initialised from %s", a.init_onnx)
+    if a.init_onnx:
+        a.freeze_bn = True
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     replay = Replay(a.buffer) if a.replay > 1 else None
     limit_s = a.time_limit * 60 if a.time_limit else None

@@ -51,3 +51,26 @@ def test_correction_from_net_applies_identically(photo):
     img = torch.from_numpy(photo.transpose(2, 0, 1).copy())[None]
     got = apply_global_torch(img, curves, matrix)[0].permute(1, 2, 0).numpy()
     assert np.abs(np.rint(got * 255) - ref).max() <= 1
+
+
+def test_exported_weights_load_back_into_torch(tmp_path):
+    """An exported detector (BatchNorm folded into the convolutions) loads back into a
+    torch model that computes the same outputs: fine-tuning can start from shipped weights."""
+    from camheal_train.export import load_onnx_weights
+
+    net = build("tiny")
+    net.train()
+    with torch.no_grad():  # non-trivial BatchNorm statistics and correction head
+        for _ in range(3):
+            net(*example_inputs(4, seed=_))
+        net.out_curve.weight.normal_(0, 0.05)
+    net.eval()
+    path = tmp_path / "d.onnx"
+    path.write_bytes(to_onnx_bytes(net))
+    back = load_onnx_weights(build("tiny"), path).eval()
+    x = example_inputs(2, seed=7)
+    with torch.no_grad():
+        for a, b in zip(net(*x), back(*x), strict=True):
+            assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
+    with pytest.raises(ValueError, match="convolutions|shape"):
+        load_onnx_weights(build("small"), path)

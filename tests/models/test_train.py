@@ -52,3 +52,19 @@ def test_ddp_two_processes_gloo(photos, tmp_path):
     state = torch.load(out / "last.pt", weights_only=False)
     assert state["step"] == 2
     assert "module." not in next(iter(state["model"]))
+
+
+def test_fine_tune_from_exported_onnx_keeps_batchnorm_frozen(photos, tmp_path):
+    from camheal_train.export import to_onnx_bytes
+    from camheal_train.net import build
+    from camheal_train.train import main
+
+    onnx_path = tmp_path / "tiny.onnx"
+    onnx_path.write_bytes(to_onnx_bytes(build("tiny").eval()))
+    out = tmp_path / "ft"
+    assert main(["--data", str(photos), "--out", str(out), "--steps", "2",
+                 "--init-onnx", str(onnx_path), *TINY]) == 0
+    state = torch.load(out / "last.pt", weights_only=False)["model"]
+    var = state["stem.1.running_var"]
+    assert torch.allclose(var, torch.full_like(var, 1 - 1e-5))  # statistics never updated
+    assert state["stem.1.num_batches_tracked"] == 0
