@@ -70,6 +70,9 @@ def stages(clip: Path, rgb: np.ndarray, budget: float) -> list[dict]:
         time_call(lambda: apply_global(rgb, corr), budget).as_dict())
     add("correction", "apply_global LUT + matrix (out=)",
         time_call(lambda: apply_global(rgb, corr, out), budget).as_dict())
+    same = Correction(np.stack([x ** 0.9] * 3).astype(np.float32), corr.matrix)
+    add("correction", "apply_global, equal curves: one 256-entry LUT + matrix (out=)",
+        time_call(lambda: apply_global(rgb, same, out), budget).as_dict())
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
@@ -95,4 +98,10 @@ def stages(clip: Path, rgb: np.ndarray, budget: float) -> list[dict]:
 
         add("correction + ring publish", "apply_global(out=slot.image) inside "
             "FrameRing.writing() (no copy)", time_call(in_place, budget).as_dict())
+        cv2.setNumThreads(1)
+        try:
+            add("correction + ring publish", "same, cv2.setNumThreads(1)",
+                time_call(in_place, budget).as_dict())
+        finally:
+            cv2.setNumThreads(threads)
     return rows

@@ -178,3 +178,19 @@ def test_without_a_correction_the_corrected_ring_carries_the_raw_pixels(camera):
         cor_r.close()
     finally:
         hub.close()
+
+
+def test_opencv_pool_leaves_the_decoding_cores_alone():
+    import cv2
+
+    from camheald.service.manager import set_opencv_threads
+
+    before = cv2.getNumThreads()
+    try:
+        assert set_opencv_threads(1, cpus=2) == 1  # 2 cores: one decodes, one processes
+        assert cv2.getNumThreads() == 1
+        assert set_opencv_threads(1, cpus=4) == 2
+        assert set_opencv_threads(3, cpus=4) == 1
+        assert set_opencv_threads(0, cpus=8) == 6
+    finally:
+        cv2.setNumThreads(before)

@@ -10,6 +10,7 @@ import numpy as np
 
 from camheald.errors import InvalidArgument
 from camheald.service.camera import PublishedFrame
+from camheald.vision.correct import apply_global
 
 F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
 F_SEAL_SEAL = getattr(fcntl, "F_SEAL_SEAL", 0x1)
@@ -57,8 +58,14 @@ def encode(image: np.ndarray, fmt: str, quality: int = 90) -> tuple[bytes | memo
 
 
 def package(frame: PublishedFrame, fmt: str = "rgb", quality: int = 90) -> tuple[int, dict]:
-    """Put one published frame into a sealed memfd; returns (fd, metadata)."""
-    data, layout = encode(frame.image, fmt, quality)
+    """Put one published frame into a sealed memfd; returns (fd, metadata).
+
+    A frame still pending its correction (see :class:`PublishedFrame`) is corrected first.
+    """
+    image = frame.image
+    if frame.correction is not None:
+        image = apply_global(image, frame.correction)
+    data, layout = encode(image, fmt, quality)
     fd = sealed_memfd(data)
     meta = dict(layout)
     meta.update(size=len(data), seq=frame.seq, timestamp_ns=frame.timestamp_ns,

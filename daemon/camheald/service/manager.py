@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
+
+import cv2
 
 from camheal.constants import VERSION
 from camheald.capture.uri import parse_source
@@ -17,6 +20,22 @@ from camheald.service.store import SampleStore
 from camheald.service.vision import VisionEngine
 
 logger = logging.getLogger(__name__)
+
+
+def set_opencv_threads(cameras: int, cpus: int | None = None) -> int:
+    """Size OpenCV's worker pool for the capture path; returns the thread count set.
+
+    Each camera keeps a core busy decoding. OpenCV's parallel loops (the correction's LUT)
+    split work across its pool and wait for the slowest part, so on a small board a part that
+    lands on a decoding core makes the correction as slow as running it alone, only later and
+    less predictably, and slows the decoder (measured on 2 cores: see docs/BENCHMARKS.md).
+    Workers are given only to cores left after decoding and the processing threads.
+    """
+    cpus = cpus or os.cpu_count() or 1
+    threads = max(1, cpus - 2 * max(1, cameras))
+    cv2.setNumThreads(threads)
+    logger.info("OpenCV uses %d thread(s) (%d cores, %d camera(s))", threads, cpus, cameras)
+    return threads
 
 
 class CameraManager:
@@ -87,6 +106,7 @@ class CameraManager:
             camera.health.model = camera.vision.name or camera.vision.error
 
     def start(self) -> None:
+        set_opencv_threads(len(self.cameras))
         for camera in self.cameras.values():
             camera.start()
             logger.info("camera %s started: %s", camera.id, camera.source.uri)
