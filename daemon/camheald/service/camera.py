@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -15,6 +15,7 @@ import numpy as np
 
 from camheald.capture.base import Source, SourceClosed
 from camheald.service.defects import Defect, DefectEvent, DefectTracker
+from camheald.service.frames import PublishedFrame
 from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
 from camheald.vision.correct import Correction, apply_global
@@ -24,25 +25,6 @@ if TYPE_CHECKING:
     from camheald.service.store import SampleStore
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class PublishedFrame:
-    """A frame as handed to consumers: never modified after publication.
-
-    A corrected frame is published *pending*: ``image`` holds the captured pixels and
-    ``correction`` the global correction still to apply. Consumers that need corrected pixels
-    render them where they need them (:meth:`Camera.render` straight into a ring slot,
-    :meth:`Camera.snapshot` into a private array), so nothing is corrected that nobody reads.
-    """
-
-    image: np.ndarray  # HxWx3 uint8 RGB (with ``correction`` set: the pixels it applies to)
-    seq: int
-    timestamp_ns: int  # CLOCK_MONOTONIC capture time
-    corrected: bool
-    scores: dict[str, float] = field(default_factory=dict)
-    actions: tuple[str, ...] = ()
-    correction: Correction | None = None  # still to apply to ``image``; None: image is final
 
 
 FrameSink = Callable[[PublishedFrame, PublishedFrame], None]

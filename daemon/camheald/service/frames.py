@@ -1,16 +1,17 @@
-"""Frames handed to one caller: a sealed, read-only memfd plus plain metadata."""
+"""Frames as handed out: the published frame record, and sealed read-only memfds (plus plain
+metadata) for one caller."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
 from camheald.errors import InvalidArgument
-from camheald.service.camera import PublishedFrame
-from camheald.vision.correct import apply_global
+from camheald.vision.correct import Correction, apply_global
 
 F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
 F_SEAL_SEAL = getattr(fcntl, "F_SEAL_SEAL", 0x1)
@@ -19,6 +20,25 @@ F_SEAL_GROW = getattr(fcntl, "F_SEAL_GROW", 0x4)
 F_SEAL_WRITE = getattr(fcntl, "F_SEAL_WRITE", 0x8)
 
 FORMATS = ("rgb", "png", "jpeg")
+
+
+@dataclass(frozen=True)
+class PublishedFrame:
+    """A frame as handed to consumers: never modified after publication.
+
+    A corrected frame is published *pending*: ``image`` holds the captured pixels and
+    ``correction`` the global correction still to apply. Consumers that need corrected pixels
+    render them where they need them (:meth:`Camera.render` straight into a ring slot,
+    :meth:`Camera.snapshot` into a private array), so nothing is corrected that nobody reads.
+    """
+
+    image: np.ndarray  # HxWx3 uint8 RGB (with ``correction`` set: the pixels it applies to)
+    seq: int
+    timestamp_ns: int  # CLOCK_MONOTONIC capture time
+    corrected: bool
+    scores: dict[str, float] = field(default_factory=dict)
+    actions: tuple[str, ...] = ()
+    correction: Correction | None = None  # still to apply to ``image``; None: image is final
 
 
 def sealed_memfd(data: memoryview | bytes, name: str = "camheal-frame") -> int:
