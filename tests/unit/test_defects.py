@@ -77,8 +77,12 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
 # ---------------------------------------------------------------- finding defects
 @pytest.mark.parametrize("camera", ["moving", "static"])
 @pytest.mark.parametrize("kind", ["crack", "dirt"])
-def test_mask_matches_true_overlay_after_30_frames(camera: str, kind: str) -> None:
-    frames = panning(30) if camera == "moving" else busy_static(30)
+def test_mask_matches_true_overlay(camera: str, kind: str) -> None:
+    # A moving camera gives evidence behind every defect pixel at once: 30 frames (3 s). A
+    # fixed camera only where traffic passes through the defect, and its cue is held to more
+    # evidence (a post in front of traffic looks the same for a while): 40 frames (4 s).
+    n = 30 if camera == "moving" else 40
+    frames = panning(n) if camera == "moving" else busy_static(n)
     scores = []
     for seed in (1, 2, 3):
         defect = inject.crack(W, H, seed) if kind == "crack" else inject.dirt(W, H, seed)
@@ -93,7 +97,7 @@ def test_mask_matches_true_overlay_after_30_frames(camera: str, kind: str) -> No
         for d in found:
             x, y, w, h = d.bbox
             assert defect.mask[y:y + h, x:x + w].any()  # each box sits on the true defect
-            assert 0 <= d.first_frame < 30 and 1000.0 <= d.since < 1003.0
+            assert 0 <= d.first_frame < n and 1000.0 <= d.since < 1000.0 + n / FPS
             assert 0.0 < d.confidence <= 1.0
         assert tr.mask().shape == (tr.work_size[1], tr.work_size[0])
         assert tr.state == "ok"
@@ -221,3 +225,91 @@ def test_rejects_bad_frames_and_restarts_on_a_new_size() -> None:
     tr.update(np.zeros((48, 64, 3), np.uint8), None, 0.0)
     tr.update(np.zeros((96, 128, 3), np.uint8), None, 0.1)
     assert tr.mask_at(128, 96).shape == (96, 128)
+
+
+# ---------------------------------------------------------------- temporal evidence, not darkness
+def dark_blob(frame: np.ndarray, cx: float, cy: float, r: float = 22.0) -> np.ndarray:
+    """``frame`` with a soft dark blob of scene content (dirt-coloured) centred at (cx, cy)."""
+    h, w = frame.shape[:2]
+    alpha = np.zeros((h, w), np.float32)
+    cv2.ellipse(alpha, (int(cx), int(cy)), (int(r), int(r * 0.8)), 0.0, 0, 360, 0.9, -1)
+    alpha = cv2.GaussianBlur(alpha, (0, 0), 4.0)[..., None]
+    return np.clip(frame * (1 - alpha) + alpha * np.float32((45, 38, 30)), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("camera", ["fixed", "panning"])
+def test_a_dark_object_moving_through_the_view_is_not_a_defect(camera: str) -> None:
+    # A dark, dirt-coloured thing in the scene that moves on its own (2.5 px per frame right
+    # and down; the panning camera moves 6 px per frame the other way): it darkens the
+    # pixels it covers as dirt would, but it does not stay in place in the image.
+    frames = busy_static(80) if camera == "fixed" else panning(80)
+    frames = [dark_blob(f, 60 + 5 * i, 60 + 2.5 * i) for i, f in enumerate(frames)]
+    tr = DefectTracker()
+    events = feed(tr, frames)
+    assert tr.defects() == [] and not [e for e in events if e.kind == "detected"]
+    assert tr.mask().max() == 0
+
+
+def test_a_still_scene_is_not_evidence() -> None:
+    # Nothing moves (sensor noise only), and the scene holds a dark blob: temporal evidence
+    # can say nothing about it, so nothing is reported however long it lasts.
+    rng = np.random.default_rng(1)
+    scene = dark_blob(texture(H, W, 7), 300, 180).astype(np.float32)
+    frames = [np.clip(scene + rng.normal(0, 3, scene.shape), 0, 255).astype(np.uint8)
+              for _ in range(90)]
+    tr = DefectTracker()
+    events = feed(tr, frames)
+    assert tr.defects() == [] and events == [] and tr.mask().max() == 0
+
+
+def test_swaying_leaves_around_a_dark_gap_are_not_a_defect() -> None:
+    # The top half sways (the whole texture jitters by up to 2 px every frame) around dark
+    # gaps that never move; traffic passes in the bottom half. Nothing passes *through* the
+    # gaps, so nothing is reported.
+    rng = np.random.default_rng(2)
+    leaves = texture(H // 2 + 8, W + 8, 11)
+    gaps = dark_blob(np.zeros((H // 2, W, 3), np.uint8) + 255, 120, 90, 16)[..., :1] < 128
+    gaps |= dark_blob(np.zeros((H // 2, W, 3), np.uint8) + 255, 420, 60, 12)[..., :1] < 128
+    frames = []
+    for f in busy_static(90):
+        dx, dy = (int(v) for v in rng.integers(0, 5, 2))
+        top = leaves[dy:dy + H // 2, dx:dx + W]
+        f[:H // 2] = np.where(gaps, np.uint8(30), top)
+        frames.append(f)
+    tr = DefectTracker()
+    events = feed(tr, frames)
+    assert tr.defects() == [] and not [e for e in events if e.kind == "detected"]
+
+
+def test_a_defect_that_appears_later_is_found_with_its_time() -> None:
+    frames = panning(80)
+    defect = inject.dirt(W, H, 2)
+    tr = DefectTracker()
+    events = feed(tr, frames[:30]) + feed(tr, frames[30:], defect, start=30)
+    detected = [e for e in events if e.kind == "detected"]
+    assert detected and all(e.defect.kind == "dirt" for e in detected)
+    assert all(e.defect.first_frame >= 30 and e.defect.since >= 1003.0 for e in detected)
+    assert min(e.wall_time for e in detected) < 1000.0 + 60 / FPS  # within 3 s of appearing
+    assert iou(tr.mask_at(W, H), defect.mask) >= 0.6
+
+
+def test_a_slow_pan_adds_up_to_evidence() -> None:
+    # 1 px per frame at 640 px (half a pixel at the working resolution): each step is below
+    # what a frame-to-frame measurement can confirm, the motion still adds up.
+    frames = panning(45, speed=1.0)
+    defect = inject.crack(W, H, 2)
+    tr = DefectTracker()
+    feed(tr, frames, defect)
+    assert {d.kind for d in tr.defects()} == {"crack"}
+    assert iou(tr.mask_at(W, H), defect.mask) >= 0.6
+
+
+def test_cleaning_a_fixed_camera_clears_the_dirt() -> None:
+    frames = busy_static(150)
+    defect = inject.dirt(W, H, 1)
+    tr = DefectTracker()
+    feed(tr, frames[:70], defect)
+    assert tr.defects()
+    events = feed(tr, frames[70:], start=70)
+    assert [e for e in events if e.kind == "cleared"]
+    assert tr.defects() == [] and tr.mask().max() == 0

@@ -83,6 +83,7 @@ class DefectConfig:
     beta_min: float = 0.04  # running-mean weight floor of the temporal statistics
     warmup: int = 4  # updates before any vote
     min_surround: float = 6.0  # grey levels (temporal std) of surround activity
+    rel_surround: float = 0.25  # ... and this fraction of the scene's busiest (95th percentile)
     a_on: float = 0.4  # attenuation above which a pixel votes "defect"
     a_off: float = 0.2  # attenuation below which a pixel votes "clear"
     min_now: float = 2.0  # grey levels of short-term surround activity for a "defect" vote
@@ -91,16 +92,24 @@ class DefectConfig:
     p_on: float = 0.6  # pixel hysteresis on the votes
     p_off: float = 0.35
     closing: float = 0.2  # closing kernel, fraction of the working height
+    coherence: float = 0.5  # consistency of the direction of travel needed for the hole cue
+    min_travel: float = 0.05  # mean speed (px per update, half resolution) of a path or lane
     opening: float = 0.04  # opening kernel (removes edge-jitter activity), fraction of height
-    ring: int = 24  # earlier frames kept for the motion-compensated comparison
+    ring: int = 32  # earlier frames kept for the motion-compensated comparison
     max_shift: float = 0.35  # largest camera shift used, fraction of the working height
     motion_diff: float = 14.0  # grey levels
+    half_vote: float = 0.5  # weight of a one-sided motion vote
+    min_shift: float = 2.0  # pixels of camera shift that give evidence
+    reg_tol: float = 1.0  # pixels of misregistration tolerated (times the local gradient)
+    key_shift: float = 0.05  # a new camera-motion keyframe after this shift (fraction of height)
+    key_age: int = 8  # ... or after this many updates
     grow: float = 0.05  # growth into dark still pixels, fraction of the working height
     rim: float = 0.012  # blobs are widened by this fraction of the working height
     min_area: float = 0.0015  # fraction of the working frame
     darker_px: float = 0.92  # a voting pixel's mean must be below this fraction of the local
     darker: float = 0.9  # a component's mean must be below this fraction of its ring's
-    confirm: int = 8  # updates a component must persist before it is reported
+    confirm: int = 6  # updates a component must persist before it is reported (moving camera)
+    confirm_fixed: int = 8  # ... with a fixed camera, whose cue is the weaker one
     clear_after: int = 3  # updates a reported component may be missing before "cleared"
     covered_frac: float = 0.92  # fraction of flat cells for "covered"
     covered_s: float = 2.0
@@ -120,12 +129,74 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum()) / den if den > 1e-6 else 1.0
 
 
-def _shift_err(cur: np.ndarray, old: np.ndarray, x: int, y: int) -> float:
-    """Mean absolute difference between ``cur`` and ``old`` shifted by (x, y) (overlap)."""
-    h, w = cur.shape
-    a = cur[max(0, y):h + min(0, y), max(0, x):w + min(0, x)]
-    b = old[max(0, -y):h - max(0, y), max(0, -x):w - max(0, x)]
-    return float(cv2.absdiff(a, b).mean()) if a.size else float("inf")
+def _spectrum(img: np.ndarray, window: np.ndarray) -> np.ndarray:
+    """DFT of the zero-mean, windowed image (for ``_translation``)."""
+    return cv2.dft((img - float(img.mean())) * window, flags=cv2.DFT_COMPLEX_OUTPUT)
+
+
+def _translations(fa: np.ndarray, fb: np.ndarray, n: int = 3) -> list[tuple[float, float]]:
+    """Candidate shifts (dx, dy) with b[y, x] ~ a[y - dy, x - dx], best peak first, from the
+    spectra of a and b.
+
+    Half-whitened cross-correlation: full whitening (phase correlation) lets thin sharp
+    structures such as a crack on the lens (which does not move) outweigh a smooth scene;
+    none lets the brightest broad shapes decide. Even so the lens defect makes a peak at no
+    shift, so the next peaks are returned too (the caller checks which one explains the frame).
+    """
+    r = cv2.mulSpectrums(fb, fa, 0, conjB=True)
+    mag = cv2.magnitude(r[..., 0], r[..., 1])
+    r /= np.sqrt(mag + 1e-3)[..., None]
+    c = cv2.idft(r, flags=cv2.DFT_REAL_OUTPUT | cv2.DFT_SCALE)
+    h, w = c.shape
+
+    def sub(m1: float, m0: float, p1: float) -> float:  # parabola through three samples
+        den = m1 - 2 * m0 + p1
+        return 0.0 if den >= 0 else float(np.clip(0.5 * (m1 - p1) / den, -0.5, 0.5))
+
+    out = []
+    for _ in range(n):
+        _, _, _, (px, py) = cv2.minMaxLoc(c)
+        dx = px + sub(c[py, px - 1], c[py, px], c[py, (px + 1) % w])
+        dy = py + sub(c[py - 1, px], c[py, px], c[(py + 1) % h, px])
+        out.append((dx - w if dx > w / 2 else dx, dy - h if dy > h / 2 else dy))
+        low = float(c.min())
+        for yy in range(py - 2, py + 3):  # suppress this peak (the surface wraps around)
+            c[yy % h, [(xx % w) for xx in range(px - 2, px + 3)]] = low
+    return out
+
+
+def _clipped_err(a: np.ndarray, b: np.ndarray, clip: float = 40.0) -> float:
+    """Mean absolute difference, each pixel's counted up to ``clip`` grey levels."""
+    return float(np.minimum(cv2.absdiff(a, b), np.float32(clip)).mean())
+
+
+_BINS = 8  # directions of travel told apart by the fixed-camera cue
+
+
+def _line_kernel(k: int, angle: float) -> np.ndarray:
+    """A k x k structuring element: a one-pixel line through the centre at ``angle``
+    (radians, image axes: x right, y down)."""
+    c = k // 2
+    dx, dy = c * math.cos(angle), c * math.sin(angle)
+    kern = np.zeros((k, k), np.uint8)
+    cv2.line(kern, (round(c - dx), round(c - dy)), (round(c + dx), round(c + dy)), 1, 1)
+    return kern
+
+
+def _shifted(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
+    """``img`` moved by (dx, dy) pixels (bilinear); pixels from outside it are < 0."""
+    h, w = img.shape
+    return cv2.warpAffine(img, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h),
+                          flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT,
+                          borderValue=-1e4)
+
+
+def _median(imgs: list[np.ndarray]) -> np.ndarray:
+    """Per-pixel median of one to three images (the lower one of two)."""
+    if len(imgs) == 3:
+        a, b, c = imgs
+        return np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
+    return imgs[0] if len(imgs) == 1 else np.minimum(*imgs)
 
 
 @dataclass
@@ -167,15 +238,24 @@ class DefectTracker:
         self._es = (max(8, ww // 4), max(8, wh // 4))
         k = max(3, int(cfg.closing * self._cs[1]) | 1)
         self._kernels = (np.ones((1, k), np.uint8), np.ones((k, 1), np.uint8))
+        self._lines = [_line_kernel(k, math.pi * i / _BINS) for i in range(_BINS)]
+        self._ori = [np.zeros(self._es[::-1], np.float32) for _ in range(3)]
+        self._ori_k = max(3, int(cfg.closing * self._es[1]) | 1)
+        self._dir = np.full(self._es[::-1], _BINS, np.uint8)
+        self._prev_e: np.ndarray | None = None
+        self._flow = None
         o = max(1, int(cfg.opening * self._cs[1]) | 1)
         self._open = np.ones((o, o), np.uint8)
         r = max(1, round(cfg.rim * wh))
         self._rim = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
-        self._ns = 0  # frames in the running statistics (restarted when the view moves)
+        self._nm = 0  # frames in the mean view (restarted when the view changes)
+        self._ns = 0  # frames in the fixed-view statistics (restarted when the camera moves)
         self._moving = False
         self._act_s: np.ndarray | None = None
         self._act = np.zeros((wh, ww), np.float32)
         self._mean = np.zeros((wh, ww), np.float32)
+        self._smean = np.zeros((wh, ww), np.float32)
+        self._dark = np.zeros((wh, ww), bool)
         self._sq = np.zeros((wh, ww), np.float32)
         self._level = 1.0
         self._p = np.zeros((wh, ww), np.float32)
@@ -184,9 +264,12 @@ class DefectTracker:
         self._mask = np.zeros((wh, ww), np.uint8)
         self._tracks.clear()
         self._n = 0
-        self._prev_c: np.ndarray | None = None
+        self._key: tuple[np.ndarray, tuple[float, float], int] | None = None
         self._hann = cv2.createHanningWindow(self._cs, cv2.CV_32F)
+        self._hann_w = cv2.createHanningWindow(self._ws, cv2.CV_32F)
         self._pos = (0.0, 0.0)
+        self._vel = (0.0, 0.0)  # camera motion of the last update
+        self._tops: list[tuple[float, float]] = []  # strongest peaks against this keyframe
         self._ring: list[tuple[np.ndarray, tuple[float, float]]] = []
         self._ref: np.ndarray | None = None
         self._short: np.ndarray | None = None
@@ -232,107 +315,184 @@ class DefectTracker:
         events = self._scene_states(g, now)
         if self._covered:
             return events  # nothing behind the lens to learn from
-        if self._ns == 0:
+        cfg = self.config
+        if self._nm == 0:
             self._level = float(g.mean()) + 1.0
         # Normalise the global brightness so a scene-wide lighting change is not "activity".
         gn = g * np.float32(np.clip(self._level / (float(g.mean()) + 1.0), 0.25, 4.0))
-        self._ns += 1
-        beta = np.float32(max(1.0 / self._ns, self.config.beta_min))
-        self._mean += beta * (gn - self._mean)
-        self._sq += beta * (gn * gn - self._sq)
-        self._act = np.sqrt(np.maximum(self._sq - self._mean * self._mean, 0.0))
-        diff = None
-        if self._ring:  # short-term activity: this frame's change, remembered for ~3 frames
-            d = cv2.absdiff(gn, self._ring[-1][0])
-            self._act_s = d if self._act_s is None else self._act_s + np.float32(
-                self.config.short_beta) * (d - self._act_s)
-            diff = self._act_s
+        self._nm += 1
+        self._mean += np.float32(max(1.0 / self._nm, cfg.beta_min)) * (gn - self._mean)
         self._moving = self._global_motion(gn)
-        if self._ns > self.config.warmup:
-            self._vote(gn, diff, self._moving, obstruction_mask)
+        if len(self._ring) > 1:  # short-term activity: this frame's change, kept ~3 frames
+            d = self._d_now = cv2.absdiff(gn, self._ring[-2][0])
+            self._act_s = d if self._act_s is None else self._act_s + np.float32(
+                cfg.short_beta) * (d - self._act_s)
+        if self._moving:  # the statistics of a fixed view restart when the camera stops
+            self._ns = 0
+            self._prev_e = None
+            for a in self._ori:
+                a[:] = 0.0
+        else:
+            self._ns += 1
+            beta = np.float32(max(1.0 / self._ns, cfg.beta_min))
+            self._smean += beta * (gn - self._smean)
+            self._sq += beta * (gn * gn - self._sq)
+            self._act = np.sqrt(np.maximum(self._sq - self._smean * self._smean, 0.0))
+            self._travel(gn)
+        if self._nm > cfg.warmup:
+            self._vote(gn, self._moving, obstruction_mask)
         return events + self._components(now, idx)
 
     def _global_motion(self, gn: np.ndarray) -> bool:
-        """Track the camera's global translation; True when it moved lately."""
-        c = cv2.resize(gn, self._cs, interpolation=cv2.INTER_AREA)
-        if self._prev_c is not None:
-            (dx, dy), resp = cv2.phaseCorrelate(self._prev_c, c, self._hann)
-            ix, iy = int(round(dx)), int(round(dy))
-            # Accept a shift only when it explains the change (people walking in front of a
-            # fixed camera, or compression noise, give spurious peaks).
-            if resp > 0.1 and (ix or iy) and \
-                    _shift_err(c, self._prev_c, ix, iy) < 0.7 * _shift_err(c, self._prev_c, 0, 0):
-                k = self._ws[0] / self._cs[0]
-                self._pos = (self._pos[0] + dx * k, self._pos[1] + dy * k)
-        self._prev_c = c
+        """Track the camera's global translation against a keyframe; True when it moved lately.
+
+        Measured against a keyframe rather than the previous frame so that a slow pan (a
+        fraction of a pixel per update) adds up to a measurable shift.
+        """
+        cfg = self.config
+        c = self._painted(gn)
+        self._cur_spec = _spectrum(c, self._hann_w)
+        if self._key is None:
+            self._key, self._key_spec = (c, self._pos, 0), self._cur_spec
+        else:
+            kc, kpos, age = self._key
+            d = self._camera_shift(kc, c)
+            if d is not None:
+                pos = (kpos[0] + d[0], kpos[1] + d[1])
+                self._vel = (pos[0] - self._pos[0], pos[1] - self._pos[1])
+                self._pos = pos
+            # A failed measurement keeps the keyframe: a sub-pixel step is hard to confirm,
+            # but it adds up to one that is not.
+            if (d is not None and math.hypot(*d) > cfg.key_shift * self._ws[1]) or \
+                    age >= cfg.key_age:
+                self._key, self._key_spec, self._tops = (c, self._pos, 0), self._cur_spec, []
+            else:
+                self._key = (kc, kpos, age + 1)
         self._ring.append((gn, self._pos))
-        if len(self._ring) > self.config.ring:
+        if len(self._ring) > cfg.ring:
             self._ring.pop(0)
         old = self._ring[max(0, len(self._ring) - 9)][1]
         return math.hypot(self._pos[0] - old[0], self._pos[1] - old[1]) > 2.0
 
-    def _motion_evidence(self, gn: np.ndarray, target: np.ndarray) -> None:
-        """Compare with an earlier frame shifted by the camera motion: the scene lines up,
-        the lens defect (fixed in the image) does not, while staying the same in place."""
+    def _painted(self, img: np.ndarray) -> np.ndarray:
+        """``img`` with the known defect pixels set to the mean (its zero-shift peak would
+        otherwise pull the camera-motion estimate towards no motion)."""
+        if not self._grown.any():
+            return img
+        m = cv2.resize(self._grown.astype(np.uint8), img.shape[::-1],
+                       interpolation=cv2.INTER_NEAREST) > 0
+        out = img.copy()
+        out[m] = float(img[~m].mean()) if (~m).any() else 0.0
+        return out
+
+    def _camera_shift(self, old: np.ndarray, cur: np.ndarray) -> tuple[float, float] | None:
+        """Global shift (dx, dy) with cur[y, x] ~ old[y - dy, x - dx], or None when no
+        translation explains the change (a fixed camera with people moving, a cut)."""
+        h, w = cur.shape
+        m = max(2, min(h, w) // 4)  # the largest shift considered; the border it uncovers
+        inner = (slice(m, h - m), slice(m, w - m))
+        still = cv2.absdiff(cur[inner], old[inner])
+        cands = _translations(self._key_spec, self._cur_spec)
+        kpos = self._key[1]
+        pred = (self._pos[0] + self._vel[0] - kpos[0], self._pos[1] + self._vel[1] - kpos[1])
+        tops = self._tops = [*self._tops[-2:], cands[0]]
+        if len(tops) == 3:
+            (ax, ay), (bx, by), (cx, cy) = tops
+            if math.hypot(bx - ax, by - ay) > 0.5 and \
+                    math.hypot(cx - 2 * bx + ax, cy - 2 * by + ay) < 0.5:
+                return cands[0]  # the strongest peak has moved steadily: the camera pans
+        for i, (dx, dy) in enumerate(cands):
+            if math.hypot(dx, dy) < 0.25 or max(abs(dx), abs(dy)) >= m:
+                continue
+            if i == 0 and math.hypot(dx - pred[0], dy - pred[1]) < 1.0:
+                return (dx, dy)  # the strongest peak continues the camera's recent motion
+            warped = cv2.warpAffine(old, np.float32([[1, 0, dx], [0, 1, dy]]), (w, h),
+                                    flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            moved = cv2.absdiff(cur[inner], warped[inner])
+            # Pixels vote for the shift or for no motion, each by a clear margin: the lens
+            # defect votes for no motion, a truck filling half the view votes at random, and
+            # neither outweighs the scene by the size of its errors. The strongest peak needs a
+            # majority; a weaker one (the first being the defect's, at no shift) a clear one.
+            # Not the best fit of all: a fence or lane marks would offer a repeat.
+            n_moved = int(np.count_nonzero(moved < still - 6.0))
+            n_still = int(np.count_nonzero(still < moved - 6.0))
+            if n_moved > (1.2 if i == 0 else 2.0) * n_still + 0.01 * moved.size:
+                return (dx, dy)
+        return cands[0] if math.hypot(*cands[0]) < 0.25 else None  # no measurable motion
+
+    def _motion_evidence(self, gn: np.ndarray, target: np.ndarray, weight: np.ndarray
+                         ) -> None:
+        """Moving camera: earlier frames shifted by the camera motion line the scene up, the
+        lens defect (fixed in the image) does not.
+
+        A lens defect darkens whatever passes behind it: a pixel darker than the scene lined
+        up behind it now (earlier frames shifted forward) *and* at the time of the earlier
+        frames (this frame shifted back) votes "defect"; one that follows the scene votes
+        "clear". Up to three earlier frames with different shifts are used and their median
+        taken, so that the defect seen at another place in one of them (its "ghost"), or an
+        object moving on its own, does not vote.
+        """
         cfg = self.config
         wh, ww = gn.shape
         lim = cfg.max_shift * min(ww, wh)
-        best, best_d = None, 0.0
+        cands = []
         for frame, pos in self._ring[:-1]:
             dx, dy = self._pos[0] - pos[0], self._pos[1] - pos[1]
-            d = math.hypot(dx, dy)
-            if best_d < d <= lim:
-                best, best_d = (frame, int(round(dx)), int(round(dy))), d
-        if best is None or best_d < 2.0:
+            if cfg.min_shift <= math.hypot(dx, dy) <= lim:
+                cands.append((math.hypot(dx, dy), frame, dx, dy))
+        if not cands:
             return
-        old, dx, dy = best
-        # Consecutive-frame estimates are biased towards 0 by the static defect itself (its
-        # peak merges with the scene's when the step is small); over a long baseline the two
-        # peaks are apart, so measure the shift against the chosen frame directly.
-        k = ww / self._cs[0]
-        (mx, my), resp = cv2.phaseCorrelate(cv2.resize(old, self._cs, interpolation=cv2.INTER_AREA),
-                                            cv2.resize(gn, self._cs, interpolation=cv2.INTER_AREA),
-                                            self._hann)
-        if resp > 0.05 and math.hypot(mx * k - dx, my * k - dy) < 0.3 * best_d + 3:
-            dx, dy = int(round(mx * k)), int(round(my * k))
-        dx, dy = self._refine(gn, old, dx, dy)
-        # cur[y, x] ~ old[y - dy, x - dx] for scene content
-        ys, yo = (slice(dy, wh), slice(0, wh - dy)) if dy >= 0 else (slice(0, wh + dy),
-                                                                       slice(-dy, wh))
-        xs, xo = (slice(dx, ww), slice(0, ww - dx)) if dx >= 0 else (slice(0, ww + dx),
-                                                                       slice(-dx, ww))
-        cur = gn[ys, xs]
-        src = old[yo, xo]
-        comp = cv2.absdiff(cur, src)
-        raw = cv2.absdiff(cur, old[ys, xs])
-        # A sub-pixel misalignment shows as an error about the size of the scene's gradient
-        # there (taken where that scene content was, in the earlier frame): tolerate it.
-        gx = cv2.Sobel(src, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(src, cv2.CV_32F, 0, 1, ksize=3)
+        dmax = max(c[0] for c in cands)
+        picks: list[tuple[float, np.ndarray, float, float]] = []
+        for frac in (1.0, 0.6, 0.3):
+            c = min(cands, key=lambda c: abs(c[0] - frac * dmax))
+            if all(math.hypot(c[2] - q[2], c[3] - q[3]) >= cfg.min_shift for q in picks):
+                picks.append(c)
+        now, then, raw = [], [], None
+        for _d, old, dx, dy in picks:
+            now.append(_shifted(old, dx, dy))  # the scene behind each pixel now
+            ahead = _shifted(gn, -dx, -dy)  # ... and at the time of ``old``
+            then.append(np.where(ahead >= 0, ahead - old, np.float32(-1e4)))
+            r = cv2.absdiff(gn, old)
+            raw = r if raw is None else np.maximum(raw, r)
+        scene = _median(now)
+        dark_then = _median(then)
+        valid = scene >= 0
+        # A residual sub-pixel misalignment shows as an error about the size of the scene's
+        # gradient there: tolerate it.
+        gx = cv2.Sobel(scene, cv2.CV_32F, 1, 0, ksize=3)
+        gy = cv2.Sobel(scene, cv2.CV_32F, 0, 1, ksize=3)
         tol = cv2.dilate(np.abs(gx) + np.abs(gy), np.ones((3, 3), np.uint8))
-        t = np.float32(cfg.motion_diff)
-        sub = target[ys, xs]
-        sub[(comp > t + 0.25 * tol) & (raw < 0.35 * comp)] = 1.0
-        sub[(raw > t) & (comp < 0.35 * raw)] = 0.0
+        t = np.float32(cfg.motion_diff) + np.float32(cfg.reg_tol / 8.0) * tol
+        dark_now = scene - gn
+        # Darker now and then: strong. Darker at one of the two times and not brighter at the
+        # other (the other shift landed on the defect too): a half vote.
+        both = (dark_now > t) & (dark_then > t)
+        one = ((dark_now > t) & (dark_then > -0.5 * t)) | ((dark_then > t) & (dark_now > -0.5 * t))
+        # (half votes only extend what strong ones found: they cannot start a defect)
+        near = cv2.dilate(self._on.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+        pos = valid & (both | (one & near))
+        neg = valid & (raw > cfg.motion_diff) & (np.abs(dark_now) < 0.35 * raw)
+        target[neg] = 0.0
+        target[pos] = 1.0
+        weight[pos & ~both] = cfg.half_vote
 
-    @staticmethod
-    def _refine(cur: np.ndarray, old: np.ndarray, dx: int, dy: int) -> tuple[int, int]:
-        """Best integer shift within +-1 pixel of (dx, dy) (drift of the summed motion)."""
-        cands = [(dx + ex, dy + ey) for ey in (-1, 0, 1) for ex in (-1, 0, 1)]
-        return min(cands, key=lambda s: _shift_err(cur[::2, ::2], old[::2, ::2],
-                                                   s[0] // 2, s[1] // 2))
-
-    def _vote(self, gn: np.ndarray, diff: np.ndarray | None, moving: bool,
-              obstruction_mask: np.ndarray | None) -> None:
+    def _vote(self, gn: np.ndarray, moving: bool, obstruction_mask: np.ndarray | None) -> None:
         cfg = self.config
         ww, wh = self._ws
-        target, known = self._hole_evidence(diff)
+        # Lens dirt and cracks are darker than what is seen around them (long-term mean).
+        ref = cv2.resize(cv2.blur(cv2.resize(self._mean, self._cs, interpolation=cv2.INTER_AREA),
+                                  self._kernels[0].shape[::-1]), (ww, wh))
+        self._dark = self._mean < np.float32(cfg.darker_px) * ref
+        target = np.full((wh, ww), -1.0, np.float32)  # -1 = no evidence
+        weight = np.ones((wh, ww), np.float32)  # strength of the vote
         if moving:
-            mot = np.full((wh, ww), -1.0, np.float32)  # -1 = no evidence
-            self._motion_evidence(self._ring[-1][0], mot)
-            target = np.where(target < 0, mot, target)
-            known = target >= 0
-        weight = np.where(target >= 0, np.float32(cfg.gamma), np.float32(0.0))
+            self._motion_evidence(gn, target, weight)
+        elif self._ns > cfg.warmup and self._act_s is not None:
+            self._hole_evidence(gn, target)
+        self._target = target
+        known = target >= 0
+        weight *= np.where(known, np.float32(cfg.gamma), np.float32(0.0))
         if obstruction_mask is not None and obstruction_mask.size:
             pm = cv2.resize(np.asarray(obstruction_mask, np.float32), (ww, wh),
                             interpolation=cv2.INTER_LINEAR)
@@ -351,8 +511,10 @@ class DefectTracker:
         if cfg.grow <= 0 or not moving or not self._on.any():
             self._grown = self._on
             return
-        sd = cv2.resize(cv2.blur(self._coarse_act, self._kernels[0].shape[::-1]), self._ws)
-        cand = (self._dark & (self._act < np.maximum(np.float32(cfg.min_surround), 0.35 * sd))
+        act = self._act_s
+        coarse = cv2.resize(act, self._cs, interpolation=cv2.INTER_AREA)
+        sd = cv2.resize(cv2.blur(coarse, self._kernels[0].shape[::-1]), self._ws)
+        cand = (self._dark & (act < np.maximum(np.float32(cfg.min_surround), 0.35 * sd))
                 ).astype(np.uint8)
         cur = self._on.astype(np.uint8)
         k = np.ones((3, 3), np.uint8)
@@ -360,47 +522,101 @@ class DefectTracker:
             cur = cv2.dilate(cur, k) & (cand | cur)
         self._grown = cur > 0
 
+    def _travel(self, gn: np.ndarray) -> None:
+        """Fixed camera: accumulate the orientation along which things move (people along a
+        path, cars along a lane): dense optical flow (DIS) at half the working resolution,
+        as a doubled-angle vector (so that both ways along a lane agree) weighted by speed."""
+        c = np.clip(cv2.resize(gn, self._cs, interpolation=cv2.INTER_AREA), 0, 255
+                    ).astype(np.uint8)
+        prev, self._prev_e = self._prev_e, c
+        if prev is None:
+            return
+        if self._flow is None:
+            self._flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        f = cv2.resize(self._flow.calc(prev, c, None), self._es, interpolation=cv2.INTER_AREA)
+        u, v = f[..., 0], f[..., 1]
+        m2 = u * u + v * v
+        w = np.minimum(np.sqrt(m2), 3.0) * (m2 > 0.25)
+        m2 = np.maximum(m2, np.float32(1e-6))
+        beta = np.float32(self.config.beta_min)
+        for acc, val in ((self._ori[0], (u * u - v * v) / m2 * w),
+                         (self._ori[1], 2 * u * v / m2 * w), (self._ori[2], w)):
+            acc += beta * (val - acc)
+
     def _surround(self, act: np.ndarray) -> np.ndarray:
-        """Expected activity from the surround: grey closing of ``act`` (working res)."""
+        """Expected activity of each pixel from what happens before and after it along the
+        direction of travel there (grey closing of ``act`` with a line along it).
+
+        Along the travel direction, not in every direction: a median strip between two lanes,
+        or the kerb beside one, has traffic on both sides across it but never before and after
+        it along the lane. Where nothing moves in a consistent direction (swaying foliage,
+        water), there is no expectation at all.
+        """
         coarse = cv2.resize(act, self._cs, interpolation=cv2.INTER_AREA)
         # Scene content passing behind a defect makes broad activity; a shaking or slowly
         # drifting camera only makes thin lines of it along edges: open those away.
         coarse = cv2.morphologyEx(coarse, cv2.MORPH_OPEN, self._open,
                                   borderType=cv2.BORDER_REPLICATE)
-        # A hole, not a strip: the pixel must be still with change on both sides
-        # horizontally *and* vertically (a horizontal band of flat wall under a pan, or a
-        # median strip between two lanes, is open at its ends).
-        closed = np.minimum(*(cv2.morphologyEx(coarse, cv2.MORPH_CLOSE, k,
-                                               borderType=cv2.BORDER_REPLICATE)
-                              for k in self._kernels))
-        sur = cv2.resize(closed, self._ws, interpolation=cv2.INTER_LINEAR)
-        return np.maximum(sur, act, out=sur)
+        coarse *= self._travelled  # only change made by things passing (not swaying leaves)
+        return cv2.resize(self._along(coarse, cv2.MORPH_CLOSE), self._ws,
+                          interpolation=cv2.INTER_LINEAR)
 
-    def _hole_evidence(self, diff: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Still pixels with activity on both sides (target -1/0/1, known).
+    def _along(self, img: np.ndarray, op: int) -> np.ndarray:
+        """Grey morphology of ``img`` (half resolution) with a line along the direction of
+        travel at each pixel; 0 where there is none."""
+        pick = cv2.resize(self._dir, self._cs, interpolation=cv2.INTER_NEAREST)
+        out = np.zeros_like(img)
+        for i, k in enumerate(self._lines):
+            sel = pick == i
+            if sel.any():
+                out[sel] = cv2.morphologyEx(img, op, k, borderType=cv2.BORDER_CONSTANT,
+                                            borderValue=0)[sel]
+        return out
+
+    def _directions(self) -> None:
+        """Per pixel (quarter resolution): index of the line kernel along the travel direction,
+        or len(lines) where the direction is not consistent."""
+        k = self._ori_k
+        c, s, w = (cv2.blur(a, (k, k)) for a in self._ori)
+        coh = np.sqrt(c * c + s * s) / np.maximum(w, 1e-6)
+        ang = 0.5 * np.arctan2(s, c)  # radians, orientation of the motion
+        idx = np.round(ang / (np.pi / _BINS)).astype(np.int32) % _BINS
+        idx[(coh < self.config.coherence) | (w < 1e-3)] = _BINS
+        self._dir = idx.astype(np.uint8)
+        moving = cv2.blur(self._ori[2], (3, 3)) > self.config.min_travel
+        self._travelled = cv2.resize(moving.astype(np.float32), self._cs,
+                                     interpolation=cv2.INTER_NEAREST)
+
+    def _hole_evidence(self, gn: np.ndarray, target: np.ndarray) -> None:
+        """Fixed camera: still pixels with activity before and after them along the direction
+        of travel vote "defect"; pixels that change like that surround vote "clear".
 
         Two time scales must agree: over the window (temporal std) and right now (the
         last few frames' change), so a single passer-by whose colour matches the background in
         places does not vote for many frames after it has gone.
         """
         cfg = self.config
-        ww, wh = self._ws
-        self._coarse_act = cv2.resize(self._act, self._cs, interpolation=cv2.INTER_AREA)
+        self._directions()
+        diff = self._act_s
         sur = self._surround(self._act)
-        known = sur > cfg.min_surround
-        att = 1.0 - self._act / np.maximum(sur, 1e-3)
-        target = np.full((wh, ww), -1.0, np.float32)  # -1 = no evidence
-        # Lens dirt and cracks are darker than what is seen around them (long-term mean).
-        ref = cv2.resize(cv2.blur(cv2.resize(self._mean, self._cs, interpolation=cv2.INTER_AREA),
-                                  self._kernels[0].shape[::-1]), (ww, wh))
-        dark = self._dark = self._mean < np.float32(cfg.darker_px) * ref
-        pos = known & (att > cfg.a_on) & dark
-        if diff is not None:
-            sur_now = self._surround(diff)
-            pos &= (sur_now > cfg.min_now) & (diff < (1.0 - cfg.a_off) * sur_now)
+        # The surround itself changed (not only the pixel), by a fair share of what things
+        # passing make in this scene: the edge of a lane, or leaves next to it, sees a little
+        # of the traffic's change.
+        busy = float(np.percentile(sur, 95)) if sur.any() else 0.0
+        known = sur > max(cfg.min_surround, cfg.rel_surround * busy)
+        att = 1.0 - self._act / np.maximum(np.maximum(sur, self._act), 1e-3)
+        pos = known & (att > cfg.a_on) & self._dark
+        sur_now = self._surround(diff)
+        pos &= (sur_now > cfg.min_now) & (diff < (1.0 - cfg.a_off) * np.maximum(sur_now, diff))
+        # ... and what passes is brighter than the pixel: a still pixel that merely matches
+        # the colour of what passes (the same walker, again and again) says nothing.
+        passing = cv2.resize(self._d_now, self._cs, interpolation=cv2.INTER_AREA) > cfg.min_now
+        seen = np.where(passing, cv2.resize(gn, self._cs, interpolation=cv2.INTER_AREA), 0.0)
+        seen = cv2.resize(self._along(seen, cv2.MORPH_DILATE), self._ws,
+                          interpolation=cv2.INTER_LINEAR)
+        pos &= seen - gn > cfg.motion_diff
         target[pos] = 1.0
         target[known & (att < cfg.a_off)] = 0.0
-        return target, known
 
     # ---------------------------------------------------------------- components
     def _components(self, now: float, idx: int) -> list[DefectEvent]:
@@ -440,7 +656,7 @@ class DefectTracker:
             tr.bbox, tr.kind, tr.confidence = bbox, kind, conf
             tr.seen += 1
             tr.missing = 0
-            if not tr.reported and tr.seen >= cfg.confirm:
+            if not tr.reported and tr.seen >= (cfg.confirm if self._moving else cfg.confirm_fixed):
                 tr.reported = True
                 events.append(DefectEvent("detected", now, self._public(tr)))
         for tid in list(self._tracks):
@@ -521,9 +737,9 @@ class DefectTracker:
 
     def _restart_view(self) -> None:
         """The view changed: restart the statistics, keep only the reported defects' votes."""
-        self._ns = 0
+        self._nm = self._ns = 0
         self._ring.clear()
-        self._prev_c = None
+        self._key = None
         keep = np.zeros(self._p.shape, bool)
         for tid in [t.id for t in self._tracks.values() if not t.reported]:
             del self._tracks[tid]
