@@ -219,7 +219,11 @@ def write(results: dict, path: Path) -> None:
         ".bench-out/BENCHMARKS-quick.md\n"
         ".venv/bin/python -m benchmarks.run --report-only  # re-render from "
         ".bench-out/results.json\n.venv/bin/python -m benchmarks.run --skip ipc,model  # "
-        "sections: model, stages, e2e, profile, ipc\n```",
+        "sections: model, stages, e2e, profile, ipc\n"
+        "# just some end-to-end runs (and their decode-only baselines), repeated; writes "
+        ".bench-out/BENCHMARKS-partial.md\n"
+        ".venv/bin/python -m benchmarks.run --skip model,stages,profile,ipc "
+        "--runs 720p-1c,1080p30-4c --reps 3\n```",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
