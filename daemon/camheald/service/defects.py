@@ -111,6 +111,9 @@ class DefectConfig:
     confirm: int = 6  # updates a component must persist before it is reported (moving camera)
     confirm_fixed: int = 8  # ... with a fixed camera, whose cue is the weaker one
     clear_after: int = 3  # updates a reported component may be missing before "cleared"
+    join: float = 0.03  # pieces this close (fraction of the working height) are one defect
+    settled: float = 1.15  # growth over two updates below which a new defect's extent is settled
+    held: float = 0.05  # a reported defect is held while less of it than this has votes
     covered_frac: float = 0.92  # fraction of flat cells for "covered"
     covered_s: float = 2.0
     uncovered_s: float = 1.0
@@ -130,7 +133,7 @@ def _ncc(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _spectrum(img: np.ndarray, window: np.ndarray) -> np.ndarray:
-    """DFT of the zero-mean, windowed image (for ``_translation``)."""
+    """DFT of the zero-mean, windowed image (for ``_translations``)."""
     return cv2.dft((img - float(img.mean())) * window, flags=cv2.DFT_COMPLEX_OUTPUT)
 
 
@@ -165,11 +168,6 @@ def _translations(fa: np.ndarray, fb: np.ndarray, n: int = 3) -> list[tuple[floa
     return out
 
 
-def _clipped_err(a: np.ndarray, b: np.ndarray, clip: float = 40.0) -> float:
-    """Mean absolute difference, each pixel's counted up to ``clip`` grey levels."""
-    return float(np.minimum(cv2.absdiff(a, b), np.float32(clip)).mean())
-
-
 _BINS = 8  # directions of travel told apart by the fixed-camera cue
 
 
@@ -199,6 +197,30 @@ def _median(imgs: list[np.ndarray]) -> np.ndarray:
     return imgs[0] if len(imgs) == 1 else np.minimum(*imgs)
 
 
+def _near(a: tuple[int, int, int, int], b: tuple[int, int, int, int], margin: int) -> bool:
+    """Boxes (x, y, w, h) overlap or are within ``margin`` pixels of each other."""
+    return (a[0] - margin < b[0] + b[2] and b[0] - margin < a[0] + a[2] and
+            a[1] - margin < b[1] + b[3] and b[1] - margin < a[1] + a[3])
+
+
+def _union(a: tuple[int, int, int, int], b: tuple[int, int, int, int]
+           ) -> tuple[int, int, int, int]:
+    x, y = min(a[0], b[0]), min(a[1], b[1])
+    return x, y, max(a[0] + a[2], b[0] + b[2]) - x, max(a[1] + a[3], b[1] + b[3]) - y
+
+
+@dataclass
+class _Piece:
+    """One connected component of the defect votes in an update (working pixels)."""
+
+    bbox: tuple[int, int, int, int]
+    kind: str
+    conf: float
+    area: int
+    voted: int  # pixels on by their own votes (the rest were grown into)
+    mask: tuple[int, int, np.ndarray]  # x0, y0 and the (rim-widened) pixels from there
+
+
 @dataclass
 class _Track:
     id: int
@@ -210,6 +232,8 @@ class _Track:
     seen: int = 0
     missing: int = 0
     reported: bool = False
+    pieces: list[_Piece] = field(default_factory=list)
+    areas: list[int] = field(default_factory=list)  # voted pixels, last three updates
 
 
 @dataclass
@@ -252,6 +276,7 @@ class DefectTracker:
         self._ns = 0  # frames in the fixed-view statistics (restarted when the camera moves)
         self._moving = False
         self._act_s: np.ndarray | None = None
+        self._d_now = np.zeros((wh, ww), np.float32)
         self._act = np.zeros((wh, ww), np.float32)
         self._mean = np.zeros((wh, ww), np.float32)
         self._smean = np.zeros((wh, ww), np.float32)
@@ -265,7 +290,6 @@ class DefectTracker:
         self._tracks.clear()
         self._n = 0
         self._key: tuple[np.ndarray, tuple[float, float], int] | None = None
-        self._hann = cv2.createHanningWindow(self._cs, cv2.CV_32F)
         self._hann_w = cv2.createHanningWindow(self._ws, cv2.CV_32F)
         self._pos = (0.0, 0.0)
         self._vel = (0.0, 0.0)  # camera motion of the last update
@@ -341,6 +365,8 @@ class DefectTracker:
             self._travel(gn)
         if self._nm > cfg.warmup:
             self._vote(gn, self._moving, obstruction_mask)
+        else:
+            self._target = np.full((self._ws[1], self._ws[0]), -1.0, np.float32)
         return events + self._components(now, idx)
 
     def _global_motion(self, gn: np.ndarray) -> bool:
@@ -443,6 +469,10 @@ class DefectTracker:
         if not cands:
             return
         dmax = max(c[0] for c in cands)
+        # Stillness in the image means something only while the camera moves right now.
+        recent = self._ring[max(0, len(self._ring) - 4)][1]
+        self._informative = math.hypot(self._pos[0] - recent[0],
+                                       self._pos[1] - recent[1]) >= 3.0
         picks: list[tuple[float, np.ndarray, float, float]] = []
         for frac in (1.0, 0.6, 0.3):
             c = min(cands, key=lambda c: abs(c[0] - frac * dmax))
@@ -472,7 +502,10 @@ class DefectTracker:
         # (half votes only extend what strong ones found: they cannot start a defect)
         near = cv2.dilate(self._on.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
         pos = valid & (both | (one & near))
-        neg = valid & (raw > cfg.motion_diff) & (np.abs(dark_now) < 0.35 * raw)
+        # "Clear": it changed in place and followed the scene fully, now and then (a
+        # half-transparent crack follows it partly, and is darker at one of the two times).
+        neg = valid & (raw > cfg.motion_diff) & (np.abs(dark_now) < 0.35 * raw) & \
+            (np.abs(dark_then) < 0.35 * raw)
         target[neg] = 0.0
         target[pos] = 1.0
         weight[pos & ~both] = cfg.half_vote
@@ -486,6 +519,7 @@ class DefectTracker:
         self._dark = self._mean < np.float32(cfg.darker_px) * ref
         target = np.full((wh, ww), -1.0, np.float32)  # -1 = no evidence
         weight = np.ones((wh, ww), np.float32)  # strength of the vote
+        self._informative = False
         if moving:
             self._motion_evidence(gn, target, weight)
         elif self._ns > cfg.warmup and self._act_s is not None:
@@ -509,16 +543,23 @@ class DefectTracker:
         over a region that never changes, e.g. sky, give no temporal evidence themselves)."""
         cfg = self.config
         if cfg.grow <= 0 or not moving or not self._on.any():
-            self._grown = self._on
+            # What was grown stays until evidence says otherwise (a camera that stops
+            # panning gives none): no vote is not a "clear" vote.
+            self._grown = self._on | (self._grown & (self._target != 0))
             return
         act = self._act_s
         coarse = cv2.resize(act, self._cs, interpolation=cv2.INTER_AREA)
         sd = cv2.resize(cv2.blur(coarse, self._kernels[0].shape[::-1]), self._ws)
+        # ... about as dark as the defect next to them (not the brighter scene beside a crack)
+        steps = max(1, int(cfg.grow * self._ws[1]))
+        on_f, box = self._on.astype(np.float32), (2 * steps + 1, 2 * steps + 1)
+        near_mean = cv2.blur(self._mean * on_f, box) / np.maximum(cv2.blur(on_f, box), 1e-3)
         cand = (self._dark & (act < np.maximum(np.float32(cfg.min_surround), 0.35 * sd))
+                & (self._mean < 1.25 * near_mean + 10.0)
                 ).astype(np.uint8)
         cur = self._on.astype(np.uint8)
         k = np.ones((3, 3), np.uint8)
-        for _ in range(max(1, int(cfg.grow * self._ws[1]))):
+        for _ in range(steps):
             cur = cv2.dilate(cur, k) & (cand | cur)
         self._grown = cur > 0
 
@@ -625,40 +666,69 @@ class DefectTracker:
         on = self._grown.astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(on, connectivity=8)
         min_area = max(6, int(cfg.min_area * ww * wh))
-        found: list[tuple[tuple[int, int, int, int], str, float, np.ndarray]] = []
-        mask = np.zeros((wh, ww), np.uint8)
-        for i in (np.nonzero(stats[1:, cv2.CC_STAT_AREA] >= min_area)[0] + 1).tolist():
-            x, y, bw, bh, area = (int(v) for v in stats[i])
+        pieces: list[_Piece] = []
+        kept = np.zeros((wh, ww), bool)
+        for i in range(1, n):
+            x, y, bw, bh, _area = (int(v) for v in stats[i])
             x0, y0 = max(0, x - 4), max(0, y - 4)
             x1, y1 = min(ww, x + bw + 4), min(wh, y + bh + 4)
             comp = (labels[y0:y1, x0:x1] == i).astype(np.uint8)
+            own = (comp > 0) & self._on[y0:y1, x0:x1]
+            if not own.any():
+                continue  # grown pixels whose evidence has gone: dropped
+            kept[y0:y1, x0:x1] |= comp > 0
+            area = int(comp.sum())
+            if area < min_area:
+                continue
             ring = cv2.dilate(comp, np.ones((7, 7), np.uint8)) & (1 - on[y0:y1, x0:x1])
             m = self._mean[y0:y1, x0:x1]
-            inside = float(m[comp > 0].mean())
-            if ring.any() and inside > cfg.darker * float(m[ring > 0].mean()):
+            if ring.any() and float(m[comp > 0].mean()) > cfg.darker * float(m[ring > 0].mean()):
                 continue  # not darker than its surround: scene content, not a lens defect
-            conf = float(np.clip((self._p[y0:y1, x0:x1][comp > 0].mean() - 0.4) / 0.5, 0, 1))
+            # confidence: how far the votes of its own (not grown-into) pixels are past "off"
+            conf = float(np.clip((self._p[y0:y1, x0:x1][own].mean() - cfg.p_off)
+                                 / (1.0 - cfg.p_off), 0.01, 1.0))
             dist = cv2.distanceTransform(comp, cv2.DIST_L2, 3)
             thin = float(dist[comp > 0].mean()) <= max(1.3, 0.007 * min(ww, wh))
-            found.append(((x, y, bw, bh), "crack" if thin else "dirt", conf, comp))
             if not thin:  # the soft rim of a blob is under-voted (partly transparent)
                 comp = cv2.dilate(comp, self._rim)
-            mask[y0:y1, x0:x1][comp > 0] = 255
+            bx, by, bw, bh = cv2.boundingRect(comp)
+            pieces.append(_Piece((x0 + bx, y0 + by, bw, bh), "crack" if thin else "dirt", conf,
+                                 area, int(own.sum()), (x0, y0, comp)))
+        self._grown = kept
         events: list[DefectEvent] = []
         matched: set[int] = set()
-        for bbox, kind, conf, _comp in found:
-            tr = self._match(bbox, matched)
-            if tr is None:
-                tr = _Track(self._next_id, now, idx, bbox)
-                self._next_id += 1
-                self._tracks[tr.id] = tr
+        used = [False] * len(pieces)
+        margin = max(2, round(cfg.join * wh))
+        # A defect voted in several pieces (a crack, a blob half over the sky) stays one: each
+        # track takes every piece near it, reported ones first.
+        # No vote is not a "clear" vote: a reported defect where nothing could be seen this
+        # update (the camera stopped panning, the traffic stopped) is held as it was.
+        known = self._target >= 0
+        for tr in sorted(self._tracks.values(), key=lambda t: (not t.reported, t.id)):
+            group = [i for i, pc in enumerate(pieces) if not used[i] and
+                     _near(tr.bbox, pc.bbox, margin)]
+            for i in group:
+                used[i] = True
+            if tr.reported and self._share(tr, known) < cfg.held:
+                matched.add(tr.id)
+            elif group:
+                events += self._assign(tr, [pieces[i] for i in group], now)
+                matched.add(tr.id)
+        for i, pc in enumerate(pieces):
+            if used[i]:
+                continue
+            group, box = [pc], pc.bbox
+            used[i] = True
+            for j in range(i + 1, len(pieces)):
+                if not used[j] and _near(box, pieces[j].bbox, margin):
+                    used[j] = True
+                    group.append(pieces[j])
+                    box = _union(box, pieces[j].bbox)
+            tr = _Track(self._next_id, now, idx, box)
+            self._next_id += 1
+            self._tracks[tr.id] = tr
+            events += self._assign(tr, group, now)
             matched.add(tr.id)
-            tr.bbox, tr.kind, tr.confidence = bbox, kind, conf
-            tr.seen += 1
-            tr.missing = 0
-            if not tr.reported and tr.seen >= (cfg.confirm if self._moving else cfg.confirm_fixed):
-                tr.reported = True
-                events.append(DefectEvent("detected", now, self._public(tr)))
         for tid in list(self._tracks):
             tr = self._tracks[tid]
             if tid in matched:
@@ -668,24 +738,50 @@ class DefectTracker:
                 del self._tracks[tid]
                 if tr.reported:
                     events.append(DefectEvent("cleared", now, self._public(tr)))
-        reported = [t.bbox for t in self._tracks.values() if t.reported]
-        keep = np.zeros_like(mask)
-        for x, y, bw, bh in reported:
-            keep[y:y + bh, x:x + bw] = mask[y:y + bh, x:x + bw]
-        self._mask = keep
+        mask = np.zeros((wh, ww), np.uint8)
+        for tr in self._tracks.values():
+            if tr.reported and not tr.missing:  # (or held: its last pieces)
+                for pc in tr.pieces:
+                    x0, y0, comp = pc.mask
+                    mask[y0:y0 + comp.shape[0], x0:x0 + comp.shape[1]][comp > 0] = 255
+            elif tr.reported:  # briefly missing: keep what it last covered
+                x, y, bw, bh = tr.bbox
+                mask[y:y + bh, x:x + bw] |= self._mask[y:y + bh, x:x + bw]
+        self._mask = mask
         return events
 
-    def _match(self, bbox: tuple[int, int, int, int], taken: set[int]) -> _Track | None:
-        x, y, w, h = bbox
-        best, best_ov = None, 0
-        for tr in self._tracks.values():
-            if tr.id in taken:
-                continue
-            tx, ty, tw, th = tr.bbox
-            ov = max(0, min(x + w, tx + tw) - max(x, tx)) * max(0, min(y + h, ty + th) - max(y, ty))
-            if ov > best_ov:
-                best, best_ov = tr, ov
-        return best
+    @staticmethod
+    def _share(tr: _Track, where: np.ndarray) -> float:
+        """Share of the track's last pixels where ``where`` (working-size bool) holds."""
+        hit = tot = 0
+        for pc in tr.pieces:
+            x0, y0, comp = pc.mask
+            sel = comp > 0
+            hit += int(where[y0:y0 + comp.shape[0], x0:x0 + comp.shape[1]][sel].sum())
+            tot += int(sel.sum())
+        return hit / tot if tot else 0.0
+
+    def _assign(self, tr: _Track, group: list[_Piece], now: float) -> list[DefectEvent]:
+        """This update's pieces of a track: box, kind (of the largest), confidence."""
+        cfg = self.config
+        box = group[0].bbox
+        for pc in group[1:]:
+            box = _union(box, pc.bbox)
+        area = sum(pc.area for pc in group)
+        tr.bbox, tr.pieces = box, group
+        tr.kind = max(group, key=lambda pc: pc.area).kind
+        tr.confidence = sum(pc.conf * pc.area for pc in group) / area
+        tr.seen += 1
+        tr.missing = 0
+        tr.areas = [*tr.areas[-2:], sum(pc.voted for pc in group)]
+        # Reported once it has persisted and its evidence has about settled (it spreads
+        # over a defect for a while: a partial first mask would have to be filled in twice).
+        need = cfg.confirm if self._moving else cfg.confirm_fixed
+        settled = tr.areas[-1] <= cfg.settled * tr.areas[0] or tr.seen >= need + cfg.confirm
+        if not tr.reported and tr.seen >= need and settled:
+            tr.reported = True
+            return [DefectEvent("detected", now, self._public(tr))]
+        return []
 
     def _public(self, tr: _Track) -> Defect:
         f = self._f
