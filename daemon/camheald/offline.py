@@ -76,6 +76,10 @@ def diagnose(args: argparse.Namespace) -> int:
 def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis, tuple[str, ...]]:
     """Correct one frame: denoise, global tone/colour, sharpen, as detected.
 
+    Blur and noise go to the learned restorer (one pass, on the frame as captured: it was
+    trained on normally exposed photos) for the anomalies it is shipped for, else to the
+    classical ``denoise``/``sharpen`` (also the fallback when its weights are missing).
+
     Returns:
         (corrected HxWx3 uint8, analysis, actions actually applied)
     """
@@ -84,13 +88,21 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     a = det.analyze(rgb)
     out = rgb
     done: list[str] = []
-    if "noise" in a.detected:
+    local = [x for x in ("noise", "blur") if x in a.detected]
+    net = restore.shared("restore") if local else None
+    learned = [x for x in local if net is not None and x in net.use_for]
+    if learned:
+        sev = {x: a.extra.get(f"severity.{x}", 0.5) if x in learned else 0.0
+               for x in ("blur", "noise")}
+        out = net.restore(out, blur=sev["blur"], noise=sev["noise"])
+        done += [LOCAL_ACTIONS[x] for x in learned]
+    if "noise" in local and "noise" not in learned:
         out = restore.denoise(out, a.extra.get("severity.noise", 0.5))
         done.append("denoise")
     if a.correction is not None:
         out = apply_global(out, a.correction)
         done += [x for x in a.actions if x in ("tone_curve", "color_matrix")]
-    if "blur" in a.detected:
+    if "blur" in local and "blur" not in learned:
         out = restore.sharpen(out, a.extra.get("severity.blur", 0.5))
         done.append("sharpen")
     return out, a, tuple(done)

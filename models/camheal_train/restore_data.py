@@ -1,6 +1,7 @@
 """Training pairs for the restoration networks, made on the fly from clean photos.
 
-``restore``: a random crop, then (camera order) optics, then sensor/codec noise:
+``restore``: a random crop, then (camera order) optics, then sensor/codec noise, and the
+true severities as conditioning planes (jittered, sometimes "unknown"):
 12 % clean (target = input, so a sharp clean image stays unchanged), 34 % blur only, 30 %
 noise only, 24 % blur then noise. Blur and noise come from ``camheal_train.blur`` and
 ``camheal_train.noise`` at their full ranges (defocus, Gaussian, linear motion, camera shake;
@@ -54,28 +55,50 @@ def random_crop(img: np.ndarray, rng: np.random.Generator, size: int,
     return np.ascontiguousarray(out, dtype=np.float32) / 255.0
 
 
-def mild_defocus(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Slight softness: a disk kernel of radius 0.5..1.3 px."""
-    k = blur.disk_kernel(float(rng.uniform(0.5, 1.3)))
-    return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT_101)
+def mild_defocus(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
+    """Slight softness: a disk kernel of radius 0.5..1.3 px; (image, severity 0.04..0.1)."""
+    r = float(rng.uniform(0.5, 1.3))
+    k = blur.disk_kernel(r)
+    return cv2.filter2D(img, -1, k, borderType=cv2.BORDER_REFLECT_101), 0.1 * r / 1.3
 
 
-def degrade_restore(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-    """(degraded image, what was done) for a clean HxWx3 float32 crop with MARGIN context."""
-    mode = str(rng.choice(list(RESTORE_P), p=list(RESTORE_P.values())))
-    out, what = img, []
+def degrade_restore(img: np.ndarray, rng: np.random.Generator,
+                    mix: dict[str, float] | None = None
+                    ) -> tuple[np.ndarray, str, float, float]:
+    """(degraded image, what was done, blur severity, noise severity) for a clean HxWx3
+    float32 crop with MARGIN context; the image is the crop without the margin.
+
+    ``mix``: probabilities of "clean", "blur", "noise", "both" (default ``RESTORE_P``).
+    """
+    mix = mix or RESTORE_P
+    p = np.array([mix.get(k, 0.0) for k in RESTORE_P], np.float64)
+    mode = str(rng.choice(list(RESTORE_P), p=p / p.sum()))
+    out, what, sb, sn = img, [], 0.0, 0.0
     if mode in ("blur", "both"):
         if rng.random() < 0.12:
-            out, kind = mild_defocus(out, rng), "mild"
+            (out, sb), kind = mild_defocus(out, rng), "mild"
         else:
-            out, _, kind = blur.blur(out, rng)
+            out, sb, kind = blur.blur(out, rng)
         what.append(kind)
     m = MARGIN
     out = np.ascontiguousarray(out[m:-m, m:-m])  # noise is per pixel: no context needed
     if mode in ("noise", "both"):
-        out, _, kind = noise.noise(out, rng)
+        out, sn, kind = noise.noise(out, rng)
         what.append(kind)
-    return np.clip(out, 0.0, 1.0).astype(np.float32), "+".join(what) or "clean"
+    return np.clip(out, 0.0, 1.0).astype(np.float32), "+".join(what) or "clean", sb, sn
+
+
+def severity_planes(h: int, w: int, blur_sev: float, noise_sev: float,
+                    rng: np.random.Generator | None = None) -> np.ndarray:
+    """HxWx2 float32 conditioning planes. With ``rng`` (training): each severity is jittered
+    (x0.7..1.4, the detector's estimates are not exact) and replaced by -1 ("unknown") 15 %
+    of the time."""
+    vals = []
+    for s in (blur_sev, noise_sev):
+        if rng is not None:
+            s = -1.0 if rng.random() < 0.15 else float(np.clip(s * rng.uniform(0.7, 1.4), 0, 1))
+        vals.append(s)
+    return np.broadcast_to(np.array(vals, np.float32), (h, w, 2)).copy()
 
 
 def hole_mask(h: int, w: int, rng: np.random.Generator, kind: str | None = None,
@@ -102,18 +125,20 @@ def hole_mask(h: int, w: int, rng: np.random.Generator, kind: str | None = None,
 class RestoreDataset:
     """Map-style dataset of (input, target) tensors; sample ``i`` depends only on (seed, i).
 
-    ``restore``: input (3,S,S) degraded, target (3,S,S) clean. ``inpaint``: input (4,S,S)
-    (RGB with holes zeroed, mask), target (3,S,S) clean. Float32 in [0, 1].
+    ``restore``: input (5,S,S) degraded RGB + severity planes (``severity_planes``), target
+    (3,S,S) clean. ``inpaint``: input (4,S,S) (RGB with holes zeroed, mask), target (3,S,S)
+    clean. Float32 in [0, 1] (severity -1 = unknown).
     """
 
     def __init__(self, photos: Sequence[str | os.PathLike], task: str, crop: int = 160,
-                 seed: int = 0, length: int = 1 << 40):
+                 seed: int = 0, length: int = 1 << 40, mix: dict[str, float] | None = None):
         if not photos:
             raise ValueError("no photos")
         if task not in ("restore", "inpaint"):
             raise ValueError(f"unknown task {task!r}")
         self.photos = [Path(p) for p in photos]
         self.task, self.crop, self.seed, self.length = task, int(crop), int(seed), int(length)
+        self.mix = mix
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -131,8 +156,10 @@ class RestoreDataset:
         img = self._photo(int(rng.integers(len(self.photos))))
         if self.task == "restore":
             clean = random_crop(img, rng, self.crop + 2 * MARGIN)
-            deg, _ = degrade_restore(clean, rng)
-            return deg, np.ascontiguousarray(clean[MARGIN:-MARGIN, MARGIN:-MARGIN])
+            deg, _, sb, sn = degrade_restore(clean, rng, self.mix)
+            planes = severity_planes(self.crop, self.crop, sb, sn, rng)
+            return (np.concatenate([deg, planes], 2),
+                    np.ascontiguousarray(clean[MARGIN:-MARGIN, MARGIN:-MARGIN]))
         clean = random_crop(img, rng, self.crop)
         m = hole_mask(self.crop, self.crop, rng)
         inp = np.concatenate([clean * (1.0 - m[..., None]), m[..., None]], 2)

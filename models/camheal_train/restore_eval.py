@@ -8,8 +8,9 @@ in the measured path) at full photo resolution, with fixed seeds. Tables (Markdo
 
 * deblurring, defocus and linear motion separately: PSNR/SSIM of the input, of the daemon's
   ``restore.sharpen`` given the true severity, of an unsharp mask with the one setting that is
-  best on average over these very images (favours the baseline), of the network; the gain
-  is over the better of the two baselines;
+  best on average over these very images (favours the baseline), of the network given the
+  true severity too (as the baselines are), and of the network left to judge by itself
+  ("blind"); the gain is over the better of the two baselines;
 * denoising, Poisson-Gaussian sensor noise and the other kinds: input, the daemon's
   ``restore.denoise`` (``fastNlMeansDenoisingColored``) given the true severity, the network,
   and the median milliseconds per megapixel of each with ``--threads`` threads;
@@ -72,14 +73,14 @@ def eval_restore(net: restore.LearnedRestorer, photos: Sequence[Path], seed: int
         cases = {}
         for kind in ("defocus", "motion"):
             out, sev = blur.KINDS[kind](_f(clean), rng)
-            cases[kind] = (_u8(out), sev)
+            cases[kind] = (_u8(out), sev, (sev, 0.0))
         out, sev, _ = noise.sensor(_f(clean), rng)
-        cases["noise: sensor"] = (_u8(out), sev)
+        cases["noise: sensor"] = (_u8(out), sev, (0.0, sev))
         kind = str(rng.choice(["chroma", "jpeg", "impulse", "speckle"]))
         out, sev, _ = noise.KINDS[kind](_f(clean), rng)
-        cases["noise: other kinds"] = (_u8(out), sev)
-        cases["clean"] = (clean, 0.0)
-        for case, (deg, sev) in cases.items():
+        cases["noise: other kinds"] = (_u8(out), sev, (0.0, sev))
+        cases["clean"] = (clean, 0.0, (0.0, 0.0))
+        for case, (deg, sev, (sb, sn)) in cases.items():
             q = r[case]
 
             def add(name: str, img: np.ndarray, q=q, clean=clean) -> None:
@@ -87,9 +88,10 @@ def eval_restore(net: restore.LearnedRestorer, photos: Sequence[Path], seed: int
                 q[name + "_ssim"].append(bl.ssim(img, clean))
 
             add("input", deg)
-            fixed, dt = _timed(net.restore, deg)
+            fixed, dt = _timed(net.restore, deg, sb, sn)
             add("net", fixed)
             q["net_ms_mp"].append(1000 * dt / mp)
+            add("blind", net.restore(deg))
             if case in ("defocus", "motion"):
                 add("sharpen", restore.sharpen(deg, sev))
                 for s, a in USM_GRID:
@@ -135,7 +137,8 @@ def restore_tables(r: dict) -> tuple[list[str], dict]:
     n = len(next(iter(r.values()))["input"]) if r else 0
     lines = [f"Deblurring ({n} photos, PSNR dB / SSIM):", "",
              "| blur | input | sharpen (true severity) | unsharp mask (best fixed sigma/amount) "
-             "| net | net - best baseline |", "| --- | --- | --- | --- | --- | --- |"]
+             "| net (true severity) | net - best baseline | net (blind) |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
     for case in ("defocus", "motion"):
         if case not in m:
             continue
@@ -144,11 +147,12 @@ def restore_tables(r: dict) -> tuple[list[str], dict]:
         lines.append(f"| {case} | {q['input']:.2f} / {q['input_ssim']:.3f} | "
                      f"{q['sharpen']:.2f} / {q['sharpen_ssim']:.3f} | {q['usm_best']:.2f} "
                      f"({q['usm_best_setting']}) | {q['net']:.2f} / {q['net_ssim']:.3f} | "
-                     f"{q['net'] - base:+.2f} |")
+                     f"{q['net'] - base:+.2f} | {q['blind']:.2f} / {q['blind_ssim']:.3f} |")
         q["gain_over_baseline"] = q["net"] - base
     lines += ["", "Denoising (PSNR dB / SSIM; median ms per megapixel on this CPU):", "",
-              "| noise | input | fastNlMeans (true severity) | net | net - NLM | NLM ms/MP | "
-              "net ms/MP |", "| --- | --- | --- | --- | --- | --- | --- |"]
+              "| noise | input | fastNlMeans (true severity) | net (true severity) | net - NLM | "
+              "net (blind) | NLM ms/MP | net ms/MP |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for case in ("noise: sensor", "noise: other kinds"):
         if case not in m:
             continue
@@ -157,12 +161,13 @@ def restore_tables(r: dict) -> tuple[list[str], dict]:
                                                                             "net_ms_mp"))
         lines.append(f"| {case[7:]} | {q['input']:.2f} / {q['input_ssim']:.3f} | "
                      f"{q['nlm']:.2f} / {q['nlm_ssim']:.3f} | {q['net']:.2f} / "
-                     f"{q['net_ssim']:.3f} | {q['net'] - q['nlm']:+.2f} | {q['nlm_ms_mp']:.0f} | "
-                     f"{q['net_ms_mp']:.0f} |")
+                     f"{q['net_ssim']:.3f} | {q['net'] - q['nlm']:+.2f} | {q['blind']:.2f} / "
+                     f"{q['blind_ssim']:.3f} | {q['nlm_ms_mp']:.0f} | {q['net_ms_mp']:.0f} |")
     if "clean" in m:
         q = m["clean"]
-        lines += ["", f"Clean photos through the net: PSNR {q['net']:.2f} dB, SSIM "
-                  f"{q['net_ssim']:.4f} against the untouched photo."]
+        lines += ["", f"Clean photos through the net, told blur = noise = 0: PSNR "
+                  f"{q['net']:.2f} dB, SSIM {q['net_ssim']:.4f} against the untouched photo; "
+                  f"blind: {q['blind']:.2f} dB, {q['blind_ssim']:.4f}."]
     return lines, m
 
 
@@ -179,6 +184,26 @@ def inpaint_table(r: dict) -> tuple[list[str], dict]:
     return lines, m
 
 
+def write_use_for(side: Path, m: dict, photos: Sequence[Path]) -> list[str]:
+    """Set ``use_for`` in a restore sidecar: "blur" when the net's mean margin over the best
+    classical baseline on defocus and motion is positive, "noise" likewise over NLM."""
+    margins = {"blur": float(np.mean([m[c]["gain_over_baseline"]
+                                      for c in ("defocus", "motion")])),
+               "noise": float(np.mean([m[c]["net"] - m[c]["nlm"]
+                                       for c in ("noise: sensor", "noise: other kinds")]))}
+    use = [k for k, v in margins.items() if v > 0]
+    data = json.loads(side.read_text()) if side.is_file() else {}
+    data["use_for"] = use
+    data["use_for_evidence"] = {"photos": sorted({p.name.split("-")[0] for p in photos}),
+                                "n": len(photos),
+                                "margin_db": {k: round(v, 2) for k, v in margins.items()}}
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(side)
+    logger.info("%s: use_for %s (margins %s)", side, use, margins)
+    return use
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(prog="python -m camheal_train.restore_eval", description=__doc__,
@@ -193,6 +218,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, help="only the first N photos")
     ap.add_argument("--seed", type=int, default=2024)
     ap.add_argument("--json", help="also write the summary as JSON")
+    ap.add_argument("--set-use-for", metavar="SIDECAR",
+                    help="write into this restore sidecar JSON which anomalies (blur, noise) "
+                    "the net beat the classical tools on, here (use a validation split)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cv2.setNumThreads(a.threads)
@@ -207,6 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         summary["restore_model"] = net.name
         out += [f"Restore network {net.name}, {len(photos)} photos, {a.threads} thread(s).", "",
                 *lines, ""]
+    if a.set_use_for and "restore" in summary:
+        write_use_for(Path(a.set_use_for), summary["restore"], photos)
     if "inpaint" not in a.skip:
         net = restore.LearnedInpainter.load(a.inpaint, threads=a.threads)
         lines, summary["inpaint"] = inpaint_table(eval_inpaint(net, photos, a.seed))

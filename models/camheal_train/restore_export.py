@@ -6,7 +6,8 @@
         --out models/weights/camheal_inpaint.onnx
 
 Opset 17, one input ``image`` (B,C,H,W) and one output ``output`` (B,3,H,W) with dynamic batch,
-height and width (multiples of ``camheal.multiple``), a single file without external data.
+height and width (multiples of ``camheal.multiple``), a single file without external data;
+the layouts are in ``camheal_train.restore_net``.
 A JSON sidecar beside the ONNX records the task, config, training run and parity check.
 """
 
@@ -35,14 +36,17 @@ PARITY_SIZES = ((1, 64, 96), (2, 48, 32))  # (batch, height, width) in units of 
 
 def example_input(model: RestoreNet, batch: int, h: int, w: int, seed: int = 0
                   ) -> torch.Tensor:
-    """A random input of the model's layout (holes zeroed for inpainting)."""
+    """A random input of the model's layout (holes zeroed for inpainting; severities, some
+    unknown, for restoring)."""
     g = torch.Generator().manual_seed(seed)
     x = torch.rand(batch, 3, h, w, generator=g)
     if model.cfg.task == "inpaint":
         hole = (torch.rand(batch, 1, h // 4, w // 4, generator=g) < 0.2).float()
         hole = torch.nn.functional.interpolate(hole, size=(h, w), mode="nearest")
-        x = torch.cat([x * (1 - hole), hole], 1)
-    return x
+        return torch.cat([x * (1 - hole), hole], 1)
+    sev = torch.rand(batch, 2, 1, 1, generator=g)
+    sev[0, 0] = -1.0  # unknown
+    return torch.cat([x, sev.expand(batch, 2, h, w)], 1)
 
 
 def metadata(model: RestoreNet) -> dict[str, str]:

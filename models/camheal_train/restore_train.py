@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Sampler
 
 from camheal_train.data import data_dir, list_photos
-from camheal_train.restore_data import RestoreDataset, worker_init
+from camheal_train.restore_data import RESTORE_P, RestoreDataset, worker_init
 from camheal_train.restore_net import CONFIGS, RestoreConfig, RestoreNet, macs_per_pixel
 
 logger = logging.getLogger(__name__)
@@ -51,6 +51,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--time-limit", type=float, help="minutes of training, resume included")
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--crop", type=int, help="crop side (default 160 restore, 192 inpaint)")
+    ap.add_argument("--mix", type=_mix, help="restore: degradation shares, e.g. "
+                    "clean=0.12,blur=0.34,noise=0.3,both=0.24 (the default)")
+    ap.add_argument("--loss", choices=sorted(LOSSES), default="mse",
+                    help="mse (default: what PSNR measures) or charbonnier (smooth L1)")
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--min-lr-frac", type=float, default=0.02)
     ap.add_argument("--weight-decay", type=float, default=1e-4)
@@ -68,6 +72,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return a
 
 
+def _mix(text: str) -> dict[str, float]:
+    out = {}
+    for part in text.split(","):
+        k, _, v = part.partition("=")
+        if k not in RESTORE_P:
+            raise argparse.ArgumentTypeError(f"unknown share {k!r} (use {', '.join(RESTORE_P)})")
+        out[k] = float(v)
+    if sum(out.values()) <= 0:
+        raise argparse.ArgumentTypeError("the shares must not all be zero")
+    return out
+
+
 def lr_factor(step: int, progress: float, warmup: int, floor: float) -> float:
     """Warm-up over the first ``warmup`` steps, then cosine from 1 to ``floor``."""
     w = min(1.0, (step + 1) / max(1, warmup))
@@ -83,9 +99,22 @@ def charbonnier(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor |
     return (d * weight).sum() / (weight.sum() * pred.shape[1]).clamp_min(1.0)
 
 
-def task_loss(task: str, pred: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Charbonnier over the image (restore) or over the hole only (inpaint)."""
-    return charbonnier(pred, y, x[:, 3:4] if task == "inpaint" else None)
+def mse(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+        ) -> torch.Tensor:
+    """Mean squared error, optionally weighted per pixel."""
+    d = (pred.float() - target.float()) ** 2
+    if weight is None:
+        return d.mean()
+    return (d * weight).sum() / (weight.sum() * pred.shape[1]).clamp_min(1.0)
+
+
+LOSSES = {"mse": mse, "charbonnier": charbonnier}
+
+
+def task_loss(task: str, pred: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+              kind: str = "mse") -> torch.Tensor:
+    """``kind`` over the image (restore) or over the hole only (inpaint)."""
+    return LOSSES[kind](pred, y, x[:, 3:4] if task == "inpaint" else None)
 
 
 class _Range(Sampler[int]):
@@ -187,7 +216,9 @@ def train(a: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     log_file = logging.FileHandler(out / "train.log")
     log_file.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+    log_file.setLevel(logging.INFO)
     logger.addHandler(log_file)
+    logger.setLevel(logging.INFO)  # the run's log file gets the progress lines in any case
     try:
         return _train(a, device, out, start)
     finally:
@@ -228,8 +259,8 @@ def _train(a: argparse.Namespace, device: torch.device, out: Path, start: float)
     if cuda:
         torch.backends.cudnn.benchmark = True
     limit = a.time_limit * 60.0 if a.time_limit else None
-    ds = RestoreDataset(photos, a.task, crop, a.seed)
-    val_ds = RestoreDataset(photos, a.task, crop, VAL_SEED)
+    ds = RestoreDataset(photos, a.task, crop, a.seed, mix=a.mix)
+    val_ds = RestoreDataset(photos, a.task, crop, VAL_SEED, mix=a.mix)
     val = [val_ds[i] for i in range(a.val)]
     logger.info("task %s: %d photos, crop %d, batch %d, %d params, %.2f GFLOP/MP, device %s",
                 a.task, len(photos), crop, a.batch, sum(p.numel() for p in model.parameters()),
@@ -252,7 +283,7 @@ def _train(a: argparse.Namespace, device: torch.device, out: Path, start: float)
                 else contextlib.nullcontext())
     # Stop early enough to write the checkpoint and shut the workers down inside the limit.
     margin = 8.0
-    running, t_log, s_log, step_time = None, time.monotonic(), step, 0.0
+    running, t_log, s_log, step_time, skipped = None, time.monotonic(), step, 0.0, 0
     elapsed = elapsed0
     model.train()
     with _Stop() as stop:
@@ -278,14 +309,19 @@ def _train(a: argparse.Namespace, device: torch.device, out: Path, start: float)
                 g["lr"] = a.lr * lr_factor(step, progress, a.warmup, a.min_lr_frac)
             with autocast:
                 pred = model(x)
-            loss = task_loss(a.task, pred, x, y)
+            loss = task_loss(a.task, pred, x, y, a.loss)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            step += 1
             lv = float(loss.detach())  # syncs the device once a step: fine at this size
-            running = lv if running is None else 0.98 * running + 0.02 * lv
+            if math.isfinite(lv):
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                running = lv if running is None else 0.98 * running + 0.02 * lv
+            else:  # a rare blown-up output: skip the batch rather than poison the moments
+                skipped += 1
+                logger.warning("step %d: non-finite loss (max |output| %.3g), batch skipped",
+                               step, float(pred.detach().float().abs().max()))
+            step += 1
             step_time = 0.9 * step_time + 0.1 * (time.monotonic() - t_step) if step_time \
                 else time.monotonic() - t_step
             if bar is not None:
@@ -309,8 +345,8 @@ def _train(a: argparse.Namespace, device: torch.device, out: Path, start: float)
         pin, pout = validate(model, val, device)
         logger.info("validation (%d pairs, training photos, other crops): input %.2f dB -> "
                     "net %.2f dB", len(val), pin, pout)
-    logger.info("step %d, %.0f s trained, loss %s, checkpoint %s", step, elapsed,
-                "n/a" if running is None else f"{running:.5f}", ckpt)
+    logger.info("step %d, %.0f s trained, loss %s, %d batches skipped, checkpoint %s", step,
+                elapsed, "n/a" if running is None else f"{running:.5f}", skipped, ckpt)
     return ckpt
 
 

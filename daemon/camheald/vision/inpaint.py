@@ -5,14 +5,15 @@ behind it in frame t was visible, at another image position, in frames before an
 t. ``SequenceInpainter`` registers neighbouring frames to frame t (a global translation,
 measured by phase correlation with the defect blanked out so that it does not pull the
 estimate towards zero) and copies the pixels that were visible there. Pixels never seen
-(a fixed camera, the first frames of a pan, the edge of the view) are filled by OpenCV
-inpainting (Telea or Navier-Stokes). The fill is blended into the frame over a feathered
-rim, so a partly transparent defect edge leaves no seam.
+(a fixed camera, the first frames of a pan, the edge of the view) are filled spatially: by
+the learned inpainting network (``camheal_inpaint.onnx``, see models/RESTORE_CARD.md) when
+its weights are installed, otherwise, or when asked for, by OpenCV inpainting (Telea or
+Navier-Stokes). The fill is blended into the frame over a feathered rim, so a partly
+transparent defect edge leaves no seam.
 
 Limits: only a global translation is modelled (pan/tilt, shake); zoom, rotation and strong
 parallax leave misregistered fills that are then only as good as their neighbourhood.
 Moving objects behind the defect are filled with what was there in a neighbouring frame.
-No learned inpainting network is used here (none is trained yet).
 """
 
 from __future__ import annotations
@@ -27,6 +28,24 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
+# Spatial fills: "auto" = the learned network when its weights load, else Telea.
+SPATIAL = ("auto", "learned", *METHODS)
+
+
+def _learned(method: str):
+    """The shared LearnedInpainter for ``method`` ("auto"/"learned"), or None for OpenCV.
+
+    Raises:
+        ModelError: "learned" was asked for and the network cannot be loaded.
+    """
+    if method not in ("auto", "learned"):
+        return None
+    from camheald.vision import restore
+
+    net = restore.shared("inpaint")
+    if net is None and method == "learned":
+        restore.LearnedInpainter.load()  # raises the ModelError that says why
+    return net
 
 
 def blend_mask(mask: np.ndarray, grow: int = 2, feather: float = 1.5
@@ -58,19 +77,24 @@ def inpaint_still(rgb: np.ndarray, mask: np.ndarray, method: str = "telea", radi
     Args:
         rgb: HxWx3 uint8 RGB.
         mask: HxW uint8, >0 = defect (same size as ``rgb``).
-        method: "telea" or "ns" (Navier-Stokes).
-        radius: inpainting neighbourhood radius, pixels.
+        method: "telea" or "ns" (Navier-Stokes), or "learned" (the inpainting network;
+            ModelError when its weights are missing) or "auto" (learned if available).
+        radius: OpenCV inpainting neighbourhood radius, pixels.
         grow: pixels added around the mask before filling.
 
     Returns:
         HxWx3 uint8 (a copy; ``rgb`` untouched).
     """
-    if method not in METHODS:
-        raise ValueError(f"unknown inpainting method {method!r} (known: {', '.join(METHODS)})")
+    if method not in SPATIAL:
+        raise ValueError(f"unknown inpainting method {method!r} (known: {', '.join(SPATIAL)})")
     fill, weight = blend_mask(mask, grow)
     if not fill.any():
         return rgb.copy()
-    filled = cv2.inpaint(rgb, fill, radius, METHODS[method])
+    net = _learned(method)
+    if net is not None:
+        filled = net.fill(rgb, fill)
+    else:
+        filled = cv2.inpaint(rgb, fill, radius, METHODS.get(method, cv2.INPAINT_TELEA))
     return _blend(rgb, filled, weight)
 
 
@@ -105,14 +129,20 @@ class SequenceInpainter:
     Feed frames in order with ``push``; each call returns the frames that are complete (the
     one ``window`` frames back, once it has ``window`` successors); ``flush`` returns the
     rest. Frames are HxWx3 uint8 RGB of the mask's size.
+
+    ``method`` fills the pixels no other frame shows: "auto" (the learned network when its
+    weights load, else Telea), "learned", "telea" or "ns". ``stats`` counts filled pixels:
+    "temporal" (copied from other frames), "opencv" (filled spatially; the name is older
+    than the network) and "learned" (how many of those the network filled).
     """
 
-    def __init__(self, mask: np.ndarray, window: int = 12, method: str = "telea",
+    def __init__(self, mask: np.ndarray, window: int = 12, method: str = "auto",
                  radius: int = 5, grow: int = 2, near: float = 1.0,
                  max_misfit: float = 14.0, max_sources: int = 8,
                  analysis_width: int = 320) -> None:
-        if method not in METHODS:
+        if method not in SPATIAL:
             raise ValueError(f"unknown inpainting method {method!r}")
+        self._net = _learned(method)
         self.mask = (mask > 0).astype(np.uint8) * 255
         self.fill, self.weight = blend_mask(self.mask, grow)
         self.window = max(0, int(window))
@@ -144,7 +174,7 @@ class SequenceInpainter:
         self._pos = (0.0, 0.0)
         self._done = 0  # index in the stream of the oldest frame still in the buffer
         self._next = 0  # index of the next frame to emit
-        self.stats = {"temporal": 0, "opencv": 0}  # filled pixel counts
+        self.stats = {"temporal": 0, "opencv": 0, "learned": 0}  # filled pixel counts
 
     def _analyse(self, rgb: np.ndarray) -> np.ndarray:
         g = cv2.cvtColor(cv2.resize(rgb, self._small, interpolation=cv2.INTER_AREA),
@@ -222,9 +252,17 @@ class SequenceInpainter:
         # registration errors show most there, and a thin crack is nothing but edge).
         todo |= self._near[y0:y1, x0:x1]
         if todo.any():
-            # Inpaint with the temporal fill in place (a better boundary for what is left).
-            filled = cv2.inpaint(filled, todo.astype(np.uint8) * 255, self.radius,
-                                 METHODS[self.method])
+            # Fill with the temporal fill in place (a better boundary for what is left).
+            if self._net is not None:
+                frame = target.rgb.copy()  # the network wants context beyond the box
+                frame[y0:y1, x0:x1] = filled
+                hole = np.zeros(self.mask.shape, np.uint8)
+                hole[y0:y1, x0:x1] = todo
+                filled = self._net.fill(frame, hole)[y0:y1, x0:x1]
+                self.stats["learned"] += int(todo.sum())
+            else:
+                filled = cv2.inpaint(filled, todo.astype(np.uint8) * 255, self.radius,
+                                     METHODS.get(self.method, cv2.INPAINT_TELEA))
             self.stats["opencv"] += int(todo.sum())
         out = target.rgb.copy()
         out[y0:y1, x0:x1] = _blend(tgt, filled, self.weight[y0:y1, x0:x1])

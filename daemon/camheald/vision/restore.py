@@ -3,7 +3,7 @@
 Learned (``camheal_restore.onnx``, ``camheal_inpaint.onnx`` from the camheal_weights package;
 trained by ``camheal_train.restore_train``, see models/RESTORE_CARD.md):
 
-    net = LearnedRestorer.load()      # deblur + denoise, blind: HxWx3 uint8 -> HxWx3 uint8
+    net = LearnedRestorer.load()      # deblur + denoise: restore(rgb, blur=sev, noise=sev)
     fill = LearnedInpainter.load()    # fill(rgb, mask): mask > 0 pixels replaced
 
 Both run in overlapping tiles so that memory stays bounded on big images. Classical (cheap,
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
+import json
 import logging
 import os
 import threading
@@ -187,33 +188,74 @@ class TiledNet:
 
 
 def _to_u8(x: np.ndarray) -> np.ndarray:
-    return np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+ANOMALIES = ("blur", "noise")
+
+
+def _use_for(path: Path) -> tuple[str, ...]:
+    """The anomalies the sidecar JSON beside ``path`` says the network should correct
+    (``use_for``, written by ``camheal_train.restore_eval --set-use-for``); both if absent."""
+    side = path.with_suffix(".json")
+    try:
+        data = json.loads(side.read_text()) if side.is_file() else {}
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{side}: unreadable model sidecar ({e})") from None
+    use = data.get("use_for", list(ANOMALIES)) if isinstance(data, dict) else None
+    if not isinstance(use, list) or not set(use) <= set(ANOMALIES):
+        raise ModelError(f"{side}: use_for must be a list drawn from {list(ANOMALIES)}")
+    return tuple(a for a in ANOMALIES if a in use)
 
 
 class LearnedRestorer:
-    """Blind deblurring + denoising network (``camheal_restore.onnx``)."""
+    """Blind deblurring + denoising network (``camheal_restore.onnx``).
 
-    def __init__(self, net: TiledNet):
+    ``use_for``: the anomalies ("blur", "noise") it beat the classical tools on when it was
+    evaluated (from its sidecar JSON); callers keep ``sharpen``/``denoise`` for the others.
+    """
+
+    def __init__(self, net: TiledNet, use_for: tuple[str, ...] = ANOMALIES):
         self.net = net
         self.name = net.name
+        self.use_for = use_for
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
              backend: str = "onnxruntime", tile: int = 768, overlap: int = 64
              ) -> LearnedRestorer:
         """Load (None: the shipped weights). Raises ModelError when missing or unusable."""
-        return cls(TiledNet.load("restore", path, threads, backend, tile, overlap))
+        p = Path(path) if path is not None else shipped(RESTORE_FILE)
+        net = TiledNet.load("restore", p, threads, backend, tile, overlap)
+        return cls(net, _use_for(p))
 
-    def restore(self, rgb: np.ndarray) -> np.ndarray:
+    def restore(self, rgb: np.ndarray, blur: float | None = None, noise: float | None = None
+                ) -> np.ndarray:
         """Deblur and denoise a frame.
 
         Args:
             rgb: HxWx3 uint8 RGB, any size.
+            blur: blur severity in [0, 1] (the detector's ``severity.blur``; 0 = sharp) or
+                None when unknown (the network judges by itself, less well).
+            noise: noise severity in [0, 1] likewise (``severity.noise``).
 
         Returns:
-            HxWx3 uint8 (a new array).
+            HxWx3 uint8 (a new array). Pixels where the network's output is not finite
+            keep their input value (logged).
         """
-        return _to_u8(self.net.run(rgb.astype(np.float32) * (1.0 / 255.0)))
+        x = rgb.astype(np.float32) * (1.0 / 255.0)
+        if self.net.in_channels > 3:
+            sev = [-1.0 if v is None else float(np.clip(v, 0.0, 1.0)) for v in (blur, noise)]
+            planes = np.broadcast_to(np.array(sev, np.float32), (*x.shape[:2], 2))
+            y = self.net.run(np.concatenate([x, planes], 2))
+        else:
+            y = self.net.run(x)
+        bad = ~np.isfinite(y)
+        if bad.any():
+            logger.warning("%s: %d non-finite output values replaced by the input", self.name,
+                           int(bad.sum()))
+            y[bad] = x[bad]
+        return _to_u8(y)
 
 
 class LearnedInpainter:
@@ -252,8 +294,12 @@ class LearnedInpainter:
         m = hole[y0:y1, x0:x1].astype(np.float32)[..., None]
         x = np.concatenate([rgb[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0) * (1.0 - m),
                             m], 2)
+        y = self.net.run(x)
+        if not np.isfinite(y).all():
+            logger.warning("%s: non-finite output values replaced by mid-grey", self.name)
+            y = np.nan_to_num(y, nan=0.5, posinf=1.0, neginf=0.0)
         box = out[y0:y1, x0:x1]
-        box[hole[y0:y1, x0:x1]] = _to_u8(self.net.run(x))[hole[y0:y1, x0:x1]]
+        box[hole[y0:y1, x0:x1]] = _to_u8(y)[hole[y0:y1, x0:x1]]
         return out
 
 
