@@ -1,32 +1,34 @@
 """Persistent lens defects (dirt, crack, covered) and scene states (covered, moved), per camera.
 
-A lens defect stays put in the image while the scene behind it changes; a dark object in
-the scene moves or changes with the scene. At a small working resolution (<= 320 px wide)
-the tracker keeps, after removing the global brightness (a lighting change is not motion):
+A lens defect stays put in the image and keeps its appearance while the scene behind it
+changes; scene content moves with the scene. Updates in which nothing changes behind a
+pixel give it no vote at all (a still scene raises no alarm, and no vote is not "clean").
+At a small working resolution (<= 320 px wide), after removing the global brightness:
 
-* per-pixel running mean and temporal std, and a short-term change map;
-* fixed camera ("hole" cue): the expected activity of a pixel is a grey-level closing of the
-  std map along both axes (change on both sides horizontally *and* vertically: a hole, not
-  a strip), after an opening that removes the thin edge activity of a shaking camera. A
-  pixel that stays still while its surround changes, both over the window and in the last
-  few frames, and that is darker than its neighbourhood, votes "defect";
-* moving camera (global translation measured by phase correlation): an earlier frame
-  shifted by the camera motion lines the scene up; a pixel that disagrees with the shifted
-  frame but agrees with the unshifted one (it stayed in place) votes "defect";
+* camera motion: global translation against a keyframe (half-whitened cross-correlation;
+  the lens defect's own peak at "no motion" is passed over when the next one explains the
+  frame, continues the camera's motion, or moves steadily);
+* moving camera: earlier frames shifted by the camera motion line the scene up behind each
+  pixel now, and this frame shifted back lines it up for then; a pixel darker than the
+  scene behind it now and then votes "defect", one that follows the scene votes "clear";
+* fixed camera: the activity a pixel should show is the closing of the temporal-std map
+  along the local direction of travel (dense optical flow): what passes along a lane or a
+  path through it. A pixel that stays still while things (brighter than it) pass through
+  it votes "defect"; swaying leaves define no path, a kerb is beside one, not on it;
 * the detector's coarse obstruction mask, when given, votes where time gives no evidence;
-* votes are a leaky mean with hysteresis; pixels are grown into adjacent dark still pixels
-  (moving camera), grouped into components, filtered (size, darker than their ring),
-  confirmed over several updates, tracked (id, since, first frame), classified as crack
-  (thin) or dirt, and cleared when the evidence goes away (the lens was cleaned).
+* votes are a leaky mean with hysteresis; with a moving camera on-pixels grow into adjacent
+  still pixels about as dark; connected pieces near each other form one tracked defect
+  (id, since, first frame, crack if thin else dirt), reported after persisting and once
+  its evidence settles, held while nothing can be seen, cleared when the evidence says the
+  lens is clean.
 
 Scene states: "covered" (nearly every cell of the view flat for ``covered_s``) and "moved"
 (the edge map of the ~1 s mean view left its reference abruptly and the new view stayed
 stable for ``moved_s``; a panning camera never counts as moved).
 
-Limits: with temporal evidence alone a defect is only found where the scene moves behind
-it. A fixed camera over a static background sees nothing behind a defect, and a static dark
-object in front of moving traffic (a post, foliage gaps, a median strip) looks like one;
-the darkness, size and persistence filters reduce, but cannot remove, those false alarms.
+Limits: a fixed camera finds a defect only where traffic passes through it; an object that
+moves with the camera looks like a defect for as long as it does; a dark defect over dark
+scene content has no contrast (docs/defects.md).
 """
 
 from __future__ import annotations
@@ -524,7 +526,7 @@ class DefectTracker:
             self._motion_evidence(gn, target, weight)
         elif self._ns > cfg.warmup and self._act_s is not None:
             self._hole_evidence(gn, target)
-        self._target = target
+        self._target = target  # kept: "no vote" holds reported defects (``_components``)
         known = target >= 0
         weight *= np.where(known, np.float32(cfg.gamma), np.float32(0.0))
         if obstruction_mask is not None and obstruction_mask.size:
