@@ -223,7 +223,10 @@ def write(results: dict, path: Path) -> None:
         "# just some end-to-end runs (and their decode-only baselines), repeated; writes "
         ".bench-out/BENCHMARKS-partial.md\n"
         ".venv/bin/python -m benchmarks.run --skip model,stages,profile,ipc "
-        "--runs 720p-1c,1080p30-4c --reps 3\n```",
+        "--runs 720p-1c,1080p30-4c --reps 3\n"
+        "# two versions of the daemon and SDK side by side, interleaved (same load for both)\n"
+        ".venv/bin/python -m benchmarks.ab --version before=DIR --version after=. "
+        "--runs 720p-1c,1080p30-4c --reps 8\n```",
         "",
     ]
     path.parent.mkdir(parents=True, exist_ok=True)
