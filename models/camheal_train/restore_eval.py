@@ -204,6 +204,21 @@ def write_use_for(side: Path, m: dict, photos: Sequence[Path]) -> list[str]:
     return use
 
 
+def write_auto(side: Path, m: dict, photos: Sequence[Path]) -> bool:
+    """Set ``auto`` in an inpaint sidecar: whether the net's mean margin over Telea inside
+    the mask, over the mask kinds, is positive (inpainting "auto" then uses the net)."""
+    margin = float(np.mean([q["net"] - q["telea"] for q in m.values()]))
+    data = json.loads(side.read_text()) if side.is_file() else {}
+    data["auto"] = margin > 0
+    data["auto_evidence"] = {"photos": sorted({p.name.split("-")[0] for p in photos}),
+                             "n": len(photos), "margin_over_telea_db": round(margin, 2)}
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(side)
+    logger.info("%s: auto %s (margin %.2f dB)", side, data["auto"], margin)
+    return data["auto"]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point."""
     ap = argparse.ArgumentParser(prog="python -m camheal_train.restore_eval", description=__doc__,
@@ -220,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--json", help="also write the summary as JSON")
     ap.add_argument("--set-use-for", metavar="SIDECAR",
                     help="write into this restore sidecar JSON which anomalies (blur, noise) "
-                    "the net beat the classical tools on, here (use a validation split)")
+                    "the net beat the classical tools on, here, and into the inpaint "
+                    "sidecar whether it beat Telea (use a validation split)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     cv2.setNumThreads(a.threads)
@@ -240,6 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if "inpaint" not in a.skip:
         net = restore.LearnedInpainter.load(a.inpaint, threads=a.threads)
         lines, summary["inpaint"] = inpaint_table(eval_inpaint(net, photos, a.seed))
+        if a.set_use_for:
+            side = Path(a.inpaint or restore.shipped(restore.INPAINT_FILE)).with_suffix(".json")
+            write_auto(side, summary["inpaint"], photos)
         summary["inpaint_model"] = net.name
         out += [f"Inpainting network {net.name}.", "", *lines]
     print("\n".join(out))

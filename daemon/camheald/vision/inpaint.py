@@ -28,7 +28,8 @@ import numpy as np
 logger = logging.getLogger(__name__)
 
 METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
-# Spatial fills: "auto" = the learned network when its weights load, else Telea.
+# Spatial fills: "auto" = the learned network when its weights load and its sidecar says it
+# beat Telea (``auto``), else Telea.
 SPATIAL = ("auto", "learned", *METHODS)
 
 
@@ -45,6 +46,8 @@ def _learned(method: str):
     net = restore.shared("inpaint")
     if net is None and method == "learned":
         restore.LearnedInpainter.load()  # raises the ModelError that says why
+    if net is not None and method == "auto" and not net.auto:
+        return None  # evaluated as no better than Telea: not worth its time
     return net
 
 
@@ -131,9 +134,10 @@ class SequenceInpainter:
     rest. Frames are HxWx3 uint8 RGB of the mask's size.
 
     ``method`` fills the pixels no other frame shows: "auto" (the learned network when its
-    weights load, else Telea), "learned", "telea" or "ns". ``stats`` counts filled pixels:
-    "temporal" (copied from other frames), "opencv" (filled spatially; the name is older
-    than the network) and "learned" (how many of those the network filled).
+    weights load and it beat Telea when evaluated, else Telea), "learned", "telea" or "ns".
+    ``stats`` counts filled pixels: "temporal" (copied from other frames), "opencv" (filled
+    spatially; the name is older than the network) and "learned" (how many of those the
+    network filled).
     """
 
     def __init__(self, mask: np.ndarray, window: int = 12, method: str = "auto",

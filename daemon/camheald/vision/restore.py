@@ -168,18 +168,24 @@ class TiledNet:
             y = self._session.run([OUTPUT], {INPUT: feed})[0]
         return y[0, :, :h, :w].transpose(1, 2, 0)
 
-    def run(self, x: np.ndarray) -> np.ndarray:
-        """HxWxC float32 in [0, 1] -> HxWx3 float32 (not clipped), tile by tile."""
+    def run(self, x: np.ndarray, need: np.ndarray | None = None) -> np.ndarray:
+        """HxWxC float32 in [0, 1] -> HxWx3 float32 (not clipped), tile by tile.
+
+        ``need``: optional HxW bool; tiles with no needed pixel are not run (their output is
+        the input's RGB).
+        """
         if x.ndim != 3 or x.shape[2] != self.in_channels:
             raise ValueError(f"expected HxWx{self.in_channels} input, got {x.shape}")
         h, w = x.shape[:2]
         t, o = self.tile, self.overlap
         if h <= t + 2 * o and w <= t + 2 * o:
             return self._pass(x)
-        out = np.empty((h, w, 3), np.float32)
+        out = np.array(x[..., :3], np.float32)
         for y0 in range(0, h, t):
             for x0 in range(0, w, t):
                 y1, x1 = min(h, y0 + t), min(w, x0 + t)
+                if need is not None and not need[y0:y1, x0:x1].any():
+                    continue
                 ya, xa = max(0, y0 - o), max(0, x0 - o)
                 yb, xb = min(h, y1 + o), min(w, x1 + o)
                 res = self._pass(x[ya:yb, xa:xb])
@@ -194,15 +200,23 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
 ANOMALIES = ("blur", "noise")
 
 
-def _use_for(path: Path) -> tuple[str, ...]:
-    """The anomalies the sidecar JSON beside ``path`` says the network should correct
-    (``use_for``, written by ``camheal_train.restore_eval --set-use-for``); both if absent."""
+def _sidecar(path: Path) -> dict:
+    """The JSON object beside a model ({} if there is none)."""
     side = path.with_suffix(".json")
     try:
         data = json.loads(side.read_text()) if side.is_file() else {}
     except (OSError, ValueError) as e:
         raise ModelError(f"{side}: unreadable model sidecar ({e})") from None
-    use = data.get("use_for", list(ANOMALIES)) if isinstance(data, dict) else None
+    if not isinstance(data, dict):
+        raise ModelError(f"{side}: model sidecar must be a JSON object")
+    return data
+
+
+def _use_for(path: Path) -> tuple[str, ...]:
+    """The anomalies the sidecar JSON beside ``path`` says the network should correct
+    (``use_for``, written by ``camheal_train.restore_eval --set-use-for``); both if absent."""
+    side = path.with_suffix(".json")
+    use = _sidecar(path).get("use_for", list(ANOMALIES))
     if not isinstance(use, list) or not set(use) <= set(ANOMALIES):
         raise ModelError(f"{side}: use_for must be a list drawn from {list(ANOMALIES)}")
     return tuple(a for a in ANOMALIES if a in use)
@@ -259,19 +273,26 @@ class LearnedRestorer:
 
 
 class LearnedInpainter:
-    """Hole-filling network (``camheal_inpaint.onnx``), run on the box around the mask."""
+    """Hole-filling network (``camheal_inpaint.onnx``), run on the tiles the mask touches.
 
-    def __init__(self, net: TiledNet, context: int = 64):
+    ``auto``: whether it beat OpenCV Telea when it was evaluated (sidecar ``auto``, written
+    by ``camheal_train.restore_eval --set-use-for``); inpainting "auto" uses it only then.
+    """
+
+    def __init__(self, net: TiledNet, context: int = 64, auto: bool = True):
         self.net = net
         self.name = net.name
         self.context = context
+        self.auto = auto
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
              backend: str = "onnxruntime", tile: int = 768, overlap: int = 64
              ) -> LearnedInpainter:
         """Load (None: the shipped weights). Raises ModelError when missing or unusable."""
-        return cls(TiledNet.load("inpaint", path, threads, backend, tile, overlap))
+        p = Path(path) if path is not None else shipped(INPAINT_FILE)
+        net = TiledNet.load("inpaint", p, threads, backend, tile, overlap)
+        return cls(net, auto=_sidecar(p).get("auto", True) is True)
 
     def fill(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Replace the pixels under ``mask`` by the network's fill.
@@ -294,7 +315,7 @@ class LearnedInpainter:
         m = hole[y0:y1, x0:x1].astype(np.float32)[..., None]
         x = np.concatenate([rgb[y0:y1, x0:x1].astype(np.float32) * (1.0 / 255.0) * (1.0 - m),
                             m], 2)
-        y = self.net.run(x)
+        y = self.net.run(x, need=hole[y0:y1, x0:x1])
         if not np.isfinite(y).all():
             logger.warning("%s: non-finite output values replaced by mid-grey", self.name)
             y = np.nan_to_num(y, nan=0.5, posinf=1.0, neginf=0.0)
