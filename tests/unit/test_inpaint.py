@@ -94,3 +94,16 @@ def test_bad_arguments() -> None:
     inp = SequenceInpainter(np.zeros((8, 8), np.uint8))
     with pytest.raises(ValueError):
         inp.push(np.zeros((9, 8, 3), np.uint8))
+
+
+
+def test_camera_motion_is_tracked_over_a_long_pan() -> None:
+    """The pan estimate follows the camera, and the frame kept for the next estimate is the
+    frame as analysed (OpenCV 5's phaseCorrelate windows its inputs in place)."""
+    speed, n = 6.0, 16
+    frames = panning(n, speed=speed)
+    inp = SequenceInpainter(inject.crack(W, H, 1).mask)
+    for f in frames:
+        inp.push(f)
+    assert abs(abs(inp._pos[0]) - speed * (n - 1)) < 3.0, inp._pos
+    assert np.array_equal(inp._prev, inp._analyse(frames[-1]))

@@ -196,7 +196,8 @@ class SequenceInpainter:
                              f"{self.mask.shape[1]}x{self.mask.shape[0]}")
         g = self._analyse(rgb)
         if self._prev is not None:
-            (dx, dy), resp = cv2.phaseCorrelate(self._prev, g, self._hann)
+            # copies: OpenCV 5 applies the window to both inputs in place
+            (dx, dy), resp = cv2.phaseCorrelate(self._prev.copy(), g.copy(), self._hann)
             if resp > 0.05:
                 self._pos = (self._pos[0] + dx * self._scale, self._pos[1] + dy * self._scale)
         self._prev = g
