@@ -48,7 +48,6 @@ def metadata(model: CamhealNet) -> dict[str, str]:
 
 def to_onnx_bytes(model: CamhealNet) -> bytes:
     """Serialised, checked ONNX model (single file, no external data, dynamic batch)."""
-    import onnx
 
     model = model.eval()
     buf = io.BytesIO()
@@ -58,8 +57,16 @@ def to_onnx_bytes(model: CamhealNet) -> bytes:
         torch.onnx.export(model, example_inputs(), buf, input_names=list(spec.INPUTS),
                           output_names=list(spec.OUTPUTS), dynamic_axes=dyn,
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    proto = onnx.load_from_string(buf.getvalue())
-    for k, v in metadata(model).items():
+    return finish_onnx(buf.getvalue(), metadata(model))
+
+
+def finish_onnx(data: bytes, meta: dict[str, str]) -> bytes:
+    """Exported ONNX bytes with ``meta`` as metadata_props, our producer name, checked
+    (``onnx.checker`` full check), serialised as one file."""
+    import onnx
+
+    proto = onnx.load_from_string(data)
+    for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     proto.producer_name = "camheal_train"

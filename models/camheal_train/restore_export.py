@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from camheal_train.export import finish_onnx
 from camheal_train.restore_net import RestoreNet, macs_per_pixel
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ def metadata(model: RestoreNet) -> dict[str, str]:
 
 def to_onnx_bytes(model: RestoreNet) -> bytes:
     """Serialised, checked ONNX model (single file, dynamic batch/height/width)."""
-    import onnx
 
     model = model.eval()
     m = model.cfg.multiple
@@ -70,13 +70,7 @@ def to_onnx_bytes(model: RestoreNet) -> bytes:
         torch.onnx.export(model, (example_input(model, 1, 4 * m, 6 * m),), buf,
                           input_names=[INPUT], output_names=[OUTPUT], dynamic_axes=dyn,
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    proto = onnx.load_from_string(buf.getvalue())
-    for k, v in metadata(model).items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = k, v
-    proto.producer_name = "camheal_train"
-    onnx.checker.check_model(proto, full_check=True)
-    return proto.SerializeToString()
+    return finish_onnx(buf.getvalue(), metadata(model))
 
 
 def compare(model: RestoreNet, onnx_bytes: bytes, atol: float = 1e-4) -> float:
