@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Sampler
 from camheal_train.data import data_dir, list_photos
 from camheal_train.restore_data import RESTORE_P, RestoreDataset, worker_init
 from camheal_train.restore_net import CONFIGS, RestoreConfig, RestoreNet, macs_per_pixel
+from camheal_train.train import lr_factor, save_atomic
 
 logger = logging.getLogger(__name__)
 VAL_SEED = 1_000_003  # validation pairs come from another random stream than training pairs
@@ -82,12 +83,6 @@ def _mix(text: str) -> dict[str, float]:
     if sum(out.values()) <= 0:
         raise argparse.ArgumentTypeError("the shares must not all be zero")
     return out
-
-
-def lr_factor(step: int, progress: float, warmup: int, floor: float) -> float:
-    """Warm-up over the first ``warmup`` steps, then cosine from 1 to ``floor``."""
-    w = min(1.0, (step + 1) / max(1, warmup))
-    return w * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress))))
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None,
@@ -190,11 +185,9 @@ def validate(model: RestoreNet, val: list[tuple[torch.Tensor, torch.Tensor]],
 def save_checkpoint(path: Path, model: RestoreNet, opt: torch.optim.Optimizer, step: int,
                     elapsed: float, a: argparse.Namespace) -> None:
     """Write ``path`` atomically (temporary file + rename)."""
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save({"model": state, "opt": opt.state_dict(), "step": step, "elapsed": elapsed,
-                "config": model.cfg.to_dict(), "args": vars(a)}, tmp)
-    os.replace(tmp, path)
+    save_atomic(path, {"model": state, "opt": opt.state_dict(), "step": step,
+                       "elapsed": elapsed, "config": model.cfg.to_dict(), "args": vars(a)})
 
 
 def load_model(path: str | os.PathLike) -> RestoreNet:

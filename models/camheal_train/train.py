@@ -80,12 +80,19 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return ap.parse_args(argv)
 
 
-def _lr_factor(step: int, warmup: int, progress: float) -> float:
-    """Learning-rate multiplier: linear warm-up over ``warmup`` steps, then a cosine from 1
-    to 0.02 over ``progress`` (0..1, the share of the run done)."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+def lr_factor(step: int, progress: float, warmup: int, floor: float = 0.02) -> float:
+    """Learning-rate multiplier: linear warm-up over the first ``warmup`` steps, times a
+    cosine from 1 to ``floor`` over ``progress`` (0..1, the share of the run done)."""
+    w = min(1.0, (step + 1) / max(1, warmup))
+    t = min(1.0, max(0.0, progress))
+    return w * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t)))
+
+
+def save_atomic(path: Path, payload: dict) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename (never half-written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
 
 
 def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimizer,
@@ -237,7 +244,7 @@ def train(a: argparse.Namespace) -> Path:
                 if limit_s is not None:
                     progress = max(progress, elapsed() / limit_s)
                 for g in opt.param_groups:
-                    g["lr"] = a.lr * _lr_factor(step, a.warmup, progress)
+                    g["lr"] = a.lr * lr_factor(step, progress, a.warmup)
                 losses = _train_step(ddp, model, opt, _augment(batch), a)
                 step += 1
                 if step % 10 == 0 or step == 1:
@@ -266,11 +273,9 @@ def train(a: argparse.Namespace) -> Path:
 
 def _save(path: Path, model: CamhealNet, opt: torch.optim.Optimizer, step: int, epoch: int,
           a: argparse.Namespace, elapsed: float) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
-                "epoch": epoch, "config": model.cfg.to_dict(), "arch": a.arch,
-                "args": vars(a), "elapsed": elapsed}, tmp)
-    os.replace(tmp, path)
+    save_atomic(path, {"model": model.state_dict(), "opt": opt.state_dict(), "step": step,
+                       "epoch": epoch, "config": model.cfg.to_dict(), "arch": a.arch,
+                       "args": vars(a), "elapsed": elapsed})
 
 
 def load_model(path: str | os.PathLike) -> CamhealNet:

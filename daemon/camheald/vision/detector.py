@@ -44,7 +44,8 @@ def shipped_weights() -> Path:
     return Path(str(importlib.resources.files(WEIGHTS_PACKAGE).joinpath(WEIGHTS_FILE)))
 
 
-def _read_sidecar(path: Path) -> dict:
+def read_sidecar(path: Path) -> dict:
+    """The JSON object beside a model file ({} if there is none); ModelError if unusable."""
     side = path.with_suffix(".json")
     if not side.is_file():
         return {}
@@ -120,7 +121,7 @@ class Detector:
                     "n_knots": spec.N_KNOTS, "hist_bins": spec.HIST_BINS, "mask": spec.MASK}
             if json.loads(meta["camheal.spec"]) != want:
                 raise ModelError(f"{p}: model was trained for another preprocessing spec")
-        side = _read_sidecar(p)
+        side = read_sidecar(p)
         name = f"{p.name}@{hashlib.sha256(data).hexdigest()[:8]}"
         det = cls(sess, name, side.get("thresholds", {}), side.get("correction_gate", 0.5))
         try:

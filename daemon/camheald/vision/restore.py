@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.resources
-import json
 import logging
 import os
 import threading
@@ -25,7 +24,7 @@ import cv2
 import numpy as np
 
 from camheald.inference import backends
-from camheald.vision.detector import MAX_MODEL_BYTES, WEIGHTS_PACKAGE, ModelError
+from camheald.vision.detector import MAX_MODEL_BYTES, WEIGHTS_PACKAGE, ModelError, read_sidecar
 
 logger = logging.getLogger(__name__)
 
@@ -200,23 +199,18 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
 ANOMALIES = ("blur", "noise")
 
 
-def _sidecar(path: Path) -> dict:
-    """The JSON object beside a model ({} if there is none)."""
-    side = path.with_suffix(".json")
-    try:
-        data = json.loads(side.read_text()) if side.is_file() else {}
-    except (OSError, ValueError) as e:
-        raise ModelError(f"{side}: unreadable model sidecar ({e})") from None
-    if not isinstance(data, dict):
-        raise ModelError(f"{side}: model sidecar must be a JSON object")
-    return data
+def _load_tiled(kind: str, file: str, path: str | os.PathLike | None, threads: int,
+                backend: str, tile: int, overlap: int) -> tuple[TiledNet, Path]:
+    """A network from ``path`` (None: the shipped ``file``), and the path it came from."""
+    p = Path(path) if path is not None else shipped(file)
+    return TiledNet.load(kind, p, threads, backend, tile, overlap), p
 
 
 def _use_for(path: Path) -> tuple[str, ...]:
     """The anomalies the sidecar JSON beside ``path`` says the network should correct
     (``use_for``, written by ``camheal_train.restore_eval --set-use-for``); both if absent."""
     side = path.with_suffix(".json")
-    use = _sidecar(path).get("use_for", list(ANOMALIES))
+    use = read_sidecar(path).get("use_for", list(ANOMALIES))
     if not isinstance(use, list) or not set(use) <= set(ANOMALIES):
         raise ModelError(f"{side}: use_for must be a list drawn from {list(ANOMALIES)}")
     return tuple(a for a in ANOMALIES if a in use)
@@ -239,8 +233,7 @@ class LearnedRestorer:
              backend: str = "onnxruntime", tile: int = 768, overlap: int = 64
              ) -> LearnedRestorer:
         """Load (None: the shipped weights). Raises ModelError when missing or unusable."""
-        p = Path(path) if path is not None else shipped(RESTORE_FILE)
-        net = TiledNet.load("restore", p, threads, backend, tile, overlap)
+        net, p = _load_tiled("restore", RESTORE_FILE, path, threads, backend, tile, overlap)
         return cls(net, _use_for(p))
 
     def restore(self, rgb: np.ndarray, blur: float | None = None, noise: float | None = None
@@ -290,9 +283,8 @@ class LearnedInpainter:
              backend: str = "onnxruntime", tile: int = 768, overlap: int = 64
              ) -> LearnedInpainter:
         """Load (None: the shipped weights). Raises ModelError when missing or unusable."""
-        p = Path(path) if path is not None else shipped(INPAINT_FILE)
-        net = TiledNet.load("inpaint", p, threads, backend, tile, overlap)
-        return cls(net, auto=_sidecar(p).get("auto", True) is True)
+        net, p = _load_tiled("inpaint", INPAINT_FILE, path, threads, backend, tile, overlap)
+        return cls(net, auto=read_sidecar(p).get("auto", True) is True)
 
     def fill(self, rgb: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Replace the pixels under ``mask`` by the network's fill.
