@@ -49,8 +49,12 @@ def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: flo
     from camheald.vision.detector import Detector
 
     rows = []
+    before = cv2.getNumThreads()
     for n in threads:
         det = Detector.load(path, threads=n)
+        # "n threads" for the whole call: the preprocessing's OpenCV resizes too (the daemon
+        # sets OpenCV's pool the same way), so a 1-thread row is the cost on one core
+        cv2.setNumThreads(n)
         for res, rgb in frames.items():
             prep = spec.prepare(rgb)
             inputs = spec.to_model_inputs(prep)
@@ -62,6 +66,7 @@ def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: flo
                 "infer": time_call(lambda r=run, i=inputs: r(list(spec.OUTPUTS), i),
                                    budget).as_dict(),
             })
+    cv2.setNumThreads(before)
     return rows
 
 
@@ -75,11 +80,12 @@ def detector_torch(frames: dict[str, np.ndarray], threads: list[int], budget: fl
 
     net = detmodel.torch_net() if config is None else CamhealNet(NetConfig.from_dict(config))
     net = net.eval()
-    before = torch.get_num_threads()
+    before, cv_before = torch.get_num_threads(), cv2.getNumThreads()
     rows = []
     try:
         for n in threads:
             torch.set_num_threads(n)
+            cv2.setNumThreads(n)  # the shared preprocessing on as many threads
             for res, rgb in frames.items():
                 def analyze(f: np.ndarray = rgb) -> object:
                     x = spec.to_model_inputs(spec.prepare(f))
@@ -100,6 +106,7 @@ def detector_torch(frames: dict[str, np.ndarray], threads: list[int], budget: fl
                 })
     finally:
         torch.set_num_threads(before)
+        cv2.setNumThreads(cv_before)
     return rows
 
 

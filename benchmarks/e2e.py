@@ -17,7 +17,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from benchmarks.common import OUT, PY, cpu_of, loadavg, machine_busy, pct
+from benchmarks.common import OUT, PY, cpu_of, loadavg, machine_busy, pct, thread_cpu
 
 LOGS = OUT / "logs"
 
@@ -66,6 +66,8 @@ class RunResult:
     actions: list[str]
     loadavg: tuple[float, float, float]
     busy_cores: float  # whole machine over the window (daemon + clients + everything else)
+    # daemon CPU ms per frame by OS thread name (camera threads are named: capture-cam0, ...)
+    thread_cpu_ms_per_frame: dict[str, float] = field(default_factory=dict)
     rep: int = 1  # repetition (full mode runs every configuration twice, interleaved)
     notes: list[str] = field(default_factory=list)
 
@@ -185,11 +187,13 @@ def run(spec: RunSpec, warmup_s: float, window_s: float, profiler=None) -> RunRe
                 c.stdin.flush()
             time.sleep(max(0.0, (t0 - time.monotonic_ns()) / 1e9))
             s0, c0, w0 = _stats(address), cpu_of(daemon.pid), time.monotonic()
+            th0 = thread_cpu(daemon.pid)
             m0 = machine_busy()
             if profiler is not None:
                 profiler(daemon.pid, window_s)
             time.sleep(max(0.0, (t1 - time.monotonic_ns()) / 1e9))
             s1, c1, w1 = _stats(address), cpu_of(daemon.pid), time.monotonic()
+            th1 = thread_cpu(daemon.pid)
             m1 = machine_busy()
             load = loadavg()
             reports = [json.loads(c.communicate(timeout=60)[0].strip().splitlines()[-1])
@@ -221,6 +225,8 @@ def run(spec: RunSpec, warmup_s: float, window_s: float, profiler=None) -> RunRe
         correct_ms_mean=_mean_correct_ms(s0, s1),
         analyses=int(s1.get("analyses", 0)) - int(s0.get("analyses", 0)),
         actions=sorted({a for r in reports for a in r.get("actions", [])}),
+        thread_cpu_ms_per_frame={k: round((v - th0.get(k, 0.0)) / frames * 1e3, 2)
+                                 for k, v in sorted(th1.items()) if v - th0.get(k, 0.0) > 0},
         loadavg=load, busy_cores=(m1[0] - m0[0]) / (m1[1] - m0[1]) * (os.cpu_count() or 1),
         notes=notes)
 

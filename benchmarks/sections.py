@@ -84,10 +84,34 @@ def e2e_section(results: dict, img_dir: Path) -> str:
         "subscriber that never reads, so the daemon corrects and writes the ring but wakes "
         "nobody (the baseline of the delivery cost). Clients read the newest frame, so a "
         "slow client skips frames instead of queueing them.")
+    out.append(_thread_table(results, names))
     img = _e2e_plot(results, img_dir)
     if img:
         out.append(f"\n![End-to-end frame rates]({img})")
     return "\n".join(out)
+
+
+def _thread_table(results: dict, names: list[str]) -> str:
+    """Daemon CPU per frame split by thread (same repetitions as the table above)."""
+    rows, kinds = [], ["capture", "process", "analyze"]
+    for name in names:
+        r = best_run(results, name)
+        threads = (r or {}).get("thread_cpu_ms_per_frame") or {}
+        if not threads:
+            continue
+        by_kind = {k: sum(v for t, v in threads.items() if t.startswith(k + "-"))
+                   for k in kinds}
+        other = sum(threads.values()) - sum(by_kind.values())
+        rows.append([name, *(f(by_kind[k], 2) for k in kinds), f(other, 2),
+                     f(r.get("client_cpu_ms_per_frame"), 2)])
+    if not rows:
+        return ""
+    return ("\n**Where the CPU goes, per frame** (ms of CPU per captured frame by daemon thread "
+            "from /proc/PID/task/*/stat; camheald names its threads; *capture* decodes, "
+            "*process* corrects and publishes, *analyze* runs the detector and the defect "
+            "tracker a few times a second, *other* is the D-Bus event loop and helpers; "
+            "*client* is the mean of the SDK clients per frame they received):\n\n"
+            + table(["Run", "capture", "process", "analyze", "other", "client"], rows))
 
 
 def _e2e_plot(results: dict, img_dir: Path) -> str | None:

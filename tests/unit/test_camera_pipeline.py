@@ -36,12 +36,19 @@ def test_missing_model_passes_frames_through_and_says_why(tmp_path):
     make_folder(folder)
     cam = Camera("t", parse_source(f"file:{folder}?fps=50"), vision, analyze_fps=5)
     seen = []
-    cam.add_sink(lambda raw, cor: seen.append((raw.seq, raw.image is cor.image)))
+    cam.add_sink(lambda raw, cor: seen.append(
+        (raw.seq, raw.pixels is cor.pixels and cor.correction is None)))
     cam.start()
     try:
         assert wait_for(lambda: len(seen) >= 5)
         raw, cor = cam.latest(False), cam.latest(True)
         assert raw.image.shape == (48, 64, 3)
+        # the decoder's BGR reaches consumers as RGB, whichever way they read it
+        files = {cv2.imread(str(p)).tobytes(): p for p in folder.iterdir()}
+        bgr = raw.image[..., ::-1]
+        assert np.ascontiguousarray(bgr).tobytes() in files
+        assert np.array_equal(cam.snapshot(False).image, raw.image)
+        assert np.array_equal(cam.snapshot(True).image, raw.image)
         assert cor.actions == () and all(same for _, same in seen)
         seqs = [s for s, _ in seen]
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)

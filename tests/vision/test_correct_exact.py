@@ -65,6 +65,13 @@ def test_bit_identical_to_the_original(photo, seed):
                 inplace = img.copy()
                 apply_global(inplace, corr, inplace)
                 assert np.array_equal(inplace, expected), name
+            # a BGR input (as OpenCV decodes) gives the same RGB output, the swap folded in
+            bgr = np.ascontiguousarray(img[..., ::-1])
+            out = np.empty(img.shape, np.uint8)
+            assert np.array_equal(apply_global(bgr, corr, out, bgr=True), expected), name
+            assert np.array_equal(apply_global(img[..., ::-1], corr, bgr=True), expected), name
+            with pytest.raises(ValueError, match="in place"):
+                apply_global(bgr, corr, bgr, bgr=True)
 
 
 def test_equal_curves_use_one_table():

@@ -163,12 +163,12 @@ class CameraInterface(ServiceInterface):
     @dbus_property(access=PropertyAccess.READ)
     def Width(self) -> "u":
         frame = self._camera.latest(False)
-        return int(frame.image.shape[1]) if frame else int(self._camera.source.size[0])
+        return frame.width if frame else int(self._camera.source.size[0])
 
     @dbus_property(access=PropertyAccess.READ)
     def Height(self) -> "u":
         frame = self._camera.latest(False)
-        return int(frame.image.shape[0]) if frame else int(self._camera.source.size[1])
+        return frame.height if frame else int(self._camera.source.size[1])
 
     @dbus_property(access=PropertyAccess.READ)
     def Fps(self) -> "d":

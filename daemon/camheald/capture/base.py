@@ -36,6 +36,15 @@ class Source(abc.ABC):
         Paces itself to the source rate (a live camera blocks until the next frame).
         """
 
+    def read_native(self) -> tuple[np.ndarray, bool]:
+        """Like :meth:`read`, in the decoder's own channel order: ``(pixels, is_bgr)``.
+
+        The capture path uses this, so that a BGR decoder (OpenCV) does not pay for a
+        conversion on the thread that sets the frame rate; whoever writes the final pixels
+        swaps the channels on the way (see ``PublishedFrame``). The default is ``read()``.
+        """
+        return self.read(), False
+
     def close(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Release the device; safe to call twice."""
 

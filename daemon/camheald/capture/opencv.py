@@ -45,6 +45,14 @@ def _to_rgb(bgr: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+def _native(decoded: np.ndarray) -> tuple[np.ndarray, bool]:
+    """What ``read_native`` hands out: 3-channel BGR as decoded (no copy), anything else
+    (grey, BGRA) converted to RGB."""
+    if decoded.ndim == 3 and decoded.shape[2] == 3:
+        return decoded, True
+    return _to_rgb(decoded), False
+
+
 class _Pacer:
     """Sleeps so that frames come out at ``fps`` (for files, which decode faster than real time)."""
 
@@ -90,6 +98,12 @@ class ImageFolderSource(Source):
         self._size = (first.shape[1], first.shape[0])
 
     def read(self) -> np.ndarray:
+        return _to_rgb(self._next())
+
+    def read_native(self) -> tuple[np.ndarray, bool]:
+        return _native(self._next())
+
+    def _next(self) -> np.ndarray:
         if self._i >= len(self._files):
             if not self._loop:
                 raise SourceClosed("end of images")
@@ -100,7 +114,7 @@ class ImageFolderSource(Source):
         if bgr is None:
             raise SourceClosed(f"{path}: not a readable image")
         self._pacer.wait()
-        return _to_rgb(bgr)
+        return bgr
 
     @property
     def size(self) -> tuple[int, int]:
@@ -154,6 +168,12 @@ class VideoCaptureSource(Source):
         self._pacer = _Pacer(self._fps if self._pace else 0)
 
     def read(self) -> np.ndarray:
+        return _to_rgb(self._next())
+
+    def read_native(self) -> tuple[np.ndarray, bool]:
+        return _native(self._next())
+
+    def _next(self) -> np.ndarray:
         if self._cap is None:
             raise SourceClosed("not open")
         ok, bgr = self._cap.read()
@@ -163,7 +183,7 @@ class VideoCaptureSource(Source):
         if not ok or bgr is None:
             raise SourceClosed(f"{self._target}: no frame")
         self._pacer.wait()
-        return _to_rgb(bgr)
+        return bgr
 
     def close(self) -> None:
         if self._cap is not None:

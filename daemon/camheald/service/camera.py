@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import queue
 import threading
 import time
@@ -18,7 +20,7 @@ from camheald.service.defects import Defect, DefectEvent, DefectTracker
 from camheald.service.frames import PublishedFrame
 from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
-from camheald.vision.correct import Correction, apply_global
+from camheald.vision.correct import Correction
 from camheald.vision.types import Analysis
 
 if TYPE_CHECKING:
@@ -26,6 +28,13 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+
+#: nice increment of the analysis thread (detector + defect tracker, a few times a second):
+#: when the cores are saturated, decoding and delivering frames go first and the analysis
+#: runs a little later (measured: see docs/BENCHMARKS.md, "What changed")
+ANALYSIS_NICE = 10
+#: freeze detection looks at one frame per 40 ms at most (0.2 ms each at 720p)
+THUMB_PERIOD_NS = 40_000_000
 
 FrameSink = Callable[[PublishedFrame, PublishedFrame], None]
 EventSink = Callable[["Camera", list[HealthEvent]], None]
@@ -72,15 +81,16 @@ class Camera:
         self._raw: PublishedFrame | None = None
         self._corrected: PublishedFrame | None = None
         self._analysis: Analysis | None = None
-        self._pending: np.ndarray | None = None
+        self._pending: PublishedFrame | None = None
         self._want_frame = False
         self._pending_ready = threading.Condition(threading.Lock())
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._new_frame = threading.Condition(self._lock)
         self._fps_window = (time.monotonic(), 0)
+        self._thumb_ts = 0  # capture time of the last freeze thumbnail
         # capture -> process hand-off: decoding and correction run on two cores in parallel
-        self._queue: queue.Queue[tuple[np.ndarray, int]] = queue.Queue(maxsize=2)
+        self._queue: queue.Queue[tuple[np.ndarray, bool, int]] = queue.Queue(maxsize=2)
         # what the current analysis means for every frame until the next one (built once)
         self._plan: tuple[Analysis | None, bool, dict[str, float], Correction | None,
                           tuple[str, ...]] = (None, False, {}, None, ())
@@ -89,7 +99,8 @@ class Camera:
     def start(self) -> None:
         for name, target in (("capture", self._capture_loop), ("process", self._process_loop),
                              ("analyze", self._analyze_loop)):
-            t = threading.Thread(target=target, name=f"{name}-{self.id}", daemon=True)
+            t = threading.Thread(target=_named(f"{name}-{self.id}", target),
+                                 name=f"{name}-{self.id}", daemon=True)
             t.start()
             self._threads.append(t)
 
@@ -128,19 +139,18 @@ class Camera:
         if frame is None:
             return None
         # a source hands out a new array per frame, never reused: no lock needed to read it
-        image = self.render(frame, np.empty_like(frame.image))
+        image = self.render(frame, np.empty(frame.pixels.shape, np.uint8))
         return PublishedFrame(image, frame.seq, frame.timestamp_ns, frame.corrected,
                               frame.scores, frame.actions)
 
     def render(self, frame: PublishedFrame, out: np.ndarray) -> np.ndarray:
-        """Write a frame's final pixels into ``out`` (HxWx3 uint8, C-contiguous, e.g. a ring
-        slot): its pending correction applied, or a copy. Times the correction into
-        ``Stats.correct_ms``."""
+        """Write a frame's final RGB pixels into ``out`` (HxWx3 uint8, C-contiguous, e.g. a
+        ring slot): its pending correction applied (and the channels swapped on the way when
+        the source gave BGR), or a copy. Times the correction into ``Stats.correct_ms``."""
         if frame.correction is None:
-            np.copyto(out, frame.image)
-            return out
+            return frame.render(out)
         t0 = time.perf_counter()
-        apply_global(frame.image, frame.correction, out)
+        frame.render(out)
         ms = (time.perf_counter() - t0) * 1e3
         s = self.stats
         s.correct_ms = 0.9 * s.correct_ms + 0.1 * ms
@@ -182,7 +192,7 @@ class Camera:
     def defect_mask(self) -> np.ndarray:
         """The persistent defect mask at frame size (HxW uint8, 255 = defect)."""
         frame = self.latest(False)
-        w, h = (frame.image.shape[1], frame.image.shape[0]) if frame else self.source.size
+        w, h = (frame.width, frame.height) if frame else self.source.size
         with self._defects_lock:
             return self.defects.mask_at(max(w, 1), max(h, 1))
 
@@ -228,7 +238,7 @@ class Camera:
             backoff = 0.25
             while not self._stop.is_set():
                 try:
-                    image = self.source.read()
+                    image, bgr = self.source.read_native()
                 except SourceClosed as exc:
                     self._source_failed(str(exc))
                     break
@@ -236,7 +246,7 @@ class Camera:
                     logger.exception("camera %s: reading source failed", self.id)
                     self._source_failed(f"read failed: {exc}")
                     break
-                self._hand_over(image, time.monotonic_ns())
+                self._hand_over(image, bgr, time.monotonic_ns())
             self.source.close()
             if not self._stop.is_set():
                 self.stats.reconnects += 1
@@ -249,13 +259,13 @@ class Camera:
             events = self.health.source_lost()
         self._emit(events)
 
-    def _hand_over(self, image: np.ndarray, ts: int) -> None:
+    def _hand_over(self, image: np.ndarray, bgr: bool, ts: int) -> None:
         """Queue a captured frame for processing.
 
         A live camera never waits: when processing is behind, the oldest queued frame is
         dropped (counted). A file read as fast as it decodes waits instead (nothing is lost).
         """
-        item = (image, ts)
+        item = (image, bgr, ts)
         if getattr(self.source, "live", True):
             while True:
                 try:
@@ -277,11 +287,11 @@ class Camera:
     def _process_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                image, ts = self._queue.get(timeout=0.2)
+                image, bgr, ts = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
             try:
-                self._process(image, ts)
+                self._process(image, bgr, ts)
             except Exception:  # noqa: BLE001 - one bad frame must not stop the camera
                 logger.exception("camera %s: processing a frame failed", self.id)
 
@@ -308,7 +318,7 @@ class Camera:
         self._plan = (analysis, enabled, scores, correction, actions)
         return scores, correction, actions
 
-    def _process(self, image: np.ndarray, ts: int) -> None:
+    def _process(self, image: np.ndarray, bgr: bool, ts: int) -> None:
         """Publish one frame, then do the per-frame bookkeeping.
 
         Consumers come first (the stream rings render the correction straight into their
@@ -318,8 +328,8 @@ class Camera:
         self.stats.frames += 1
         seq = self.stats.frames
         scores, correction, actions = self._plan_for(self._analysis)
-        raw = PublishedFrame(image, seq, ts, False, scores)
-        corrected = PublishedFrame(image, seq, ts, True, scores, actions, correction)
+        raw = PublishedFrame(image, seq, ts, False, scores, bgr=bgr)
+        corrected = PublishedFrame(image, seq, ts, True, scores, actions, correction, bgr)
         with self._lock:
             self._raw, self._corrected = raw, corrected
             sinks = self._sinks
@@ -330,11 +340,16 @@ class Camera:
             except Exception:  # noqa: BLE001 - one bad consumer must not stop capture
                 logger.exception("camera %s: frame sink failed", self.id)
         self._update_fps(ts)
-        # freeze detection needs a tiny grey view only: subsample before converting
-        step = max(1, min(image.shape[0], image.shape[1]) // 96)
-        thumb = cv2.resize(cv2.cvtColor(image[::step, ::step], cv2.COLOR_RGB2GRAY), (32, 24),
-                           interpolation=cv2.INTER_AREA)
-        self._maybe_submit(image)
+        # freeze detection needs a tiny grey view, at most every THUMB_PERIOD_NS (a frozen
+        # source repeats its frame for seconds): subsample before converting
+        thumb = None
+        if ts - self._thumb_ts >= THUMB_PERIOD_NS:
+            self._thumb_ts = ts
+            step = max(1, min(image.shape[0], image.shape[1]) // 96)
+            grey = cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY
+            thumb = cv2.resize(cv2.cvtColor(image[::step, ::step], grey), (32, 24),
+                               interpolation=cv2.INTER_AREA)
+        self._maybe_submit(raw)
         with self._lock:
             events = self.health.observe_frame(thumb, ts / 1e9)
         self._emit(events)
@@ -348,12 +363,12 @@ class Camera:
             start, count = now, 0
         self._fps_window = (start, count)
 
-    def _maybe_submit(self, image: np.ndarray) -> None:
+    def _maybe_submit(self, frame: PublishedFrame) -> None:
         if not self._want_frame:
             return
         with self._pending_ready:
             self._want_frame = False
-            self._pending = image
+            self._pending = frame  # its RGB view is made on the analysis thread
             self._pending_ready.notify()
 
     def _track_defects(self, image: np.ndarray, analysis: Analysis | None) -> None:
@@ -383,6 +398,7 @@ class Camera:
         persistent-defect tracker runs here too (with the detector's obstruction mask when
         there is a model, on temporal evidence alone when there is none).
         """
+        lower_thread_priority(ANALYSIS_NICE)
         while not self._stop.is_set():
             started = time.monotonic()
             with self._pending_ready:
@@ -390,9 +406,10 @@ class Camera:
                 self._want_frame = True
                 self._pending_ready.wait_for(
                     lambda: self._pending is not None or self._stop.is_set())
-                image, self._pending = self._pending, None
-            if image is None:
+                frame, self._pending = self._pending, None
+            if frame is None:
                 continue
+            image = frame.image
             t0 = time.perf_counter()
             try:
                 analysis = self.vision.analyze(image)
@@ -415,6 +432,36 @@ class Camera:
             rest = started + self.analyze_period - time.monotonic()
             if rest > 0:
                 self._stop.wait(rest)
+
+
+def _named(name: str, target: Callable[[], None]) -> Callable[[], None]:
+    """``target`` run under an OS-level thread name (``top -H``, ``ps -L``, /proc/PID/task/*/comm
+    show "capture-cam0" instead of "camheald"; the kernel keeps 15 bytes of it)."""
+
+    def run() -> None:
+        set_os_thread_name(name)
+        target()
+
+    return run
+
+
+def lower_thread_priority(increment: int) -> None:
+    """Raise the calling thread's nice value by ``increment`` (Linux: per thread; lowering a
+    priority needs no privilege). Best effort: logged at debug level when refused."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
+    except (OSError, AttributeError) as exc:
+        logger.debug("thread priority unchanged: %s", exc)
+
+
+def set_os_thread_name(name: str) -> None:
+    """Name the calling thread for the OS (Linux prctl PR_SET_NAME); a no-op elsewhere."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(15, name.encode()[:15], 0, 0, 0)  # PR_SET_NAME
+    except (OSError, AttributeError):
+        pass
 
 
 def defect_dict(d: Defect) -> dict[str, object]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import fcntl
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import cv2
 import numpy as np
@@ -22,23 +23,58 @@ F_SEAL_WRITE = getattr(fcntl, "F_SEAL_WRITE", 0x8)
 FORMATS = ("rgb", "png", "jpeg")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class PublishedFrame:
     """A frame as handed to consumers: never modified after publication.
 
-    A corrected frame is published *pending*: ``image`` holds the captured pixels and
-    ``correction`` the global correction still to apply. Consumers that need corrected pixels
-    render them where they need them (:meth:`Camera.render` straight into a ring slot,
-    :meth:`Camera.snapshot` into a private array), so nothing is corrected that nobody reads.
+    ``pixels`` are the frame as the source delivered it: RGB, or BGR when ``bgr`` is set
+    (OpenCV's decoders produce BGR; converting on the decoding thread would slow the thread
+    that sets the frame rate, so the conversion is folded into whatever writes the final
+    pixels). :attr:`image` is always RGB.
+
+    A corrected frame is published *pending*: ``correction`` holds the global correction
+    still to apply. Consumers that need corrected pixels render them where they need them
+    (:meth:`Camera.render` straight into a ring slot, :meth:`Camera.snapshot` into a private
+    array), so nothing is corrected or converted that nobody reads.
     """
 
-    image: np.ndarray  # HxWx3 uint8 RGB (with ``correction`` set: the pixels it applies to)
+    pixels: np.ndarray  # HxWx3 uint8, RGB (BGR when ``bgr``), before ``correction``
     seq: int
     timestamp_ns: int  # CLOCK_MONOTONIC capture time
     corrected: bool
     scores: dict[str, float] = field(default_factory=dict)
     actions: tuple[str, ...] = ()
-    correction: Correction | None = None  # still to apply to ``image``; None: image is final
+    correction: Correction | None = None  # still to apply to ``pixels``; None: nothing to do
+    bgr: bool = False  # ``pixels`` are in BGR order
+
+    @cached_property
+    def image(self) -> np.ndarray:
+        """HxWx3 uint8 RGB pixels before the pending correction (converted once, on first use,
+        when the source delivered BGR)."""
+        return to_rgb(self.pixels) if self.bgr else self.pixels
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    def render(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The final RGB pixels (correction applied, channels in RGB order), written into
+        ``out`` (HxWx3 uint8, C-contiguous) when given, else into a new array."""
+        if out is None:
+            out = np.empty(self.pixels.shape, np.uint8)
+        if self.correction is None and not self.bgr:
+            np.copyto(out, self.pixels)
+            return out
+        return apply_global(self.pixels, self.correction, out, bgr=self.bgr)
+
+
+def to_rgb(bgr: np.ndarray) -> np.ndarray:
+    """A BGR frame in RGB order (a new array)."""
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def sealed_memfd(data: memoryview | bytes, name: str = "camheal-frame") -> int:
@@ -82,9 +118,7 @@ def package(frame: PublishedFrame, fmt: str = "rgb", quality: int = 90) -> tuple
 
     A frame still pending its correction (see :class:`PublishedFrame`) is corrected first.
     """
-    image = frame.image
-    if frame.correction is not None:
-        image = apply_global(image, frame.correction)
+    image = frame.render() if frame.correction is not None else frame.image
     data, layout = encode(image, fmt, quality)
     fd = sealed_memfd(data)
     meta = dict(layout)

@@ -79,7 +79,7 @@ class StreamHub:
                            f"{self.max_subscriptions} streams")
             if sum(s.owner == owner for s in self._subs.values()) >= self.max_per_owner:
                 raise Busy(f"at most {self.max_per_owner} streams per client")
-            h, w = frame.image.shape[:2]
+            h, w = frame.height, frame.width
             ring = self._rings.get(corrected)
             if ring is None or (ring.width, ring.height) != (w, h):
                 ring = self._replace_ring(corrected, w, h)
@@ -174,7 +174,7 @@ class StreamHub:
                 ring = self._rings.get(is_corrected)
                 if ring is None or ring.waiters == 0:
                     continue
-                h, w = frame.image.shape[:2]
+                h, w = frame.height, frame.width
                 if (ring.width, ring.height) != (w, h):
                     self._replace_ring(is_corrected, w, h)  # ends the old streams
                     continue

@@ -75,6 +75,21 @@ class Correction:
         return np.ascontiguousarray(lut.reshape(1, 256, 3))
 
     @cached_property
+    def _cv_lut_bgr(self) -> np.ndarray | None:
+        """:attr:`_cv_lut` for a BGR input (per-channel tables in B, G, R order)."""
+        lut = self._cv_lut
+        if lut is None or lut.ndim == 2:  # identity, or one table for all channels
+            return lut
+        return np.ascontiguousarray(lut[:, :, ::-1])
+
+    @cached_property
+    def _cv_matrix_bgr(self) -> np.ndarray | None:
+        """:attr:`_cv_matrix` for a BGR input with RGB output (columns in B, G, R order): the
+        channel swap costs nothing when it rides on the matrix."""
+        mat = self._cv_matrix
+        return None if mat is None else np.ascontiguousarray(mat[:, ::-1])
+
+    @cached_property
     def _cv_matrix(self) -> np.ndarray | None:
         """Matrix for cv2.transform, or None when it is (numerically) the identity."""
         if np.abs(self.matrix - np.eye(3, dtype=np.float32)).max() < _MATRIX_EPS:
@@ -87,18 +102,23 @@ class Correction:
         return self._cv_lut is None and self._cv_matrix is None
 
 
-def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray | None = None
-                 ) -> np.ndarray:
+def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray | None = None,
+                 *, bgr: bool = False) -> np.ndarray:
     """Apply a global correction to a full-resolution frame.
 
     Args:
-        rgb: HxWx3 uint8 RGB frame.
+        rgb: HxWx3 uint8 frame, RGB (BGR when ``bgr``).
         correction: parameters from the detector; None means "leave unchanged".
-        out: optional HxWx3 uint8 C-contiguous destination (may be ``rgb`` itself); when given
-            nothing is allocated per call.
+        out: optional HxWx3 uint8 C-contiguous destination (may be ``rgb`` itself unless
+            ``bgr``); when given nothing is allocated per call.
+        bgr: the input is in BGR order (as OpenCV decodes); the output is RGB all the same.
+            The channel swap is folded into the colour matrix when there is one (no extra
+            pass), else it is a ``cvtColor`` into ``out`` before the LUT. Same result as
+            converting first, except that the matrix sums its terms in another order: a
+            pixel may rarely differ by 1 (float rounding at a .5 boundary).
 
     Returns:
-        HxWx3 uint8 corrected frame (``out`` when given).
+        HxWx3 uint8 corrected RGB frame (``out`` when given).
     """
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"expected HxWx3 uint8, got {rgb.dtype} {rgb.shape}")
@@ -106,11 +126,22 @@ def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray
         out = np.empty(rgb.shape, np.uint8)
     elif out.shape != rgb.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
         raise ValueError("out must be a C-contiguous uint8 array of the input's shape")
+    if bgr and out is rgb:
+        raise ValueError("a BGR input cannot be corrected in place")
     if not rgb.flags.c_contiguous:
         rgb = np.ascontiguousarray(rgb)
-    lut = None if correction is None else correction._cv_lut
-    mat = None if correction is None else correction._cv_matrix
+    if correction is None:
+        lut = mat = None
+    elif bgr:
+        mat = correction._cv_matrix_bgr
+        # with a matrix, the LUT runs on BGR pixels; without one, on pixels already swapped
+        lut = correction._cv_lut_bgr if mat is not None else correction._cv_lut
+    else:
+        lut, mat = correction._cv_lut, correction._cv_matrix
     src = rgb
+    if bgr and mat is None:
+        cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=out)
+        src = out
     if lut is not None:
         cv2.LUT(src, lut, dst=out)
         src = out
