@@ -30,6 +30,9 @@ class CameraConfig:
     source: str
     correct: bool = True
     analyze_fps: float | None = None
+    #: with ``correct``: also denoise / sharpen the corrected stream when the detector finds
+    #: noise / blur (cheap filters, a few ms per frame, only while it is detected)
+    restore: bool = True
 
 
 @dataclass

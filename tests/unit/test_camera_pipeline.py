@@ -92,3 +92,34 @@ def test_sinks_are_removed_by_equality(tmp_path):
     cam.add_sink(hub.sink)
     cam.remove_sink(hub.sink)
     assert cam._sinks == []
+
+
+def test_detected_noise_and_blur_are_restored_on_the_corrected_stream_only(tmp_path):
+    from camheald.vision import restore
+    from camheald.vision.types import Analysis
+
+    vision = VisionEngine(None)  # the shipped detector: the plan needs a working model
+    vision.load()
+    assert vision.ready, vision.error
+    folder = tmp_path / "frames"
+    make_folder(folder, 1)
+    cam = Camera("t", parse_source(f"file:{folder}?fps=50"), vision)
+    analysis = Analysis({"noise": 0.9, "blur": 0.8}, detected=("blur", "noise"),
+                        extra={"severity.noise": 0.3, "severity.blur": 0.6})
+    cam._analysis = analysis
+    bgr = cv2.imread(str(folder / "0.png"))
+    cam._process(bgr, True, 1)
+    raw, cor = cam.latest(False), cam.latest(True)
+    assert raw.restore == () and cor.restore == (("denoise", 0.3), ("sharpen", 0.6))
+    assert cor.actions == ("denoise", "sharpen")
+    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    expected = restore.sharpen(restore.stream_denoise(rgb.copy(), 0.3), 0.6)
+    assert np.array_equal(cam.render(cor, np.empty_like(rgb)), expected)
+    assert np.array_equal(cam.snapshot(False).image, rgb)
+    assert cam.stats.corrections == 1  # rendering restorations counts as correcting
+    cam.restore_enabled = False  # the plan follows the setting at the next frame
+    cam._process(bgr, True, 2)
+    assert cam.latest(True).restore == () and cam.latest(True).actions == ()
+    cam.restore_enabled, cam.correct_enabled = True, False  # restoration rides on correction
+    cam._process(bgr, True, 3)
+    assert cam.latest(True).restore == ()

