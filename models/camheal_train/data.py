@@ -87,9 +87,13 @@ def mask_target(alpha: np.ndarray) -> np.ndarray:
     return np.maximum(area, 0.7 * hard.astype(np.float32))
 
 
-def make_sample(clean: np.ndarray, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """One training sample (numpy, no batch dimension; see FIELDS) from a clean photo."""
-    d = degrade(random_view(clean, rng), rng)
+def make_sample(clean: np.ndarray, rng: np.random.Generator,
+                focus: dict[str, float] | None = None) -> dict[str, np.ndarray]:
+    """One training sample (numpy, no batch dimension; see FIELDS) from a clean photo.
+
+    ``focus``: anomaly sampling weights (``degrade.choose_anomalies``).
+    """
+    d = degrade(random_view(clean, rng), rng, focus=focus)
     prep = spec.prepare(d.image)
     size = (LOSS_RES, LOSS_RES)
     return {
@@ -124,8 +128,10 @@ def to_tensors(sample: dict[str, np.ndarray]) -> dict:
 class SyntheticDataset:
     """Map-style dataset that degrades photos on the fly (deterministic per index and epoch)."""
 
-    def __init__(self, photos: Sequence[str | os.PathLike], length: int, seed: int = 0):
+    def __init__(self, photos: Sequence[str | os.PathLike], length: int, seed: int = 0,
+                 focus: dict[str, float] | None = None):
         self.images = [load_rgb(p) for p in photos]
+        self.focus = dict(focus) if focus else None
         if not self.images:
             raise ValueError("no photos")
         self.length = length
@@ -142,7 +148,7 @@ class SyntheticDataset:
     def __getitem__(self, i: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, i])
         img = self.images[int(rng.integers(len(self.images)))]
-        return to_tensors(make_sample(img, rng))
+        return to_tensors(make_sample(img, rng, self.focus))
 
 
 class CachedDataset:

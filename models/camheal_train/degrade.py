@@ -49,20 +49,29 @@ def to_u8(img: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
-def choose_anomalies(rng: np.random.Generator, p_clean: float = 0.3, p_two: float = 0.35
-                     ) -> tuple[str, ...]:
-    """Random anomaly set: empty (clean), one, or two compatible anomalies."""
+def choose_anomalies(rng: np.random.Generator, p_clean: float = 0.3, p_two: float = 0.35,
+                     focus: dict[str, float] | None = None) -> tuple[str, ...]:
+    """Random anomaly set: empty (clean), one, or two compatible anomalies.
+
+    ``focus`` maps anomaly names to relative sampling weights (others weigh 1); None keeps
+    the uniform draw (and the random stream of earlier versions).
+    """
+    p = None
+    if focus:
+        w = np.array([float(focus.get(a, 1.0)) for a in ANOMALIES])
+        p = w / w.sum()
     if rng.random() < p_clean:
         return ()
     n = 2 if rng.random() < p_two else 1
     while True:
-        pick = tuple(str(a) for a in rng.choice(ANOMALIES, size=n, replace=False))
+        pick = tuple(str(a) for a in rng.choice(ANOMALIES, size=n, replace=False, p=p))
         if frozenset(pick) not in _EXCLUSIVE:
             return pick
 
 
 def degrade(clean: np.ndarray, rng: np.random.Generator,
-            anomalies: tuple[str, ...] | None = None, jitter: bool = True) -> Degraded:
+            anomalies: tuple[str, ...] | None = None, jitter: bool = True,
+            focus: dict[str, float] | None = None) -> Degraded:
     """Degrade one clean photo.
 
     Args:
@@ -70,13 +79,14 @@ def degrade(clean: np.ndarray, rng: np.random.Generator,
         rng: random generator (all randomness comes from it).
         anomalies: which anomalies to apply; None draws them with ``choose_anomalies``.
         jitter: apply harmless camera-like variations first (``tone.clean_jitter``).
+        focus: sampling weights for ``choose_anomalies`` (only when ``anomalies`` is None).
 
     Returns:
         A Degraded sample.
     """
     img = clean.astype(np.float32) / 255.0 if clean.dtype == np.uint8 else clean.astype(np.float32)
     if anomalies is None:
-        anomalies = choose_anomalies(rng)
+        anomalies = choose_anomalies(rng, focus=focus)
     labels = np.zeros(len(ANOMALIES), np.float32)
     sev = np.zeros(len(ANOMALIES), np.float32)
     kinds: list[str] = []

@@ -213,11 +213,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if fp <= a.max_clean_fp:
                 break
         logger.info("per-class clean FP bound %.3f gives clean FP %.3f", q, fp)
-        side = {"thresholds": thr, "calibrated_on": sorted({p.name.split("-")[0] for p in photos}),
-                "photos": len(photos), "samples": int(len(r["labels"])),
-                "clean_samples": int(r["clean"].sum()), "clean_fp": round(fp, 4),
-                "max_clean_fp": a.max_clean_fp}
-        Path(a.calibrate).write_text(json.dumps(side, indent=2) + "\n")
+        # keep what calibration does not own (correction gates, the fusion stage)
+        side_path = Path(a.calibrate)
+        side = json.loads(side_path.read_text()) if side_path.is_file() else {}
+        side.update({"thresholds": thr,
+                     "calibrated_on": sorted({p.name.split("-")[0] for p in photos}),
+                     "photos": len(photos), "samples": int(len(r["labels"])),
+                     "clean_samples": int(r["clean"].sum()), "clean_fp": round(fp, 4),
+                     "max_clean_fp": a.max_clean_fp})
+        side_path.write_text(json.dumps(side, indent=2) + "\n")
         print(json.dumps(thr))
         det.thresholds.update(thr)
         lines, _ = detection_table(r, det.thresholds)

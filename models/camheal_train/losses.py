@@ -13,7 +13,8 @@ MASK_POS_WEIGHT = 1.0
 
 def compute_losses(outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Tensor],
                    weights: dict[str, float] | None = None,
-                   mask_pos_weight: float = MASK_POS_WEIGHT) -> dict[str, torch.Tensor]:
+                   mask_pos_weight: float = MASK_POS_WEIGHT,
+                   class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """All loss terms and their weighted sum under key "total".
 
     Args:
@@ -21,11 +22,14 @@ def compute_losses(outputs: tuple[torch.Tensor, ...], batch: dict[str, torch.Ten
         batch: tensors from ``camheal_train.data.to_tensors`` (batched).
         weights: overrides of WEIGHTS.
         mask_pos_weight: weight of obstructed pixels in the mask BCE (they are rare).
+        class_weights: (7,) weight of each anomaly's term in the classification BCE
+            (None: all 1).
     """
     w = {**WEIGHTS, **(weights or {})}
     logits, severity, curves, matrix, mask = outputs
     labels = batch["labels"]
-    out = {"cls": F.binary_cross_entropy_with_logits(logits, labels)}
+    cw = None if class_weights is None else class_weights.to(logits)[None]
+    out = {"cls": F.binary_cross_entropy_with_logits(logits, labels, weight=cw)}
     pos = labels.sum().clamp_min(1.0)
     out["sev"] = ((severity - batch["severity"]).abs() * labels).sum() / pos
     corrected = apply_global_torch(batch["loss_in"], curves, matrix)

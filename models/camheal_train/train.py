@@ -29,11 +29,25 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
+from camheal.constants import ANOMALIES
 from camheal_train.data import CachedDataset, SyntheticDataset, data_dir, list_photos
 from camheal_train.losses import compute_losses
 from camheal_train.net import CONFIGS, CamhealNet
 
 logger = logging.getLogger(__name__)
+
+
+def _anomaly_weight(text: str) -> tuple[str, float]:
+    """Parse ANOMALY=W (a name of the shared vocabulary, W > 0)."""
+    name, sep, val = text.partition("=")
+    try:
+        w = float(val)
+    except ValueError:
+        w = -1.0
+    if not sep or name not in ANOMALIES or not (w > 0 and math.isfinite(w)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected ANOMALY=W with ANOMALY one of {', '.join(ANOMALIES)} and W > 0")
+    return name, w
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -62,6 +76,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--w-img", type=float, default=8.0, help="corrected-image L1 loss weight")
     ap.add_argument("--mask-pos-weight", type=float, default=1.0,
                     help="weight of obstructed pixels in the mask loss")
+    ap.add_argument("--w-class", action="append", default=[], type=_anomaly_weight,
+                    metavar="ANOMALY=W", help="weight of one anomaly's classification term "
+                    "(repeatable; the others weigh 1)")
+    ap.add_argument("--focus", action="append", default=[], type=_anomaly_weight,
+                    metavar="ANOMALY=W", help="on-the-fly data: draw this anomaly W times as "
+                    "often as the others (repeatable)")
     ap.add_argument("--init", help="start from this checkpoint's weights (fresh optimiser)")
     ap.add_argument("--init-onnx", metavar="ONNX",
                     help="start from an exported detector's weights (implies --freeze-bn)")
@@ -77,7 +97,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="stop (with a checkpoint) after this much training time")
     ap.add_argument("--log-every", type=int, default=100)
     ap.add_argument("--no-progress", action="store_true")
-    return ap.parse_args(argv)
+    a = ap.parse_args(argv)
+    if a.cache and a.focus:
+        ap.error("--focus needs on-the-fly data (--data), not --cache")
+    return a
 
 
 def lr_factor(step: int, progress: float, warmup: int, floor: float = 0.02) -> float:
@@ -103,8 +126,12 @@ def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimi
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.eval()
+    cw = None
+    if a.w_class:
+        weights = dict(a.w_class)
+        cw = torch.tensor([weights.get(n, 1.0) for n in ANOMALIES])
     losses = compute_losses(ddp(*_model_inputs(batch)), batch,
-                            {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight)
+                            {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight, cw)
     opt.zero_grad(set_to_none=True)
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -179,7 +206,7 @@ def train(a: argparse.Namespace) -> Path:
     else:
         exclude = a.exclude if a.exclude is not None else ["kodak24-", "val20-"]
         ds = SyntheticDataset(list_photos(data_dir(a.data), exclude=exclude), a.epoch_samples,
-                              seed=a.seed)
+                              seed=a.seed, focus=dict(a.focus))
     sampler = (DistributedSampler(ds, world, rank, shuffle=True, seed=a.seed) if world > 1
                else RandomSampler(ds))
     loader = DataLoader(ds, batch_size=a.batch, sampler=sampler, num_workers=a.workers,

@@ -77,3 +77,18 @@ def test_mask_target_keeps_thin_lines():
     alpha[100, :] = 1.0  # a one-pixel scratch
     m = mask_target(alpha)
     assert m.shape == (spec.MASK, spec.MASK) and m.max() >= 0.7
+
+
+def test_focus_draws_an_anomaly_more_often():
+    def share(focus):
+        rng = np.random.default_rng(1)
+        picks = [p for p in (choose_anomalies(rng, focus=focus) for _ in range(3000)) if p]
+        return np.mean(["obstruction" in p for p in picks])
+
+    plain, focused = share(None), share({"obstruction": 4.0})
+    # uniform: 1/7 of singles, 2/7 of pairs; weight 4 of a total 10: about 0.4 / 0.65
+    assert 0.15 < plain < 0.25 and focused > 2 * plain
+    # without focus the random stream is the one of earlier versions (seeded caches)
+    a, b = np.random.default_rng(2), np.random.default_rng(2)
+    assert [choose_anomalies(a) for _ in range(50)] == \
+        [choose_anomalies(b, focus=None) for _ in range(50)]

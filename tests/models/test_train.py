@@ -68,3 +68,44 @@ def test_fine_tune_from_exported_onnx_keeps_batchnorm_frozen(photos, tmp_path):
     var = state["stem.1.running_var"]
     assert torch.allclose(var, torch.full_like(var, 1 - 1e-5))  # statistics never updated
     assert state["stem.1.num_batches_tracked"] == 0
+
+
+def test_class_weights_scale_one_anomaly_term():
+    from camheal.constants import ANOMALIES
+    from camheal_train.losses import compute_losses
+
+    b, n = 4, len(ANOMALIES)
+    logits = torch.zeros(b, n)
+    labels = torch.zeros(b, n)
+    labels[:, ANOMALIES.index("obstruction")] = 1.0
+    outputs = (logits, torch.zeros(b, n), torch.zeros(b, 3, 33), torch.eye(3).repeat(b, 1, 1),
+               torch.zeros(b, 1, 32, 32))
+    batch = {"labels": labels, "severity": torch.zeros(b, n),
+             "loss_in": torch.zeros(b, 3, 8, 8, dtype=torch.uint8),
+             "loss_target": torch.zeros(b, 3, 8, 8, dtype=torch.uint8),
+             "mask": torch.zeros(b, 1, 32, 32)}
+    plain = compute_losses(outputs, batch)["cls"]
+    w = torch.ones(n)
+    w[ANOMALIES.index("obstruction")] = 8.0
+    weighted = compute_losses(outputs, batch, class_weights=w)["cls"]
+    # all logits 0: every term is log 2, so the mean goes from 1 to (6 + 8) / 7 of it
+    assert weighted.item() == pytest.approx(plain.item() * 14 / 7, rel=1e-6)
+
+
+@pytest.mark.parametrize("bad", ["obstruction", "dirt=2", "blur=0", "noise=x", "blur=nan"])
+def test_bad_anomaly_weight_is_one_line_error(bad, capsys):
+    from camheal_train.train import parse_args
+
+    with pytest.raises(SystemExit) as e:
+        parse_args(["--out", "x", "--focus", bad])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ANOMALY=W" in err and bad in err
+
+
+def test_focus_needs_on_the_fly_data(tmp_path, capsys):
+    from camheal_train.train import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--out", "x", "--cache", str(tmp_path), "--focus", "blur=2"])
+    assert "--focus needs on-the-fly data" in capsys.readouterr().err
