@@ -100,6 +100,7 @@ def export(model: CamhealNet, out: str | os.PathLike) -> dict[str, float]:
     data = to_onnx_bytes(model)
     diffs = compare(model, data)
     out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".onnx.tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out)
