@@ -82,4 +82,8 @@ def from_dbus(name: str, message: str) -> CamhealError:
         return ServiceUnavailable(f"camheald is not running on this bus ({message})")
     if name == "org.freedesktop.DBus.Error.AccessDenied":
         return NotAllowed(message)
+    if name == "org.freedesktop.DBus.Error.UnknownObject":
+        # the manager object is always there while camheald runs: a missing object is a
+        # camera that was removed, or is being restarted by a reload
+        return UnknownCamera(f"no such camera: {message}")
     return _BY_NAME.get(name, CamhealError)(message)

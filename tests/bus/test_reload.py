@@ -60,3 +60,21 @@ def test_sighup_applies_camera_changes_and_keeps_other_streams(start_daemon, bus
     assert d.proc.poll() is None
     log = d.log()
     assert "Traceback" not in log and "keeping the running cameras" in log
+
+
+def test_stop_during_a_reload_is_clean(start_daemon, tmp_path):
+    # SIGTERM right after SIGHUP: the reload that is still starting a camera finishes (or
+    # is skipped) before the cameras are stopped; no traceback, exit status 0.
+    conf = tmp_path / "c.toml"
+    head = '[daemon]\nbus = "session"\n'
+    conf.write_text(head + CAM0)
+    for i in range(3):
+        d = start_daemon("--config", str(conf))
+        conf.write_text(head + CAM0 + CAM1.format(size=f"{96 + 32 * i}x64"))
+        d.proc.send_signal(signal.SIGHUP)
+        time.sleep(0.05 * i)
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(timeout=20) == 0
+        log = d.log()
+        assert "Traceback" not in log and "terminate called" not in log, log[-3000:]
+        conf.write_text(head + CAM0)

@@ -121,7 +121,8 @@ class Server:
         sd_notify("STOPPING=1")
         ticker.cancel()
         await self._end_streams("camheald is shutting down")
-        await self._loop.run_in_executor(None, self.manager.stop)
+        async with self._reload_lock:  # a reload in progress finishes first; none start
+            await self._loop.run_in_executor(None, self.manager.stop)
         for hub in self.streams.values():
             hub.close()
         self.bus.disconnect()
@@ -145,6 +146,9 @@ class Server:
         """
         assert self.bus is not None and self._loop is not None
         async with self._reload_lock:
+            if self._stopping.is_set():
+                logger.info("SIGHUP: not applied, camheald is stopping")
+                return
             try:
                 gone, fresh = self.manager.plan_cameras(new_cameras)
             except CamhealError as exc:

@@ -113,7 +113,7 @@ class CameraManager:
             logger.info("camera %s started: %s", camera.id, camera.source.uri)
 
     def stop(self) -> None:
-        for camera in self.cameras.values():
+        for camera in list(self.cameras.values()):
             camera.stop()
 
     def get(self, cam_id: str) -> Camera:
