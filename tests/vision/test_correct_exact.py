@@ -80,3 +80,6 @@ def test_equal_curves_use_one_table():
     assert same._cv_lut.shape == (1, 256)
     differ = Correction(np.stack([x ** 0.8, x ** 0.8, x ** 0.9]), np.eye(3))
     assert differ._cv_lut.shape == (1, 256, 3)
+    # three tables run as one single-table LUT per plane (checked bit for bit above)
+    assert same._tables is None and [t.shape for t in differ._tables] == [(256,)] * 3
+    assert np.array_equal(differ._tables_bgr[0], differ._tables[2])

@@ -16,7 +16,7 @@ from functools import cached_property
 import cv2
 import numpy as np
 
-from camheald.vision import spec
+from camheald.vision import scratch, spec
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +75,17 @@ class Correction:
         return np.ascontiguousarray(lut.reshape(1, 256, 3))
 
     @cached_property
+    def _tables(self) -> tuple[np.ndarray, ...] | None:
+        """:attr:`_cv_lut`'s per-channel tables as three contiguous 256-entry arrays (R, G,
+        B), or None when one table serves all channels (or none is needed)."""
+        return _split_tables(self._cv_lut)
+
+    @cached_property
+    def _tables_bgr(self) -> tuple[np.ndarray, ...] | None:
+        """:attr:`_tables` in B, G, R order."""
+        return _split_tables(self._cv_lut_bgr)
+
+    @cached_property
     def _cv_lut_bgr(self) -> np.ndarray | None:
         """:attr:`_cv_lut` for a BGR input (per-channel tables in B, G, R order)."""
         lut = self._cv_lut
@@ -100,6 +111,24 @@ class Correction:
     def is_identity(self) -> bool:
         """True when applying this correction changes nothing."""
         return self._cv_lut is None and self._cv_matrix is None
+
+
+def _split_tables(lut: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
+    if lut is None or lut.ndim == 2:
+        return None
+    return tuple(np.ascontiguousarray(lut[0, :, c]) for c in range(3))
+
+
+def _lut_per_channel(src: np.ndarray, tables: tuple[np.ndarray, ...], out: np.ndarray
+                     ) -> None:
+    """``cv2.LUT(src, per-channel table, dst=out)``, bit for bit, at about two thirds of its
+    cost: OpenCV's single-table LUT on each plane (split and merge included) is faster than
+    its three-channel-table loop (720p: 1.5 vs 2.3 ms). Planes are per-thread scratch."""
+    planes = scratch.buffers("lut_planes", src.shape[:2], 3)
+    cv2.split(src, planes)
+    for plane, table in zip(planes, tables, strict=True):
+        cv2.LUT(plane, table, dst=plane)
+    cv2.merge(planes, out)
 
 
 def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray | None = None,
@@ -130,19 +159,23 @@ def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray
         raise ValueError("a BGR input cannot be corrected in place")
     if not rgb.flags.c_contiguous:
         rgb = np.ascontiguousarray(rgb)
+    tables = None
     if correction is None:
         lut = mat = None
-    elif bgr:
-        mat = correction._cv_matrix_bgr
+    elif bgr and correction._cv_matrix_bgr is not None:
         # with a matrix, the LUT runs on BGR pixels; without one, on pixels already swapped
-        lut = correction._cv_lut_bgr if mat is not None else correction._cv_lut
+        mat = correction._cv_matrix_bgr
+        lut, tables = correction._cv_lut_bgr, correction._tables_bgr
     else:
-        lut, mat = correction._cv_lut, correction._cv_matrix
+        lut, mat, tables = correction._cv_lut, correction._cv_matrix, correction._tables
     src = rgb
     if bgr and mat is None:
         cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=out)
         src = out
-    if lut is not None:
+    if tables is not None:
+        _lut_per_channel(src, tables, out)
+        src = out
+    elif lut is not None:
         cv2.LUT(src, lut, dst=out)
         src = out
     if mat is not None:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from camheald.inference import backends
+from camheald.vision import scratch
 from camheald.vision.detector import MAX_MODEL_BYTES, WEIGHTS_PACKAGE, ModelError, read_sidecar
 
 logger = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ def sharpen(rgb: np.ndarray, severity: float) -> np.ndarray:
 
 #: stream restoration ops, in the order they run after the global correction
 STREAM_OPS = ("denoise", "sharpen")
-_scratch = threading.local()
 
 
 def noise_sigma(severity: float) -> float:
@@ -84,11 +84,7 @@ def noise_sigma(severity: float) -> float:
 
 def _buffers(shape: tuple[int, ...], n: int) -> list[np.ndarray]:
     """``n`` scratch frames of ``shape`` owned by the calling thread (reused across frames)."""
-    bufs = getattr(_scratch, "bufs", None)
-    if bufs is None or bufs[0].shape != shape or len(bufs) < n:
-        bufs = [np.empty(shape, np.uint8) for _ in range(max(n, 2))]
-        _scratch.bufs = bufs
-    return bufs[:n]
+    return scratch.buffers("restore", shape, n)
 
 
 def stream_denoise(img: np.ndarray, severity: float) -> np.ndarray:
