@@ -78,6 +78,11 @@ def best_threshold(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(max(cands, key=lambda t: prf(scores, labels, t)[2]))
 
 
+# Candidate thresholds, with finer steps near 1: a class whose clean scores crowd there
+# needs them.
+_GRID = np.concatenate([np.linspace(0.5, 0.98, 49), [0.985, 0.99, 0.995]])
+
+
 def calibrate(scores: np.ndarray, labels: np.ndarray, clean: np.ndarray,
               fp_per_class: float) -> dict[str, float]:
     """Per-class thresholds: best F1 among those keeping clean-image FP <= fp_per_class.
@@ -88,9 +93,7 @@ def calibrate(scores: np.ndarray, labels: np.ndarray, clean: np.ndarray,
     out = {}
     for i, a in enumerate(ANOMALIES):
         s, y = scores[:, i], labels[:, i]
-        # finer steps near 1: a class whose clean scores crowd there needs them
-        grid = np.concatenate([np.linspace(0.5, 0.98, 49), [0.985, 0.99, 0.995]])
-        ok = [t for t in grid if np.mean(s[clean] >= t) <= fp_per_class] or [grid[-1]]
+        ok = [t for t in _GRID if np.mean(s[clean] >= t) <= fp_per_class] or [_GRID[-1]]
         out[a] = round(float(max(ok, key=lambda t: prf(s, y, t)[2])), 3)
     return out
 
@@ -135,6 +138,38 @@ def run(det: Detector, photos: Sequence[Path], seed: int, singles: int, pairs: i
     return {"scores": np.array(scores), "classical": np.array(cscores),
             "labels": np.array(labels), "clean": np.array(is_clean, bool),
             "pristine": np.array(pristine, bool), "quality": quality}
+
+
+def auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """ROC-AUC of ``scores`` for 0/1 ``labels`` (ties count half); NaN without both kinds."""
+    pos, neg = scores[labels > 0], scores[labels <= 0]
+    if not len(pos) or not len(neg):
+        return float("nan")
+    ranks = np.empty(len(scores))
+    allv = np.concatenate([pos, neg])
+    order = np.argsort(allv, kind="stable")
+    _, inv, counts = np.unique(allv[order], return_inverse=True, return_counts=True)
+    mid = np.cumsum(counts) - (counts - 1) / 2.0  # average rank of each tie group
+    ranks[order] = mid[inv]
+    return float((ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2)
+                 / (len(pos) * len(neg)))
+
+
+def rank_table(r: dict, fp_per_class: float = 0.01) -> list[str]:
+    """Markdown lines: per anomaly, the network's ROC-AUC and its best F1 over thresholds
+    that keep clean-image FP <= ``fp_per_class`` (an oracle threshold, fitted on these very
+    samples: for comparing weights, not for reporting)."""
+    s, y, clean = r["scores"], r["labels"], r["clean"]
+    lines = [f"| anomaly | AUC | best F1 at clean FP <= {fp_per_class:g} |", "| --- | --- | --- |"]
+    f1s = []
+    for i, a in enumerate(ANOMALIES):
+        cands = np.unique(np.quantile(s[:, i], np.linspace(0, 1, 401)))
+        f1 = max((prf(s[:, i], y[:, i], t)[2] for t in cands
+                  if np.mean(s[clean, i] >= t) <= fp_per_class), default=0.0)
+        f1s.append(f1)
+        lines.append(f"| {a} | {auc(s[:, i], y[:, i]):.3f} | {f1:.3f} |")
+    lines.append(f"| **macro** | | **{np.mean(f1s):.3f}** |")
+    return lines
 
 
 def detection_table(r: dict, thresholds: dict[str, float]) -> tuple[list[str], dict]:
@@ -201,10 +236,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--max-clean-fp", type=float, default=0.03,
                     help="calibration: allowed share of clean images with any detection")
     ap.add_argument("--json-out", help="write the summary as JSON")
+    ap.add_argument("--ranks", action="store_true",
+                    help="only the threshold-free comparison: per-class AUC and best F1 at "
+                    "<= 1 %% clean FP (for choosing between weights on a calibration set)")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     photos = list_photos(data_dir(a.data), a.include or ["kodak24-"])
     det = Detector.load(a.model)
+    if a.ranks:
+        r = run(det, photos, a.seed, a.singles, a.pairs, a.clean, with_tools=False)
+        print(f"model {det.name}, {len(photos)} photos, {len(r['labels'])} samples\n")
+        print("\n".join(rank_table(r)))
+        return 0
     if a.calibrate:
         r = run(det, photos, a.seed, a.singles, a.pairs, a.clean, with_tools=False)
         for q in (0.03, 0.02, 0.015, 0.01, 0.007, 0.004, 0.0):
@@ -214,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             if fp <= a.max_clean_fp:
                 break
         logger.info("per-class clean FP bound %.3f gives clean FP %.3f", q, fp)
-        # keep what calibration does not own (correction gates, the fusion stage)
+        # keep what calibration does not own ("correction_gate")
         side_path = Path(a.calibrate)
         side = json.loads(side_path.read_text()) if side_path.is_file() else {}
         side.update({"thresholds": thr,

@@ -118,20 +118,24 @@ def save_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
+def _class_weights(a: argparse.Namespace) -> torch.Tensor | None:
+    """The (7,) classification weights of ``--w-class`` (None when not given)."""
+    if not a.w_class:
+        return None
+    weights = dict(a.w_class)
+    return torch.tensor([weights.get(n, 1.0) for n in ANOMALIES])
+
+
 def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimizer,
-                batch: dict[str, torch.Tensor], a: argparse.Namespace
-                ) -> dict[str, torch.Tensor]:
+                batch: dict[str, torch.Tensor], a: argparse.Namespace,
+                class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     model.train()
     if a.freeze_bn:
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.eval()
-    cw = None
-    if a.w_class:
-        weights = dict(a.w_class)
-        cw = torch.tensor([weights.get(n, 1.0) for n in ANOMALIES])
     losses = compute_losses(ddp(*_model_inputs(batch)), batch,
-                            {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight, cw)
+                            {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight, class_weights)
     opt.zero_grad(set_to_none=True)
     losses["total"].backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -254,6 +258,9 @@ def train(a: argparse.Namespace) -> Path:
     def done() -> bool:
         return step >= a.steps or (limit_s is not None and elapsed() >= limit_s)
 
+    class_weights = _class_weights(a)
+    if class_weights is not None:
+        class_weights = class_weights.to(device)
     while not done():
         if isinstance(sampler, DistributedSampler):
             sampler.set_epoch(epoch)
@@ -272,7 +279,7 @@ def train(a: argparse.Namespace) -> Path:
                     progress = max(progress, elapsed() / limit_s)
                 for g in opt.param_groups:
                     g["lr"] = a.lr * lr_factor(step, progress, a.warmup)
-                losses = _train_step(ddp, model, opt, _augment(batch), a)
+                losses = _train_step(ddp, model, opt, _augment(batch), a, class_weights)
                 step += 1
                 if step % 10 == 0 or step == 1:
                     for k, v in losses.items():

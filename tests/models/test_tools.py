@@ -67,3 +67,15 @@ def test_classical_baselines(photo):
         assert out.shape == photo.shape and out.dtype == np.uint8
     assert bl.psnr(photo, photo) == 100.0
     assert bl.ssim(photo, photo) == pytest.approx(1.0)
+
+
+def test_auc_matches_pair_count():
+    from camheal_train.evaluate import auc
+
+    rng = np.random.default_rng(1)
+    s = rng.integers(0, 5, 60).astype(float)  # many ties
+    y = rng.integers(0, 2, 60)
+    pos, neg = s[y == 1], s[y == 0]
+    brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
+    assert auc(s, y) == pytest.approx(brute)
+    assert np.isnan(auc(s, np.zeros(60)))

@@ -120,11 +120,3 @@ def test_unknown_keys_from_a_newer_daemon_are_ignored(tmp_path: Path) -> None:
     path = tmp_path / "settings.json"
     path.write_text('{"version": 1, "collect_samples": true, "future": 3}')
     assert SettingsStore(path).load() == Settings(collect_samples=True)
-
-
-def test_a_missing_camera_object_is_unknown_camera():
-    from camheal.errors import UnknownCamera, from_dbus
-
-    e = from_dbus("org.freedesktop.DBus.Error.UnknownObject",
-                  'no interfaces at path: "/io/camheal/Camheal1/cameras/cam1"')
-    assert isinstance(e, UnknownCamera) and "cameras/cam1" in str(e)

@@ -65,7 +65,8 @@ class Correction:
 
         One 256-entry table when the three channels' tables are equal (exposure and contrast
         fixes usually are): cv2.LUT then applies it to every channel, with the same result
-        and about half the cost of the per-channel (1, 256, 3) table.
+        and about half the cost of the per-channel (1, 256, 3) table, which ``apply_global``
+        runs plane by plane (:attr:`_tables`).
         """
         lut = self.lut
         if all(np.array_equal(lut[:, c], _IDENTITY_LUT) for c in range(3)):
@@ -78,20 +79,16 @@ class Correction:
     def _tables(self) -> tuple[np.ndarray, ...] | None:
         """:attr:`_cv_lut`'s per-channel tables as three contiguous 256-entry arrays (R, G,
         B), or None when one table serves all channels (or none is needed)."""
-        return _split_tables(self._cv_lut)
+        lut = self._cv_lut
+        if lut is None or lut.ndim == 2:
+            return None
+        return tuple(np.ascontiguousarray(lut[0, :, c]) for c in range(3))
 
     @cached_property
     def _tables_bgr(self) -> tuple[np.ndarray, ...] | None:
-        """:attr:`_tables` in B, G, R order."""
-        return _split_tables(self._cv_lut_bgr)
-
-    @cached_property
-    def _cv_lut_bgr(self) -> np.ndarray | None:
-        """:attr:`_cv_lut` for a BGR input (per-channel tables in B, G, R order)."""
-        lut = self._cv_lut
-        if lut is None or lut.ndim == 2:  # identity, or one table for all channels
-            return lut
-        return np.ascontiguousarray(lut[:, :, ::-1])
+        """:attr:`_tables` in B, G, R order (for a BGR input)."""
+        tables = self._tables
+        return None if tables is None else tables[::-1]
 
     @cached_property
     def _cv_matrix_bgr(self) -> np.ndarray | None:
@@ -113,17 +110,12 @@ class Correction:
         return self._cv_lut is None and self._cv_matrix is None
 
 
-def _split_tables(lut: np.ndarray | None) -> tuple[np.ndarray, ...] | None:
-    if lut is None or lut.ndim == 2:
-        return None
-    return tuple(np.ascontiguousarray(lut[0, :, c]) for c in range(3))
-
-
 def _lut_per_channel(src: np.ndarray, tables: tuple[np.ndarray, ...], out: np.ndarray
                      ) -> None:
     """``cv2.LUT(src, per-channel table, dst=out)``, bit for bit, at about two thirds of its
     cost: OpenCV's single-table LUT on each plane (split and merge included) is faster than
-    its three-channel-table loop (720p: 1.5 vs 2.3 ms). Planes are per-thread scratch."""
+    its three-channel-table loop (720p, measured here: 1.5 vs 2.3 CPU ms). Planes are
+    per-thread scratch."""
     planes = scratch.buffers("lut_planes", src.shape[:2], 3)
     cv2.split(src, planes)
     for plane, table in zip(planes, tables, strict=True):
@@ -164,8 +156,9 @@ def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray
         lut = mat = None
     elif bgr and correction._cv_matrix_bgr is not None:
         # with a matrix, the LUT runs on BGR pixels; without one, on pixels already swapped
+        # (``lut`` is only used when it is one table for all channels, or None)
         mat = correction._cv_matrix_bgr
-        lut, tables = correction._cv_lut_bgr, correction._tables_bgr
+        lut, tables = correction._cv_lut, correction._tables_bgr
     else:
         lut, mat, tables = correction._cv_lut, correction._cv_matrix, correction._tables
     src = rgb

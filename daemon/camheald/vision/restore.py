@@ -82,11 +82,6 @@ def noise_sigma(severity: float) -> float:
     return 255.0 * (0.01 + 0.1 * float(np.clip(severity, 0.0, 1.0)))
 
 
-def _buffers(shape: tuple[int, ...], n: int) -> list[np.ndarray]:
-    """``n`` scratch frames of ``shape`` owned by the calling thread (reused across frames)."""
-    return scratch.buffers("restore", shape, n)
-
-
 def stream_denoise(img: np.ndarray, severity: float) -> np.ndarray:
     """Clamped 3x3 mean, in place: each pixel moves toward its neighbourhood mean by at most
     the noise std the severity stands for, so noise (small deviations) is smoothed and edges
@@ -99,7 +94,7 @@ def stream_denoise(img: np.ndarray, severity: float) -> np.ndarray:
         severity: detector's noise severity in [0, 1].
     """
     k = round(noise_sigma(severity))
-    box, bound = _buffers(img.shape, 2)
+    box, bound = scratch.buffers("restore", img.shape, 2)
     cv2.blur(img, (3, 3), dst=box)
     cv2.add(img, (k, k, k, 0), dst=bound)
     cv2.min(box, bound, dst=box)
@@ -117,7 +112,7 @@ def stream_sharpen(img: np.ndarray, severity: float) -> np.ndarray:
     """
     s = float(np.clip(severity, 0.0, 1.0))
     sigma, amount = 1.0 + 2.5 * s, 0.6 + 1.2 * s
-    (blurred,) = _buffers(img.shape, 1)
+    (blurred,) = scratch.buffers("restore", img.shape, 1)
     cv2.GaussianBlur(img, (0, 0), sigma, dst=blurred)
     cv2.addWeighted(img, 1.0 + amount, blurred, -amount, 0, dst=img)
     return img
