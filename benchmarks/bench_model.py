@@ -177,21 +177,40 @@ def correction(frames: dict[str, np.ndarray], budget: float) -> list[dict]:
 
 
 def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict], list[str]]:
-    """Classical restoration (camheald.vision.restore) cost per megapixel; networks if any."""
-    notes = ["No restoration *network* exists in the project yet; the rows below are the "
-             "classical OpenCV restoration used by the offline tools "
-             "(`camheald.vision.restore`)."]
+    """Restoration cost per megapixel: the capture path's cheap in-place fallbacks, the
+    classical tools of the offline commands, and the learned restoration network."""
+    notes = ["*stream*: the capture path's in-place fallbacks (`stream_sharpen`, "
+             "`stream_denoise`), run on a corrected frame while blur / noise is detected; "
+             "*stills*: the classical tools of `camheal correct` when the network is missing "
+             "(`sharpen`, `denoise`); *network*: `camheal_restore.onnx` (deblur + denoise, "
+             "ONNX Runtime, 1 thread, 768-px tiles), which `camheal correct` and "
+             "`correct-video` use (models/RESTORE_CARD.md). The inpainting network runs only "
+             "on the tiles a defect mask touches, so it has no per-frame cost to show here."]
     try:
         from camheald.vision import restore
     except ImportError as exc:
         return [], [f"camheald.vision.restore not importable: {exc}"]
+    ops: list[tuple[str, object, int]] = [
+        ("sharpen, stream (half-resolution low-pass)",
+         lambda f: restore.stream_sharpen(f, 0.5), 20),
+        ("denoise, stream (clamped 3x3 mean)", lambda f: restore.stream_denoise(f, 0.5), 20),
+        ("sharpen, stills (unsharp mask)", lambda f: restore.sharpen(f, 0.5), 20),
+        ("denoise, stills (NL-means)", lambda f: restore.denoise(f, 0.5), 2)]
+    try:
+        net = restore.LearnedRestorer.load(threads=1)
+    except restore.ModelError as exc:
+        notes.append(f"restoration network not measured: {exc}")
+    else:
+        ops.append(("network (camheal_restore.onnx)",
+                    lambda f: net.restore(f, blur=0.5, noise=0.5), 2))
     rows = []
     for res, rgb in frames.items():
         mpix = rgb.shape[0] * rgb.shape[1] / 1e6
-        for name, fn, calls in (("sharpen (unsharp mask)", restore.sharpen, 20),
-                                ("denoise (NL-means)", restore.denoise, 2)):
-            t = time_call(lambda f=rgb, g=fn: g(f, 0.5), budget, min_calls=calls if calls < 5
+        work = rgb.copy()  # the in-place ops overwrite it; their cost does not depend on it
+        for name, fn, calls in ops:
+            t = time_call(lambda g=fn, w=work: g(w), budget, min_calls=calls if calls < 5
                           else 5, max_calls=calls, warmup=1 if calls < 5 else 3)
+            np.copyto(work, rgb)
             rows.append({"res": res, "op": name, **t.as_dict(),
                          "ms_per_mpix": round(t.median_ms / mpix, 2)})
             log(f"  restore {name} {res}: {t.median_ms:.1f} ms")

@@ -113,7 +113,7 @@ def test_detected_noise_and_blur_are_restored_on_the_corrected_stream_only(tmp_p
     assert raw.restore == () and cor.restore == (("denoise", 0.3), ("sharpen", 0.6))
     assert cor.actions == ("denoise", "sharpen")
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    expected = restore.sharpen(restore.stream_denoise(rgb.copy(), 0.3), 0.6)
+    expected = restore.stream_sharpen(restore.stream_denoise(rgb.copy(), 0.3), 0.6)
     assert np.array_equal(cam.render(cor, np.empty_like(rgb)), expected)
     assert np.array_equal(cam.snapshot(False).image, rgb)
     assert cam.stats.corrections == 1  # rendering restorations counts as correcting

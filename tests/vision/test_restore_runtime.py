@@ -162,13 +162,21 @@ def test_stream_denoise_removes_noise_keyed_to_severity(photo, sigma):
     assert psnr(clean, photo) > 38
 
 
-def test_stream_sharpen_is_the_unsharp_mask_in_place(photo):
-    for severity in (0.1, 0.6, 1.0):
-        out = photo.copy()
-        assert restore.stream_sharpen(out, severity) is out
-        assert np.array_equal(out, restore.sharpen(photo, severity))
+def test_stream_sharpen_is_the_unsharp_mask_with_a_half_resolution_low_pass(photo):
+    for sigma, severity in ((1.0, 0.1), (2.0, 0.6), (3.0, 1.0)):
+        blurred = cv2.GaussianBlur(photo, (0, 0), sigma)
+        out = blurred.copy()
+        assert restore.stream_sharpen(out, severity) is out  # in place
+        exact = restore.sharpen(blurred, severity)
+        assert psnr(out, exact) > 42, (sigma, psnr(out, exact))
+        gain, exact_gain = psnr(out, photo) - psnr(blurred, photo), \
+            psnr(exact, photo) - psnr(blurred, photo)
+        assert abs(gain - exact_gain) < 0.3, (sigma, gain, exact_gain)
+    odd = photo[:101, :77].copy()  # odd sizes: the half-resolution frame rounds up
+    assert psnr(restore.stream_sharpen(odd.copy(), 0.5), restore.sharpen(odd, 0.5)) > 40
     out = photo.copy()
     restore.apply_stream_ops(out, (("denoise", 0.2), ("sharpen", 0.5)))
-    assert np.array_equal(out, restore.sharpen(restore.stream_denoise(photo.copy(), 0.2), 0.5))
+    assert np.array_equal(out, restore.stream_sharpen(restore.stream_denoise(photo.copy(), 0.2),
+                                                      0.5))
     with pytest.raises(ValueError, match="unknown stream restoration 'deblur'"):
         restore.apply_stream_ops(out, (("deblur", 0.5),))
