@@ -35,7 +35,12 @@ test: $(VENV)/.dev dbus-daemon
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/pytest -q
 
-bench: $(VENV)/.dev dbus-daemon
+# Benchmarks: the dev install plus py-spy (the daemon profile of docs/BENCHMARKS.md).
+$(VENV)/.bench: pyproject.toml $(VENV)/.dev
+	$(PIP) -e '.[bench]'
+	@touch $@
+
+bench: $(VENV)/.bench dbus-daemon
 	$(PY) -m benchmarks.run
 
 clean:
