@@ -184,8 +184,9 @@ def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict
              "*stills*: the classical tools of `camheal correct` when the network is missing "
              "(`sharpen`, `denoise`); *network*: `camheal_restore.onnx` (deblur + denoise, "
              "ONNX Runtime, 1 thread, 768-px tiles), which `camheal correct` and "
-             "`correct-video` use (models/RESTORE_CARD.md). The inpainting network runs only "
-             "on the tiles a defect mask touches, so it has no per-frame cost to show here."]
+             "`CorrectImage` use where its sidecar says it helps (models/RESTORE_CARD.md). "
+             "The inpainting network runs only on the tiles a defect mask touches, so it "
+             "has no per-frame cost to show here."]
     try:
         from camheald.vision import restore
     except ImportError as exc:

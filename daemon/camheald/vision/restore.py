@@ -114,7 +114,7 @@ def stream_sharpen(img: np.ndarray, severity: float) -> np.ndarray:
     already blur, enlarge linearly), since a low-pass needs no more pixels. Measured on a
     2-core AMD EPYC, one thread, 1080p at severity 0.5: 6.9 ms (the full-resolution blur:
     15.8 ms); on 8 Kodak photos blurred by σ 1 / 2 / 3 at severities 0.2 / 0.5 / 0.9: PSNR
-    gain within 0.2 dB of :func:`sharpen`'s in every case, output ≥ 46 dB PSNR from its.
+    gain within 0.2 dB of :func:`sharpen`'s in every case, and ≥ 46 dB PSNR from its output.
 
     Args:
         img: HxWx3 uint8, C-contiguous; overwritten with the result.
