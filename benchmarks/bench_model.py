@@ -180,7 +180,9 @@ def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict
     """Restoration cost per megapixel: the capture path's cheap in-place fallbacks, the
     classical tools of the offline commands, and the learned restoration network."""
     notes = ["*stream*: the capture path's in-place fallbacks (`stream_sharpen`, "
-             "`stream_denoise`), run on a corrected frame while blur / noise is detected; "
+             "`stream_denoise`), run on a corrected frame while blur / noise is detected "
+             "(OpenCV's default thread count; the daemon with one camera on 2 cores "
+             "gives OpenCV 1 thread); "
              "*stills*: the classical tools of `camheal correct` when the network is missing "
              "(`sharpen`, `denoise`); *network*: `camheal_restore.onnx` (deblur + denoise, "
              "ONNX Runtime, 1 thread, 768-px tiles), which `camheal correct` and "
