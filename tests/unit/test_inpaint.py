@@ -8,6 +8,7 @@ from test_defects import H, W, busy_static, feed, panning
 
 from camheald.capture import inject
 from camheald.service.defects import DefectTracker
+from camheald.vision import restore
 from camheald.vision.inpaint import SequenceInpainter, fill_sequence, inpaint_still
 
 
@@ -32,6 +33,25 @@ def test_temporal_fill_beats_telea_with_the_true_mask_on_a_moving_camera(kind: s
     raw, base, got = (psnr_in(x, clean, defect.mask) for x in (bad, telea, ours))
     assert got >= base + 1.0, f"{kind}: ours {got:.1f} dB, Telea {base:.1f} dB, raw {raw:.1f}"
     assert inp.stats["temporal"] > inp.stats["opencv"]
+
+
+@pytest.mark.skipif(not restore.shipped(restore.INPAINT_FILE).is_file(),
+                    reason="no shipped camheal_inpaint.onnx")
+def test_the_network_fills_only_frames_where_no_frame_showed_the_scene() -> None:
+    defect = inject.crack(W, H, 1)
+    # a fast pan: every hidden pixel is seen in another frame; only the edge band is left,
+    # and that stays with OpenCV (the network would cost a few hundred ms per frame)
+    inp = SequenceInpainter(defect.mask, method="learned")
+    for f in panning(21, speed=12):
+        inp.push(defect.apply(f))
+    inp.flush()
+    assert inp.stats["temporal"] > 0 and inp.stats["opencv"] > 0 and inp.stats["learned"] == 0
+    # a fixed camera: nothing is ever seen behind the defect, so the network fills it all
+    inp = SequenceInpainter(defect.mask, window=2, method="learned")
+    for f in busy_static(4):
+        inp.push(defect.apply(f))
+    inp.flush()
+    assert inp.stats["temporal"] == 0 and inp.stats["learned"] == inp.stats["opencv"] > 0
 
 
 def test_estimated_mask_then_fill_beats_telea_with_the_true_mask() -> None:

@@ -261,7 +261,7 @@ class SequenceInpainter:
         if todo.any():
             # Fill with the temporal fill in place (a better boundary for what is left).
             # The network (a few hundred ms per touched megapixel) only where no frame
-            # showed the scene; the thin edge band alone is Telea's (microseconds).
+            # showed the scene; the thin edge band alone is left to the cheap OpenCV fill.
             if self._net is not None and unseen.any():
                 frame = target.rgb.copy()  # the network wants context beyond the box
                 frame[y0:y1, x0:x1] = filled
