@@ -10,6 +10,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -193,7 +194,7 @@ def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict
         from camheald.vision import restore
     except ImportError as exc:
         return [], [f"camheald.vision.restore not importable: {exc}"]
-    ops: list[tuple[str, object, int]] = [
+    ops: list[tuple[str, Callable[[np.ndarray], object], int]] = [
         ("sharpen, stream (half-resolution low-pass)",
          lambda f: restore.stream_sharpen(f, 0.5), 20),
         ("denoise, stream (clamped 3x3 mean)", lambda f: restore.stream_denoise(f, 0.5), 20),

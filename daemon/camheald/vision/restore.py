@@ -53,6 +53,12 @@ def denoise(rgb: np.ndarray, severity: float) -> np.ndarray:
     return cv2.bilateralFilter(rgb, 7, 10 + 40 * s, 5)
 
 
+def _unsharp_params(severity: float) -> tuple[float, float]:
+    """(Gaussian σ in pixels, amount) of the unsharp mask for a blur severity in [0, 1]."""
+    s = float(np.clip(severity, 0.0, 1.0))
+    return 1.0 + 2.5 * s, 0.6 + 1.2 * s
+
+
 def sharpen(rgb: np.ndarray, severity: float) -> np.ndarray:
     """Unsharp mask whose radius and amount grow with the blur severity.
 
@@ -63,9 +69,7 @@ def sharpen(rgb: np.ndarray, severity: float) -> np.ndarray:
     Returns:
         HxWx3 uint8.
     """
-    s = float(np.clip(severity, 0.0, 1.0))
-    sigma = 1.0 + 2.5 * s
-    amount = 0.6 + 1.2 * s
+    sigma, amount = _unsharp_params(severity)
     blurred = cv2.GaussianBlur(rgb, (0, 0), sigma)
     return cv2.addWeighted(rgb, 1.0 + amount, blurred, -amount, 0)
 
@@ -120,8 +124,7 @@ def stream_sharpen(img: np.ndarray, severity: float) -> np.ndarray:
         img: HxWx3 uint8, C-contiguous; overwritten with the result.
         severity: detector's blur severity in [0, 1].
     """
-    s = float(np.clip(severity, 0.0, 1.0))
-    sigma, amount = 1.0 + 2.5 * s, 0.6 + 1.2 * s
+    sigma, amount = _unsharp_params(severity)
     h, w = img.shape[:2]
     (low,) = scratch.buffers("restore", img.shape, 1)
     small, blurred = scratch.buffers("restore-half", ((h + 1) // 2, (w + 1) // 2, 3), 2)
