@@ -6,6 +6,7 @@ report is kept across re-runs.
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from benchmarks.sections import (
@@ -28,6 +29,7 @@ from benchmarks.tables import (
     ipc,
     mean_cpu_ms,
     ok,
+    paired_ratios,
     table,
 )
 
@@ -48,6 +50,16 @@ def headline(results: dict) -> tuple[str, list[str]]:
                      "≥ 95 % and ≥ 30 fps" if res == "720p" else "– (1080p: fps below)",
                      ok(ratio >= 0.95 and run["pipeline_fps"] >= 30) if res == "720p"
                      else "–"])
+        paired = paired_ratios(results, f"{res}-1c")
+        if paired:
+            med = statistics.median(paired)
+            each = ", ".join(f"{p:.0%}" for p in paired)
+            rows.append([f"{res}, correction on, 1 client: each repetition ÷ the mean of the "
+                         "decode-only baselines taken just before and after it, median of "
+                         f"{len(paired)} ({each})", f"**{med:.0%}**",
+                         "≥ 95 % and ≥ 30 fps" if res == "720p" else "–",
+                         ok(med >= 0.95 and run["pipeline_fps"] >= 30) if res == "720p"
+                         else "–"])
         dec_cpu = decode_cpu_ms(results, res)
         cpu_ms = mean_cpu_ms(results, f"{res}-1c")
         if dec_cpu and cpu_ms:

@@ -54,6 +54,23 @@ def decode_cpu_ms(results: dict, res: str) -> float | None:
     return sum(vals) / len(vals) if vals else None
 
 
+def paired_ratios(results: dict, name: str) -> list[float]:
+    """Each repetition's pipeline fps ÷ the mean of the decode-only baselines of its clip taken
+    just before and just after that repetition's block of runs (``run_e2e`` takes baseline k
+    before repetition k and one more at the end), in repetition order.
+
+    Pairing each run with the baselines around it cancels the slow drift of a shared machine
+    that the best-of ratio (best repetition ÷ best baseline, taken minutes apart) does not."""
+    out = []
+    for r in sorted(reps(results, name), key=lambda r: r.get("rep", 1)):
+        dec = [d["read"]["fps"] for d in results.get("decode", {}).get(r["res"], [])]
+        k = int(r.get("rep", 1))
+        around = dec[k - 1 : k + 1]
+        if around:
+            out.append(r["pipeline_fps"] / (sum(around) / len(around)))
+    return out
+
+
 def decode_fps(results: dict, res: str, key: str = "read") -> float | None:
     """Best decode-only rate of the clip over the baselines taken in this run."""
     vals = [r[key]["fps"] for r in results.get("decode", {}).get(res, [])]
