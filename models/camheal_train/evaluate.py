@@ -22,6 +22,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheal_train import baselines as bl
+from camheal_train import obstruction as obs
 from camheal_train.data import data_dir, list_photos, load_rgb, random_view
 from camheal_train.degrade import degrade
 from camheald.vision import spec
@@ -172,6 +173,57 @@ def rank_table(r: dict, fp_per_class: float = 0.01) -> list[str]:
     return lines
 
 
+def obstruction_kinds(det: Detector, photos: Sequence[Path], seed: int, per_kind: int,
+                      clean: int) -> dict[str, dict[str, np.ndarray]]:
+    """The detector's obstruction evidence per obstruction kind, against clean photos.
+
+    Every photo gives its untouched original and ``clean`` jittered variants (the negatives)
+    and ``per_kind`` copies under each kind of ``camheal_train.obstruction.KINDS`` alone.
+
+    Returns:
+        {"clean" or kind: {"score": obstruction probabilities, "mask_max": the maximum of
+        the coarse obstruction mask, "cover": share of pixels hidden > 25 % (kinds only)}}.
+    """
+    out: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for pi, path in enumerate(photos):
+        img = load_rgb(path)
+        rng = np.random.default_rng([seed, pi])
+        negatives = [img] + [degrade(img, rng, ()).image for _ in range(clean)]
+        for neg in negatives:
+            a = det.analyze(neg)
+            out["clean"]["score"].append(a.scores["obstruction"])
+            out["clean"]["mask_max"].append(float(a.mask.max()))
+        f = img.astype(np.float32) / np.float32(255.0)
+        for kind, fn in obs.KINDS.items():
+            for _ in range(per_kind):
+                bad, alpha = fn(f, rng)
+                a = det.analyze(np.rint(np.clip(bad, 0, 1) * 255).astype(np.uint8))
+                out[kind]["score"].append(a.scores["obstruction"])
+                out[kind]["mask_max"].append(float(a.mask.max()))
+                out[kind]["cover"].append(float((alpha > 0.25).mean()))
+    return {k: {m: np.array(v) for m, v in d.items()} for k, d in out.items()}
+
+
+def kind_table(r: dict[str, dict[str, np.ndarray]], threshold: float) -> list[str]:
+    """Markdown lines: per obstruction kind, the ROC-AUC of the obstruction score and of the
+    mask maximum against the clean samples, and the recall at ``threshold``."""
+    neg = r["clean"]
+    lines = [f"clean: {len(neg['score'])} samples, obstruction score median "
+             f"{np.median(neg['score']):.3f}, share >= threshold {threshold:.2f}: "
+             f"{np.mean(neg['score'] >= threshold):.3f}", "",
+             "| kind | n | median cover | AUC score | AUC mask max | recall at threshold |",
+             "| --- | --- | --- | --- | --- | --- |"]
+    for kind, d in r.items():
+        if kind == "clean":
+            continue
+        y = np.r_[np.ones(len(d["score"])), np.zeros(len(neg["score"]))]
+        lines.append(f"| {kind} | {len(d['score'])} | {np.median(d['cover']):.3f} | "
+                     f"{auc(np.r_[d['score'], neg['score']], y):.3f} | "
+                     f"{auc(np.r_[d['mask_max'], neg['mask_max']], y):.3f} | "
+                     f"{np.mean(d['score'] >= threshold):.3f} |")
+    return lines
+
+
 def detection_table(r: dict, thresholds: dict[str, float]) -> tuple[list[str], dict]:
     """Markdown lines and a summary dict for detection metrics."""
     s, c, y = r["scores"], r["classical"], r["labels"]
@@ -239,6 +291,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--ranks", action="store_true",
                     help="only the threshold-free comparison: per-class AUC and best F1 at "
                     "<= 1 %% clean FP (for choosing between weights on a calibration set)")
+    ap.add_argument("--obstruction-kinds", type=int, metavar="N", default=0,
+                    help="only the obstruction breakdown: N copies per photo under each "
+                    "obstruction kind alone, AUC against the photo's clean versions")
     a = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     photos = list_photos(data_dir(a.data), a.include or ["kodak24-"])
@@ -247,6 +302,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = run(det, photos, a.seed, a.singles, a.pairs, a.clean, with_tools=False)
         print(f"model {det.name}, {len(photos)} photos, {len(r['labels'])} samples\n")
         print("\n".join(rank_table(r)))
+        return 0
+    if a.obstruction_kinds > 0:
+        r = obstruction_kinds(det, photos, a.seed, a.obstruction_kinds, a.clean)
+        print(f"model {det.name}, {len(photos)} photos\n")
+        print("\n".join(kind_table(r, det.thresholds["obstruction"])))
         return 0
     if a.calibrate:
         r = run(det, photos, a.seed, a.singles, a.pairs, a.clean, with_tools=False)

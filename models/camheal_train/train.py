@@ -89,6 +89,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                     help="keep BatchNorm layers in eval mode (fixed statistics) while training")
     ap.add_argument("--init-skip", action="append", default=[], metavar="PREFIX",
                     help="with --init: leave parameters starting with PREFIX freshly initialised")
+    ap.add_argument("--train-only", action="append", default=[], metavar="PREFIX",
+                    help="train only the parameters starting with PREFIX (repeatable; e.g. "
+                    "obs. for the obstruction branch); the rest stays frozen, its BatchNorm "
+                    "layers in eval mode")
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     ap.add_argument("--replay", type=int, default=1,
                     help="optimisation steps per fresh batch (buffer on the device)")
@@ -126,19 +130,24 @@ def _class_weights(a: argparse.Namespace) -> torch.Tensor | None:
     return torch.tensor([weights.get(n, 1.0) for n in ANOMALIES])
 
 
+def _trained(name: str, a: argparse.Namespace) -> bool:
+    """Whether parameter or module ``name`` is trained (``--train-only``)."""
+    return not a.train_only or name.startswith(tuple(a.train_only))
+
+
 def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimizer,
                 batch: dict[str, torch.Tensor], a: argparse.Namespace,
                 class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     model.train()
-    if a.freeze_bn:
-        for m in model.modules():
-            if isinstance(m, torch.nn.BatchNorm2d):
-                m.eval()
+    for name, m in model.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and (
+                not _trained(f"{name}.", a) or (a.freeze_bn and not a.train_only)):
+            m.eval()
     losses = compute_losses(ddp(*_model_inputs(batch)), batch,
                             {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight, class_weights)
     opt.zero_grad(set_to_none=True)
     losses["total"].backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 5.0)
     opt.step()
     return losses
 
@@ -219,7 +228,13 @@ def train(a: argparse.Namespace) -> Path:
                         prefetch_factor=4 if a.workers > 0 else None)
     cfg = CONFIGS[a.arch]
     model = CamhealNet(cfg).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=a.weight_decay)
+    for name, p in model.named_parameters():
+        p.requires_grad_(_trained(name, a))
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise SystemExit(f"--train-only {' '.join(a.train_only)}: no such parameters in "
+                         f"--arch {a.arch}")
+    opt = torch.optim.AdamW(params, lr=a.lr, weight_decay=a.weight_decay)
     step, epoch, elapsed0 = 0, 0, 0.0
     ckpt = out / "last.pt"
     if ckpt.exists():
@@ -237,7 +252,14 @@ def train(a: argparse.Namespace) -> Path:
     elif a.init_onnx:
         from camheal_train.export import load_onnx_weights
 
-        load_onnx_weights(model, a.init_onnx)
+        try:
+            load_onnx_weights(model, a.init_onnx)
+        except ValueError:
+            if not cfg.obs:
+                raise
+            # an exported network without the branch: the branch starts fresh (zero outputs)
+            base = load_onnx_weights(CamhealNet(cfg.without_obs()), a.init_onnx)
+            model.load_state_dict(base.state_dict(), strict=False)
         logger.info("initialised from %s", a.init_onnx)
     if a.init_onnx:
         a.freeze_bn = True

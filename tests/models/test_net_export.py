@@ -6,6 +6,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="model tests need the train extra (torch)")
 onnx = pytest.importorskip("onnx", reason="ONNX export tests need onnx")
 
+from camheal.constants import ANOMALIES  # noqa: E402
 from camheal_train.apply import apply_global_torch  # noqa: E402
 from camheal_train.export import compare, example_inputs, to_onnx_bytes  # noqa: E402
 from camheal_train.net import CONFIGS, build  # noqa: E402
@@ -74,3 +75,35 @@ def test_exported_weights_load_back_into_torch(tmp_path):
             assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
     with pytest.raises(ValueError, match="convolutions|shape"):
         load_onnx_weights(build("small"), path)
+
+
+def test_fresh_obstruction_branch_changes_nothing_until_trained(tmp_path):
+    from camheal_train.export import load_onnx_weights
+
+    base = build("tiny").eval()
+    with_branch = build("tiny-obs").eval()
+    missing, unexpected = with_branch.load_state_dict(base.state_dict(), strict=False)
+    assert not unexpected and missing and all(k.startswith("obs.") for k in missing)
+    x = example_inputs(2, seed=3)
+    with torch.no_grad():
+        for a, b in zip(base(*x), with_branch(*x), strict=True):
+            assert torch.equal(a, b)
+        # once its output layers are not zero, only the obstruction logit and the mask move
+        with_branch.obs.cls[3].bias.fill_(1.5)
+        with_branch.obs.mask_out[1].bias.fill_(-0.5)
+        logits, _, _, _, mask = with_branch(*x)
+        ref_logits, _, _, _, ref_mask = base(*x)
+    i = ANOMALIES.index("obstruction")
+    assert torch.allclose(logits[:, i], ref_logits[:, i] + 1.5)
+    others = [j for j in range(spec.N_ANOMALIES) if j != i]
+    assert torch.equal(logits[:, others], ref_logits[:, others])
+    assert torch.allclose(mask, ref_mask - 0.5)
+    # exported with the branch: checked, same as PyTorch, and loads back
+    data = to_onnx_bytes(with_branch)
+    assert max(compare(with_branch, data).values()) < 1e-4
+    path = tmp_path / "obs.onnx"
+    path.write_bytes(data)
+    back = load_onnx_weights(build("tiny-obs"), path).eval()
+    with torch.no_grad():
+        for a, b in zip(with_branch(*x), back(*x), strict=True):
+            assert torch.allclose(a, b, atol=1e-4)

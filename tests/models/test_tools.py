@@ -79,3 +79,24 @@ def test_auc_matches_pair_count():
     brute = np.mean([(p > q) + 0.5 * (p == q) for p in pos for q in neg])
     assert auc(s, y) == pytest.approx(brute)
     assert np.isnan(auc(s, np.zeros(60)))
+
+
+def test_obstruction_breakdown_covers_every_kind(tmp_path):
+    pytest.importorskip("torch", reason="evaluate imports the degradation library (torch)")
+    import cv2
+
+    from camheal_train import obstruction as obs
+    from camheal_train.evaluate import kind_table, main, obstruction_kinds
+    from camheald.vision.detector import Detector
+    from support import make_photo
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), cv2.cvtColor(make_photo(i), cv2.COLOR_RGB2BGR))
+    r = obstruction_kinds(Detector.load(), sorted(tmp_path.iterdir()), 3, 1, 1)
+    # per photo: the original and one jittered clean variant; one copy under each kind
+    assert set(r) == {"clean", *obs.KINDS}
+    assert len(r["clean"]["score"]) == 4 and all(len(r[k]["score"]) == 2 for k in obs.KINDS)
+    rows = [line for line in kind_table(r, 0.5) if line.startswith("| ") and "---" not in line]
+    assert [row.split(" | ")[0][2:] for row in rows[1:]] == list(obs.KINDS)
+    assert main(["--data", str(tmp_path), "--include", "p", "--obstruction-kinds", "1",
+                 "--clean", "0"]) == 0

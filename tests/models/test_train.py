@@ -109,3 +109,37 @@ def test_focus_needs_on_the_fly_data(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_args(["--out", "x", "--cache", str(tmp_path), "--focus", "blur=2"])
     assert "--focus needs on-the-fly data" in capsys.readouterr().err
+
+
+def test_train_only_the_obstruction_branch_on_exported_weights(photos, tmp_path):
+    from camheal_train.export import to_onnx_bytes
+    from camheal_train.net import build
+    from camheal_train.train import main
+
+    base = build("tiny").eval()
+    onnx_path = tmp_path / "tiny.onnx"
+    onnx_path.write_bytes(to_onnx_bytes(base))
+    out = tmp_path / "obs"
+    args = ["--data", str(photos), "--out", str(out), "--steps", "3", "--init-onnx",
+            str(onnx_path), "--train-only", "obs.", "--lr", "0.05", *TINY]
+    args[args.index("tiny")] = "tiny-obs"
+    assert main(args) == 0
+    state = torch.load(out / "last.pt", weights_only=False)["model"]
+    # the exported network's weights did not move; the branch did, BatchNorm included
+    from camheal_train.export import load_onnx_weights
+
+    ref = load_onnx_weights(build("tiny"), onnx_path).state_dict()
+    for k, v in ref.items():
+        if not k.endswith("num_batches_tracked"):
+            assert torch.equal(state[k], v), k
+    assert state["obs.cls.3.weight"].abs().sum() > 0
+    assert state["obs.stem.1.num_batches_tracked"] == 3
+    assert state["stem.1.num_batches_tracked"] == 0
+
+
+def test_train_only_unknown_prefix_is_an_error(photos, tmp_path):
+    from camheal_train.train import main
+
+    with pytest.raises(SystemExit, match="no such parameters"):
+        main(["--data", str(photos), "--out", str(tmp_path / "x"), "--steps", "1",
+              "--train-only", "nothing.", *TINY])
