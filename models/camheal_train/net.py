@@ -5,7 +5,7 @@ arXiv:1704.04861) and the patchify stem follows ConvNeXt (Liu et al. 2022, arXiv
 code MIT-licensed); predicting a global colour/tone transform to apply at full resolution
 is the idea of HDRNet (Gharbi et al. 2017) and of CURL (Moran et al. 2020, arXiv:1911.07911),
 reduced here to per-channel curves plus a 3x3 matrix. The optional obstruction branch adds
-a finer look at the thumbnail whose outputs are residuals on the main network's (zero-
+a second look at the thumbnail whose outputs are residuals on the main network's (zero-
 initialised, as in ControlNet's zero convolutions, Zhang et al. 2023, arXiv:2302.05543,
 Apache-2.0 code; nothing copied), so it can be trained alone on a frozen network.
 No code was copied from those works.
@@ -81,10 +81,10 @@ class DSBlock(nn.Module):
 
 
 class ObstructionBranch(nn.Module):
-    """A second, finer look for lens obstructions (dirt, smudges, cracks, fingers).
+    """A second look for lens obstructions (dirt, smudges, cracks, fingers), trained alone.
 
-    Reads the thumbnail through a patchify stem of its own (1/4 resolution),
-    joins the main network's 1/8-resolution stage-1 features and its head vector as context,
+    Reads the thumbnail through a patchify stem of its own (1/4 resolution), joins the main
+    network's 1/8-resolution stage-1 features and its head vector as context,
     and returns residuals for the main network's obstruction logit and mask logits. Both
     output layers start at zero, so a network with a fresh branch computes exactly what it
     computed without one.
