@@ -140,9 +140,12 @@ def _train_step(ddp: torch.nn.Module, model: CamhealNet, opt: torch.optim.Optimi
                 class_weights: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     model.train()
     for name, m in model.named_modules():
-        if isinstance(m, torch.nn.BatchNorm2d) and (
-                not _trained(f"{name}.", a) or (a.freeze_bn and not a.train_only)):
-            m.eval()
+        if isinstance(m, torch.nn.BatchNorm2d):
+            # with --train-only the trained part learns its statistics, even when the rest
+            # came from an exported network (--init-onnx implies --freeze-bn)
+            frozen = not _trained(f"{name}.", a) if a.train_only else a.freeze_bn
+            if frozen:
+                m.eval()
     losses = compute_losses(ddp(*_model_inputs(batch)), batch,
                             {"cls": a.w_cls, "img": a.w_img}, a.mask_pos_weight, class_weights)
     opt.zero_grad(set_to_none=True)

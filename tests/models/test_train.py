@@ -112,7 +112,7 @@ def test_focus_needs_on_the_fly_data(tmp_path, capsys):
 
 
 def test_train_only_the_obstruction_branch_on_exported_weights(photos, tmp_path):
-    from camheal_train.export import to_onnx_bytes
+    from camheal_train.export import load_onnx_weights, to_onnx_bytes
     from camheal_train.net import build
     from camheal_train.train import main
 
@@ -126,8 +126,6 @@ def test_train_only_the_obstruction_branch_on_exported_weights(photos, tmp_path)
     assert main(args) == 0
     state = torch.load(out / "last.pt", weights_only=False)["model"]
     # the exported network's weights did not move; the branch did, BatchNorm included
-    from camheal_train.export import load_onnx_weights
-
     ref = load_onnx_weights(build("tiny"), onnx_path).state_dict()
     for k, v in ref.items():
         if not k.endswith("num_batches_tracked"):
