@@ -165,12 +165,16 @@ def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray
     if bgr and mat is None:
         cv2.cvtColor(src, cv2.COLOR_BGR2RGB, dst=out)
         src = out
+    # The LUT's output feeds the matrix through a per-thread scratch frame: cv2.transform in
+    # place is slower than into another array (whole LUT + matrix, one thread, same pixels,
+    # measured side by side: 720p 5.2 -> 4.8 ms, 1080p 11.6 -> 10.4 ms).
+    lut_out = out if mat is None else scratch.buffers("correct", rgb.shape, 1)[0]
     if tables is not None:
-        _lut_per_channel(src, tables, out)
-        src = out
+        _lut_per_channel(src, tables, lut_out)
+        src = lut_out
     elif lut is not None:
-        cv2.LUT(src, lut, dst=out)
-        src = out
+        cv2.LUT(src, lut, dst=lut_out)
+        src = lut_out
     if mat is not None:
         cv2.transform(src, mat, dst=out)
         src = out
