@@ -168,7 +168,9 @@ def apply_global(rgb: np.ndarray, correction: Correction | None, out: np.ndarray
     # The LUT's output feeds the matrix through a per-thread scratch frame: cv2.transform in
     # place is slower than into another array (whole LUT + matrix, one thread, same pixels,
     # measured side by side: 720p 5.2 -> 4.8 ms, 1080p 11.6 -> 10.4 ms).
-    lut_out = out if mat is None else scratch.buffers("correct", rgb.shape, 1)[0]
+    has_lut = tables is not None or lut is not None
+    lut_out = scratch.buffers("correct", rgb.shape, 1)[0] if has_lut and mat is not None \
+        else out
     if tables is not None:
         _lut_per_channel(src, tables, lut_out)
         src = lut_out
