@@ -44,12 +44,16 @@ def headline(results: dict) -> tuple[str, list[str]]:
             continue
         ratio = run["pipeline_fps"] / dec
         cmin = min(run["client_fps"]) if run["client_fps"] else None
+
+        def verdict(r: float, res: str = res, fps: float = run["pipeline_fps"]) -> str:
+            # issue 8's ratio target is for 720p; 1080p has an fps target (row below)
+            return ok(r >= 0.95 and fps >= 30) if res == "720p" else "–"
+
         rows.append([f"{res}, correction on, 1 client: pipeline fps / decode-only fps "
                      "(best repetition / best baseline)",
                      f"{run['pipeline_fps']:.1f} / {dec:.1f} = **{ratio:.0%}**",
                      "≥ 95 % and ≥ 30 fps" if res == "720p" else "– (1080p: fps below)",
-                     ok(ratio >= 0.95 and run["pipeline_fps"] >= 30) if res == "720p"
-                     else "–"])
+                     verdict(ratio)])
         paired = paired_ratios(results, f"{res}-1c")
         if paired:
             med = statistics.median(paired)
@@ -57,9 +61,7 @@ def headline(results: dict) -> tuple[str, list[str]]:
             rows.append([f"{res}, correction on, 1 client: each repetition ÷ the mean of the "
                          "decode-only baselines taken just before and after it, median of "
                          f"{len(paired)} ({each})", f"**{med:.0%}**",
-                         "≥ 95 % and ≥ 30 fps" if res == "720p" else "–",
-                         ok(med >= 0.95 and run["pipeline_fps"] >= 30) if res == "720p"
-                         else "–"])
+                         "≥ 95 % and ≥ 30 fps" if res == "720p" else "–", verdict(med)])
         dec_cpu = decode_cpu_ms(results, res)
         cpu_ms = mean_cpu_ms(results, f"{res}-1c")
         if dec_cpu and cpu_ms:

@@ -62,8 +62,10 @@ def paired_ratios(results: dict, name: str) -> list[float]:
     Pairing each run with the baselines around it cancels the slow drift of a shared machine
     that the best-of ratio (best repetition ÷ best baseline, taken minutes apart) does not."""
     out = []
-    for r in sorted(reps(results, name), key=lambda r: r.get("rep", 1)):
-        dec = [d["read"]["fps"] for d in results.get("decode", {}).get(r["res"], [])]
+    runs = sorted(reps(results, name), key=lambda r: r.get("rep", 1))
+    dec = [d["read"]["fps"] for d in results.get("decode", {}).get(runs[0]["res"], [])] \
+        if runs else []
+    for r in runs:
         k = int(r.get("rep", 1))
         around = dec[k - 1 : k + 1]
         if around:

@@ -24,7 +24,7 @@ from camheal.constants import ANOMALIES
 from camheal_train import baselines as bl
 from camheal_train import obstruction as obs
 from camheal_train.data import data_dir, list_photos, load_rgb, random_view
-from camheal_train.degrade import degrade
+from camheal_train.degrade import degrade, to_u8
 from camheald.vision import spec
 from camheald.vision.correct import apply_global
 from camheald.vision.detector import Detector
@@ -197,7 +197,7 @@ def obstruction_kinds(det: Detector, photos: Sequence[Path], seed: int, per_kind
         for kind, fn in obs.KINDS.items():
             for _ in range(per_kind):
                 bad, alpha = fn(f, rng)
-                a = det.analyze(np.rint(np.clip(bad, 0, 1) * 255).astype(np.uint8))
+                a = det.analyze(to_u8(bad))
                 out[kind]["score"].append(a.scores["obstruction"])
                 out[kind]["mask_max"].append(float(a.mask.max()))
                 out[kind]["cover"].append(float((alpha > 0.25).mean()))

@@ -15,7 +15,7 @@ Inputs/outputs follow ``camheald.vision.spec`` (the layout is documented there).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -49,7 +49,7 @@ class NetConfig:
 
     def without_obs(self) -> NetConfig:
         """The same network without the obstruction branch."""
-        return NetConfig(self.thumb, self.crop, self.hist, self.head)
+        return replace(self, obs=())
 
 
 CONFIGS = {
