@@ -73,6 +73,10 @@ class DefectConfig:
     darker: float = 0.9  # a component's mean must be below this fraction of its ring's
     confirm: int = 6  # updates a component must persist before it is reported (moving camera)
     confirm_fixed: int = 8  # ... with a fixed camera, whose cue is the weaker one
+    follow: float = 0.9  # a moving-camera track whose inside changes (in the image, over
+    # follow_lag updates) this much of what changes in the ring around it moves with the
+    # camera: scene content, not reported
+    follow_lag: int = 6
     clear_after: int = 3  # updates a reported component may be missing before "cleared"
     join: float = 0.03  # pieces this close (fraction of the working height) are one defect
     settled: float = 1.15  # growth over two updates below which a new defect's extent is settled

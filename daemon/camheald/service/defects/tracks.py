@@ -47,6 +47,8 @@ class _Track:
     reported: bool = False
     pieces: list[_Piece] = field(default_factory=list)
     areas: list[int] = field(default_factory=list)  # voted pixels, last three updates
+    # image-space change inside it and around it, summed over its moving-camera updates
+    follow: list[float] = field(default_factory=lambda: [0.0, 0.0, 0])
 
 
 class Tracks:
@@ -168,14 +170,46 @@ class Tracks:
         tr.seen += 1
         tr.missing = 0
         tr.areas = [*tr.areas[-2:], sum(pc.voted for pc in group)]
+        if self._moving:
+            r = self._follows(box, group)
+            if r is not None:
+                tr.follow = [tr.follow[0] + r[0], tr.follow[1] + r[1], tr.follow[2] + 1]
         # Reported once it has persisted and its evidence has about settled (it spreads
         # over a defect for a while: a partial first mask would have to be filled in twice).
         need = cfg.confirm if self._moving else cfg.confirm_fixed
         settled = tr.areas[-1] <= cfg.settled * tr.areas[0] or tr.seen >= need + cfg.confirm
-        if not tr.reported and tr.seen >= need and settled:
+        # While the camera pans, a lens defect hides (part of) the scene's change behind it;
+        # something moving with the camera (a walker the pan follows) changes inside at least
+        # as much as around it: its legs, its drift.
+        inside, around, n = tr.follow
+        still = n < 3 or inside < cfg.follow * around
+        if not tr.reported and tr.seen >= need and settled and still:
             tr.reported = True
             return [DefectEvent("detected", now, self._public(tr))]
         return []
+
+    def _follows(self, box: tuple[int, int, int, int], group: list[_Piece]
+                 ) -> tuple[float, float] | None:
+        """Image-space change over the last ``follow_lag`` updates inside the pieces and in a
+        ring around them, mean grey levels (None when the ring hardly changed: the scene
+        did not move behind it, no evidence either way)."""
+        lag = min(self.config.follow_lag, len(self._ring) - 1)
+        if lag < 1:
+            return None
+        ww, wh = self._ws
+        x0, y0 = max(0, box[0] - 4), max(0, box[1] - 4)
+        x1, y1 = min(ww, box[0] + box[2] + 4), min(wh, box[1] + box[3] + 4)
+        own = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        for pc in group:
+            px, py, comp = pc.mask
+            sub = own[py - y0:py - y0 + comp.shape[0], px - x0:px - x0 + comp.shape[1]]
+            sub |= comp[:sub.shape[0], :sub.shape[1]]
+        ring = cv2.dilate(own, np.ones((9, 9), np.uint8)) & (1 - own)
+        if not ring.any() or not own.any():
+            return None
+        d = cv2.absdiff(self._ring[-1][0][y0:y1, x0:x1], self._ring[-1 - lag][0][y0:y1, x0:x1])
+        around = float(d[ring > 0].mean())
+        return (float(d[own > 0].mean()), around) if around >= 2.0 else None
 
     def _public(self, tr: _Track) -> Defect:
         f = self._f
