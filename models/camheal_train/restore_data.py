@@ -8,6 +8,10 @@ noise only, 24 % blur then noise. Blur and noise come from ``camheal_train.blur`
 Poisson-Gaussian, chroma, JPEG, impulse, speckle), plus a mild defocus (disk radius
 0.5..1.3 px) for slightly soft images.
 
+With ``saturated`` > 0, that share of the restore crops first gets stronger colours
+(``saturate``): the photo sets hold few gamut-edge colours, and a network trained on them
+desaturated a mosaic while denoising it.
+
 ``inpaint``: a random crop and a hole mask from the lens-obstruction shapes of
 ``camheal_train.obstruction`` (crack, scratch, dirt; a few raindrops and opaque patches),
 thresholded, optionally grown by 1-3 px as the runtime grows a defect mask.
@@ -53,6 +57,14 @@ def random_crop(img: np.ndarray, rng: np.random.Generator, size: int,
         out = out[:, ::-1]
     out = np.rot90(out, int(rng.integers(4)))
     return np.ascontiguousarray(out, dtype=np.float32) / 255.0
+
+
+def saturate(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Stronger colours: each pixel pushed away from its grey (Rec. 601 luma) by x1.3..2.2,
+    clipped, so that gamut-edge colours (mosaics, paint, signs, LEDs) are common."""
+    y = img @ np.array([0.299, 0.587, 0.114], np.float32)
+    k = np.float32(rng.uniform(1.3, 2.2))
+    return np.clip(y[..., None] + k * (img - y[..., None]), 0.0, 1.0).astype(np.float32)
 
 
 def mild_defocus(img: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, float]:
@@ -131,7 +143,8 @@ class RestoreDataset:
     """
 
     def __init__(self, photos: Sequence[str | os.PathLike], task: str, crop: int = 160,
-                 seed: int = 0, length: int = 1 << 40, mix: dict[str, float] | None = None):
+                 seed: int = 0, length: int = 1 << 40, mix: dict[str, float] | None = None,
+                 saturated: float = 0.0):
         if not photos:
             raise ValueError("no photos")
         if task not in ("restore", "inpaint"):
@@ -139,6 +152,7 @@ class RestoreDataset:
         self.photos = [Path(p) for p in photos]
         self.task, self.crop, self.seed, self.length = task, int(crop), int(seed), int(length)
         self.mix = mix
+        self.saturated = float(saturated)  # share of restore crops made more colourful
         self._cache: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -156,6 +170,8 @@ class RestoreDataset:
         img = self._photo(int(rng.integers(len(self.photos))))
         if self.task == "restore":
             clean = random_crop(img, rng, self.crop + 2 * MARGIN)
+            if self.saturated > 0 and rng.random() < self.saturated:
+                clean = saturate(clean, rng)
             deg, _, sb, sn = degrade_restore(clean, rng, self.mix)
             planes = severity_planes(self.crop, self.crop, sb, sn, rng)
             return (np.concatenate([deg, planes], 2),

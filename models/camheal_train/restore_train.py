@@ -54,6 +54,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--crop", type=int, help="crop side (default 160 restore, 192 inpaint)")
     ap.add_argument("--mix", type=_mix, help="restore: degradation shares, e.g. "
                     "clean=0.12,blur=0.34,noise=0.3,both=0.24 (the default)")
+    ap.add_argument("--saturated", type=float, default=0.0,
+                    help="restore: share of crops given stronger colours first (0..1)")
+    ap.add_argument("--init-onnx", help="start from the weights of an exported network of "
+                    "the same architecture (ignored when the run folder has a checkpoint)")
     ap.add_argument("--loss", choices=sorted(LOSSES), default="mse",
                     help="mse (default: what PSNR measures) or charbonnier (smooth L1)")
     ap.add_argument("--lr", type=float, default=2e-3)
@@ -198,6 +202,31 @@ def load_model(path: str | os.PathLike) -> RestoreNet:
     return model.eval()
 
 
+def load_onnx_weights(model: RestoreNet, path: str | os.PathLike) -> RestoreNet:
+    """Load the weights of an exported network (``restore_export``) back into ``model``.
+
+    The exporter keeps every parameter as a named initializer (there is no normalisation to
+    fold), so names and shapes must match exactly; SystemExit with one line otherwise.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    try:
+        graph = onnx.load(str(path)).graph
+    except Exception as e:  # missing file, not an ONNX protobuf
+        raise SystemExit(f"--init-onnx {path}: cannot read ({str(e).splitlines()[0][:120]})"
+                         ) from None
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    state = model.state_dict()
+    bad = [k for k, v in state.items()
+           if k not in arrays or tuple(arrays[k].shape) != tuple(v.shape)]
+    if bad:
+        raise SystemExit(f"--init-onnx {path}: not this architecture ({len(bad)} of "
+                         f"{len(state)} tensors missing or of another shape, e.g. {bad[0]})")
+    model.load_state_dict({k: torch.from_numpy(arrays[k].copy()) for k in state})
+    return model
+
+
 def train(a: argparse.Namespace) -> Path:
     """Run (or resume) training; returns the checkpoint path."""
     start = time.monotonic()
@@ -243,6 +272,9 @@ def _train(a: argparse.Namespace, device: torch.device, out: Path, start: float)
         opt.load_state_dict(state["opt"])
         step, elapsed0 = int(state["step"]), float(state.get("elapsed", 0.0))
         logger.info("resumed from %s at step %d (%.0f s trained)", ckpt, step, elapsed0)
+    elif a.init_onnx:
+        load_onnx_weights(model, a.init_onnx)
+        logger.info("weights from %s", a.init_onnx)
     model.to(device)
     for group in opt.state.values():  # optimiser moments follow the model to the device
         for k, v in group.items():
@@ -252,8 +284,8 @@ def _train(a: argparse.Namespace, device: torch.device, out: Path, start: float)
     if cuda:
         torch.backends.cudnn.benchmark = True
     limit = a.time_limit * 60.0 if a.time_limit else None
-    ds = RestoreDataset(photos, a.task, crop, a.seed, mix=a.mix)
-    val_ds = RestoreDataset(photos, a.task, crop, VAL_SEED, mix=a.mix)
+    ds = RestoreDataset(photos, a.task, crop, a.seed, mix=a.mix, saturated=a.saturated)
+    val_ds = RestoreDataset(photos, a.task, crop, VAL_SEED, mix=a.mix, saturated=a.saturated)
     val = [val_ds[i] for i in range(a.val)]
     logger.info("task %s: %d photos, crop %d, batch %d, %d params, %.2f GFLOP/MP, device %s",
                 a.task, len(photos), crop, a.batch, sum(p.numel() for p in model.parameters()),

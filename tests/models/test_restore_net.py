@@ -114,3 +114,43 @@ def test_pairs_are_deterministic_and_in_range(photos):
         assert float(x1[3:].min()) >= -1  # severities, -1 = unknown
     m = hole_mask(96, 128, np.random.default_rng(0), "crack")
     assert m.shape == (96, 128) and set(np.unique(m)) <= {0.0, 1.0} and m.mean() > 0
+
+
+def test_init_onnx_starts_from_exported_weights(photos, tmp_path):
+    from camheal_train.restore_export import export
+    from camheal_train.restore_train import load_model, main
+
+    first = _run(photos, tmp_path / "a", "restore", 3, "--workers", "0")
+    export(load_model(tmp_path / "a" / "last.pt"), tmp_path / "a.onnx")
+    # zero steps: the checkpoint holds exactly what was loaded
+    again = _run(photos, tmp_path / "b", "restore", 0, "--workers", "0",
+                 "--init-onnx", str(tmp_path / "a.onnx"))
+    assert again["step"] == 0
+    for k, v in first["model"].items():
+        assert torch.equal(v, again["model"][k]), k
+    # another architecture, or not an ONNX file: one line, no traceback
+    for bad in (tmp_path / "a.onnx", tmp_path / "nothing.onnx"):
+        with pytest.raises(SystemExit, match="--init-onnx") as e:
+            main(["--task", "inpaint", "--arch", "tiny-inpaint", "--data", str(photos),
+                  "--out", str(tmp_path / "c"), "--steps", "1", "--device", "cpu", *TINY,
+                  "--workers", "0", "--init-onnx", str(bad)])
+        assert "\n" not in str(e.value)
+
+
+def test_saturated_crops_are_more_colourful_and_keep_greys(photos):
+    from camheal_train.data import list_photos
+    from camheal_train.restore_data import RestoreDataset, saturate
+
+    rng = np.random.default_rng(0)
+    img = rng.random((32, 32, 3), dtype=np.float32)
+    img[:8] = 0.4  # a grey band stays grey
+    out = saturate(img, rng)
+    assert out.dtype == np.float32 and out.min() >= 0 and out.max() <= 1
+    assert np.allclose(out[:8], 0.4, atol=1e-6)
+    chroma = lambda x: np.abs(x - x.mean(2, keepdims=True)).mean()  # noqa: E731
+    assert chroma(out) > 1.2 * chroma(img)
+    ph = list_photos(photos, exclude=["kodak24-"])
+    plain = RestoreDataset(ph, "restore", crop=48, seed=3)
+    rich = RestoreDataset(ph, "restore", crop=48, seed=3, saturated=1.0)
+    ys = [(plain.pair(i)[1], rich.pair(i)[1]) for i in range(6)]
+    assert sum(chroma(b) > chroma(a) for a, b in ys) >= 5
