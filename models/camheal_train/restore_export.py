@@ -139,7 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = state.get("args", {})
     train = {"steps": int(state["step"]), "trained_s": round(float(state.get("elapsed", 0))),
              **{k: args.get(k) for k in ("batch", "crop", "lr", "device", "bf16", "seed")
-                if k in args}}
+                if k in args},
+             # a fine-tune: what it started from and how its data differed
+             **{k: args[k] for k in ("init_onnx", "mix", "saturated") if args.get(k)}}
     export(load_model(a.ckpt), a.out, {"training": train})
     return 0
 

@@ -3,6 +3,7 @@ resumed, exported to ONNX and compared with PyTorch at several sizes."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -128,6 +129,12 @@ def test_init_onnx_starts_from_exported_weights(photos, tmp_path):
     assert again["step"] == 0
     for k, v in first["model"].items():
         assert torch.equal(v, again["model"][k]), k
+    from camheal_train.restore_export import main as export_main
+
+    assert export_main(["--ckpt", str(tmp_path / "b" / "last.pt"),
+                        "--out", str(tmp_path / "b.onnx")]) == 0
+    training = json.loads((tmp_path / "b.json").read_text())["training"]
+    assert training["init_onnx"] == str(tmp_path / "a.onnx") and training["steps"] == 0
     # another architecture, or not an ONNX file: one line, no traceback
     for bad in (tmp_path / "a.onnx", tmp_path / "nothing.onnx"):
         with pytest.raises(SystemExit, match="--init-onnx") as e:
