@@ -3,6 +3,7 @@ resumed, exported to ONNX and compared with PyTorch at several sizes."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -135,6 +136,8 @@ def test_init_onnx_starts_from_exported_weights(photos, tmp_path):
                         "--out", str(tmp_path / "b.onnx")]) == 0
     training = json.loads((tmp_path / "b.json").read_text())["training"]
     assert training["init_onnx"] == str(tmp_path / "a.onnx") and training["steps"] == 0
+    assert training["init_onnx_sha256"] == hashlib.sha256(
+        (tmp_path / "a.onnx").read_bytes()).hexdigest()
     # another architecture, or not an ONNX file: one line, no traceback
     for bad in (tmp_path / "a.onnx", tmp_path / "nothing.onnx"):
         with pytest.raises(SystemExit, match="--init-onnx") as e:
