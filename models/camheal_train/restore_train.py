@@ -54,7 +54,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--crop", type=int, help="crop side (default 160 restore, 192 inpaint)")
     ap.add_argument("--mix", type=_mix, help="restore: degradation shares, e.g. "
                     "clean=0.12,blur=0.34,noise=0.3,both=0.24 (the default)")
-    ap.add_argument("--saturated", type=float, default=0.0,
+    ap.add_argument("--saturated", type=_share, default=0.0,
                     help="restore: share of crops given stronger colours first (0..1)")
     ap.add_argument("--init-onnx", help="start from the weights of an exported network of "
                     "the same architecture (ignored when the run folder has a checkpoint)")
@@ -75,6 +75,16 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if a.bf16 and a.device == "cpu":
         ap.error("--bf16 needs --device cuda")
     return a
+
+
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a share between 0 and 1")
+    return v
 
 
 def _mix(text: str) -> dict[str, float]:

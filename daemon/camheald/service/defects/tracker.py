@@ -87,7 +87,6 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._nm = 0  # frames in the mean view (restarted when the view changes)
         self._ns = 0  # frames in the fixed-view statistics (restarted when the camera moves)
         self._moving = False
-        self._informative = False  # the camera moved enough this update for motion evidence
         self._act_s: np.ndarray | None = None
         self._d_now = np.zeros((wh, ww), np.float32)
         self._act = np.zeros((wh, ww), np.float32)

@@ -47,8 +47,9 @@ class _Track:
     reported: bool = False
     pieces: list[_Piece] = field(default_factory=list)
     areas: list[int] = field(default_factory=list)  # voted pixels, last three updates
-    # image-space change inside it and around it, summed over its moving-camera updates
-    follow: list[float] = field(default_factory=lambda: [0.0, 0.0, 0])
+    # image-space change inside it and around it, summed over its moving-camera updates,
+    # and how many updates that sums
+    follow: tuple[float, float, int] = (0.0, 0.0, 0)
 
 
 class Tracks:
@@ -173,7 +174,7 @@ class Tracks:
         if self._moving:
             r = self._follows(box, group)
             if r is not None:
-                tr.follow = [tr.follow[0] + r[0], tr.follow[1] + r[1], tr.follow[2] + 1]
+                tr.follow = (tr.follow[0] + r[0], tr.follow[1] + r[1], tr.follow[2] + 1)
         # Reported once it has persisted and its evidence has about settled (it spreads
         # over a defect for a while: a partial first mask would have to be filled in twice).
         need = cfg.confirm if self._moving else cfg.confirm_fixed
