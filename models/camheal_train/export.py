@@ -108,6 +108,22 @@ def export(model: CamhealNet, out: str | os.PathLike) -> dict[str, float]:
     return diffs
 
 
+def onnx_arrays(path: str | os.PathLike) -> tuple[object, dict[str, np.ndarray]]:
+    """(graph, tensors by name) of an ONNX file: its initializers, plus the names that
+    Identity and Constant nodes give tensors (identical folded tensors are shared that way)."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.load(str(path)).graph
+    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Identity" and n.input[0] in arrays:
+            arrays[n.output[0]] = arrays[n.input[0]]
+        elif n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+            arrays[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    return graph, arrays
+
+
 def load_onnx_weights(model: CamhealNet, path: str | os.PathLike) -> CamhealNet:
     """Load the weights of an exported detector back into ``model`` (same config).
 
@@ -116,16 +132,7 @@ def load_onnx_weights(model: CamhealNet, path: str | os.PathLike) -> CamhealNet:
     what the ONNX file computes. Fine-tune such a model with its BatchNorm layers kept in
     eval mode (``train --freeze-bn``); in train mode they would renormalise.
     """
-    import onnx
-    from onnx import numpy_helper
-
-    graph = onnx.load(str(path)).graph
-    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    for n in graph.node:  # identical folded tensors are shared through Identity nodes
-        if n.op_type == "Identity" and n.input[0] in arrays:
-            arrays[n.output[0]] = arrays[n.input[0]]
-        elif n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
-            arrays[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+    graph, arrays = onnx_arrays(path)
     state = model.state_dict()
     new = {k: torch.from_numpy(arrays[k].copy()) for k in state if k in arrays}
     modules = list(model.named_modules())

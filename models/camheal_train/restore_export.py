@@ -142,9 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if k in args},
              # a fine-tune: what it started from and how its data differed
              **{k: args[k] for k in ("init_onnx", "mix", "saturated") if args.get(k)}}
-    init = Path(str(train.get("init_onnx", "")))
-    if init.is_file():  # the path alone may later name other weights
-        train["init_onnx_sha256"] = hashlib.sha256(init.read_bytes()).hexdigest()
+    if train.get("init_onnx") and Path(train["init_onnx"]).is_file():
+        # the path alone may later name other weights
+        train["init_onnx_sha256"] = hashlib.sha256(
+            Path(train["init_onnx"]).read_bytes()).hexdigest()
     export(load_model(a.ckpt), a.out, {"training": train})
     return 0
 

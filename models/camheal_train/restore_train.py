@@ -218,15 +218,13 @@ def load_onnx_weights(model: RestoreNet, path: str | os.PathLike) -> RestoreNet:
     The exporter keeps every parameter as a named initializer (there is no normalisation to
     fold), so names and shapes must match exactly; SystemExit with one line otherwise.
     """
-    import onnx
-    from onnx import numpy_helper
+    from camheal_train.export import onnx_arrays
 
     try:
-        graph = onnx.load(str(path)).graph
+        _, arrays = onnx_arrays(path)
     except Exception as e:  # missing file, not an ONNX protobuf
         raise SystemExit(f"--init-onnx {path}: cannot read ({str(e).splitlines()[0][:120]})"
                          ) from None
-    arrays = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
     state = model.state_dict()
     bad = [k for k, v in state.items()
            if k not in arrays or tuple(arrays[k].shape) != tuple(v.shape)]

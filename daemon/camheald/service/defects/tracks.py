@@ -171,7 +171,7 @@ class Tracks:
         tr.seen += 1
         tr.missing = 0
         tr.areas = [*tr.areas[-2:], sum(pc.voted for pc in group)]
-        if self._moving:
+        if self._moving and not tr.reported:  # (only the decision to report uses it)
             r = self._follows(box, group)
             if r is not None:
                 tr.follow = (tr.follow[0] + r[0], tr.follow[1] + r[1], tr.follow[2] + 1)
@@ -198,14 +198,15 @@ class Tracks:
         if lag < 1:
             return None
         ww, wh = self._ws
-        x0, y0 = max(0, box[0] - 4), max(0, box[1] - 4)
-        x1, y1 = min(ww, box[0] + box[2] + 4), min(wh, box[1] + box[3] + 4)
+        r = 4  # ring width (working pixels)
+        x0, y0 = max(0, box[0] - r), max(0, box[1] - r)
+        x1, y1 = min(ww, box[0] + box[2] + r), min(wh, box[1] + box[3] + r)
         own = np.zeros((y1 - y0, x1 - x0), np.uint8)
         for pc in group:
             px, py, comp = pc.mask
             sub = own[py - y0:py - y0 + comp.shape[0], px - x0:px - x0 + comp.shape[1]]
             sub |= comp[:sub.shape[0], :sub.shape[1]]
-        ring = cv2.dilate(own, np.ones((9, 9), np.uint8)) & (1 - own)
+        ring = cv2.dilate(own, np.ones((2 * r + 1, 2 * r + 1), np.uint8)) & (1 - own)
         if not ring.any() or not own.any():
             return None
         d = cv2.absdiff(self._ring[-1][0][y0:y1, x0:x1], self._ring[-1 - lag][0][y0:y1, x0:x1])
