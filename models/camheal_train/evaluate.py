@@ -285,6 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--pairs", type=int, default=2, help="two-anomaly variants per photo")
     ap.add_argument("--clean", type=int, default=2, help="jittered clean variants per photo")
     ap.add_argument("--calibrate", metavar="JSON", help="fit thresholds and write the sidecar")
+    ap.add_argument("--only", action="append", choices=ANOMALIES, default=[],
+                    help="with --calibrate: fit only this class's threshold (repeatable); "
+                         "the others keep the sidecar's")
     ap.add_argument("--max-clean-fp", type=float, default=0.03,
                     help="calibration: allowed share of clean images with any detection")
     ap.add_argument("--json-out", help="write the summary as JSON")
@@ -312,6 +315,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         r = run(det, photos, a.seed, a.singles, a.pairs, a.clean, with_tools=False)
         for q in (0.03, 0.02, 0.015, 0.01, 0.007, 0.004, 0.0):
             thr = calibrate(r["scores"], r["labels"], r["clean"], q)
+            if a.only:  # the other classes keep the sidecar's thresholds
+                thr = {n: (thr[n] if n in a.only else det.thresholds[n]) for n in ANOMALIES}
             t = np.array([thr[n] for n in ANOMALIES])
             fp = float((r["scores"][r["clean"]] >= t).any(1).mean())
             if fp <= a.max_clean_fp:

@@ -100,3 +100,33 @@ def test_obstruction_breakdown_covers_every_kind(tmp_path):
     assert [row.split(" | ")[0][2:] for row in rows[1:]] == list(obs.KINDS)
     assert main(["--data", str(tmp_path), "--include", "p", "--obstruction-kinds", "1",
                  "--clean", "0"]) == 0
+
+
+def test_calibrating_one_class_keeps_the_others(tmp_path):
+    pytest.importorskip("torch", reason="evaluate imports the degradation library (torch)")
+    import json
+    import shutil
+
+    import cv2
+
+    from camheal_train.evaluate import main
+    from camheald.vision.detector import shipped_weights
+    from support import make_photo
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), cv2.cvtColor(make_photo(i), cv2.COLOR_RGB2BGR))
+    model = tmp_path / "m" / shipped_weights().name
+    model.parent.mkdir()
+    for p in shipped_weights().parent.glob("camheal_[dc]*"):  # detector + cast estimator
+        shutil.copy(p, model.parent / p.name)
+    side = model.with_suffix(".json")
+    before = json.loads(side.read_text())
+    before["thresholds"] = {k: 0.77 for k in before["thresholds"]}
+    side.write_text(json.dumps(before))
+    assert main(["--data", str(tmp_path), "--include", "p", "--model", str(model),
+                 "--singles", "1", "--pairs", "0", "--clean", "1", "--calibrate", str(side),
+                 "--only", "color_cast"]) == 0
+    after = json.loads(side.read_text())
+    assert {k: v for k, v in after["thresholds"].items() if k != "color_cast"} == \
+        {k: 0.77 for k in before["thresholds"] if k != "color_cast"}
+    assert after["cast_model"] == before["cast_model"]

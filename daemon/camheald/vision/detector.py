@@ -18,7 +18,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.inference import backends
-from camheald.vision import spec
+from camheald.vision import cast, spec
 from camheald.vision.correct import Correction
 from camheald.vision.types import Analysis
 
@@ -28,6 +28,7 @@ WEIGHTS_PACKAGE = "camheal_weights"
 WEIGHTS_FILE = "camheal_detector.onnx"
 MAX_MODEL_BYTES = 64 * 1024 * 1024
 _CURVE_EPS = 1.0 / 255.0
+_CAST = ANOMALIES.index("color_cast")
 _MATRIX_EPS = 1e-3
 
 # Local restorations other stages may perform, by anomaly (not part of ``Analysis.actions``,
@@ -66,8 +67,13 @@ class Detector:
     """Per-frame anomaly detector and global-correction predictor (one caller at a time)."""
 
     def __init__(self, session, name: str, thresholds: dict[str, float],
-                 correction_gate: float = 0.5):
+                 correction_gate: float = 0.5, cast_model: cast.CastModel | None = None):
         self._session = session
+        # The colour-cast estimator stacked on this network (None: the network's own cast
+        # score and correction are used), and the network's own cast probability needed
+        # before the estimator's white balance is applied.
+        self.cast_model = cast_model
+        self.cast_network_gate = 0.5
         self._lock = threading.Lock()
         self.name = name
         self.backend = "onnxruntime:cpu"
@@ -80,12 +86,13 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
-             backend: str = "onnxruntime", cache_dir: str | os.PathLike | None = None
-             ) -> Detector:
+             backend: str = "onnxruntime", cache_dir: str | os.PathLike | None = None,
+             with_cast: bool = True) -> Detector:
         """Load a detector ONNX (None = shipped weights) and run one warm-up inference.
 
         ``backend``: see camheald.inference.backends (auto, onnxruntime, tensorrt); the one in
-        use is in ``.backend``.
+        use is in ``.backend``. The colour-cast estimator named by the sidecar's
+        ``cast_model`` (a file beside the model) is loaded too unless ``with_cast`` is False.
 
         Raises:
             ModelError: missing/corrupt file, external data, or outputs not matching the spec.
@@ -122,8 +129,17 @@ class Detector:
             if json.loads(meta["camheal.spec"]) != want:
                 raise ModelError(f"{p}: model was trained for another preprocessing spec")
         side = read_sidecar(p)
-        name = f"{p.name}@{hashlib.sha256(data).hexdigest()[:8]}"
-        det = cls(sess, name, side.get("thresholds", {}), side.get("correction_gate", 0.5))
+        sha = hashlib.sha256(data).hexdigest()
+        name = f"{p.name}@{sha[:8]}"
+        cast_model = None
+        if with_cast and side.get("cast_model"):
+            try:
+                cast_model = cast.CastModel.load(p.parent / str(side["cast_model"]), sha)
+            except ValueError as e:
+                raise ModelError(str(e)) from None
+        det = cls(sess, name, side.get("thresholds", {}), side.get("correction_gate", 0.5),
+                  cast_model)
+        det.cast_network_gate = float(side.get("cast_network_gate", det.cast_network_gate))
         try:
             det.analyze(np.full((64, 64, 3), 128, np.uint8))
         except Exception as e:
@@ -134,10 +150,30 @@ class Detector:
 
     def run(self, rgb: np.ndarray) -> dict[str, np.ndarray]:
         """Raw model outputs (batch of one) for a frame; see camheald.vision.spec."""
-        inputs = spec.to_model_inputs(spec.prepare(rgb))
+        return self._run(spec.prepare(rgb))
+
+    def _run(self, prep: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        inputs = spec.to_model_inputs(prep)
         with self._lock:
             outs = self._session.run(list(spec.OUTPUTS), inputs)
         return dict(zip(spec.OUTPUTS, outs, strict=True))
+
+    def _global_params(self, out: dict[str, np.ndarray], scores: dict[str, float],
+                       gain: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(curves, matrix) of the global correction to apply, or None for none."""
+        gated = {a for a in spec.GLOBAL_ANOMALIES
+                 if scores[a] >= min(self.thresholds[a], self.correction_gate)}
+        if not gated:
+            return None
+        if gain is not None and gated == {"color_cast"}:
+            # A cast alone: the estimator's white balance (curves only) replaces the
+            # network's correction, which fixes casts no better than gray world; but only
+            # when the network sees a cast too: the estimator alone recoloured a sixth of
+            # Kodak's clean photos at the 0.8 gate.
+            if _sigmoid(float(out["logits"][0, _CAST])) < self.cast_network_gate:
+                return None
+            return cast.gain_curves(gain), np.eye(3, dtype=np.float32)
+        return out["curves"][0].astype(np.float32), out["matrix"][0].astype(np.float32)
 
     def analyze(self, rgb: np.ndarray) -> Analysis:
         """Analyse one frame.
@@ -151,16 +187,20 @@ class Detector:
             the global corrections that ``apply_global(rgb, correction)`` performs
             ("tone_curve", "color_matrix"); ``extra`` holds "severity.<anomaly>" in [0, 1].
         """
-        out = self.run(rgb)
-        probs = _sigmoid(out["logits"][0].astype(np.float64))
+        prep = spec.prepare(rgb)
+        out = self._run(prep)
+        logits = out["logits"][0].astype(np.float64)
+        gain = None
+        if self.cast_model is not None:
+            gain, logits[_CAST] = self.cast_model(prep["thumb"], out["logits"][0])
+        probs = _sigmoid(logits)
         scores = {a: float(p) for a, p in zip(ANOMALIES, probs, strict=True)}
         detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a])
         actions: list[str] = []
         correction = None
-        if any(scores[a] >= min(self.thresholds[a], self.correction_gate)
-               for a in spec.GLOBAL_ANOMALIES):
-            curves = out["curves"][0].astype(np.float32)
-            matrix = out["matrix"][0].astype(np.float32)
+        params = self._global_params(out, scores, gain)
+        if params is not None:
+            curves, matrix = params
             tone = np.abs(curves - spec.CURVE_X).max() >= _CURVE_EPS
             colour = np.abs(matrix - np.eye(3, dtype=np.float32)).max() >= _MATRIX_EPS
             if not colour:

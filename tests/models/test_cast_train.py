@@ -1,0 +1,68 @@
+"""The colour-cast estimator trains, exports and loads beside a detector (tiny run)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from camheald.vision import cast
+from camheald.vision.detector import Detector, shipped_weights
+from support import make_photo
+
+pytest.importorskip("torch", reason="training tests need the train extra (torch)")
+pytest.importorskip("kornia", reason="training tests need the train extra (kornia)")
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("cast-photos")
+    for i in range(3):
+        cv2.imwrite(str(d / f"p{i}.png"), make_photo(10 + i, 160, 200))
+    cv2.imwrite(str(d / "val20-a.png"), make_photo(20, 160, 200))
+    return d
+
+
+def test_train_export_and_load_beside_the_detector(photos, tmp_path):
+    from camheal_train.cast_train import main
+
+    det_dir = tmp_path / "det"
+    det_dir.mkdir()
+    det = det_dir / "camheal_detector.onnx"
+    shutil.copy(shipped_weights(), det)
+    side = json.loads(shipped_weights().with_suffix(".json").read_text())
+    side["cast_model"] = "mine.onnx"
+    det.with_suffix(".json").write_text(json.dumps(side))
+    out = tmp_path / "run"
+    args = ["--data", str(photos), "--out", str(out), "--detector", str(det),
+            "--per-photo", "6", "--exclude", "val20-", "--val-include", "val20-",
+            "--steps", "20", "--batch", "8", "--workers", "1", "--no-progress",
+            "--export", str(det_dir / "mine.onnx")]
+    assert main(args) == 0
+    cache = list(out.glob("samples-*.npz"))
+    assert len(cache) == 1
+    with np.load(cache[0]) as z:
+        assert z["features"].shape == (18, cast.N_FEATURES)
+        assert z["logits"].shape == (18, 7) and z["log_gain"].shape == (18, 3)
+    meta = json.loads((det_dir / "mine.json").read_text())
+    assert meta["parity_max_abs"] < 1e-4 and meta["samples"] == 18
+    loaded = Detector.load(det)
+    assert loaded.cast_model is not None
+    a = loaded.analyze(make_photo(30))
+    assert 0.0 <= a.scores["color_cast"] <= 1.0
+    # rerunning reuses the cached samples (same detector, seed and count)
+    mtime = cache[0].stat().st_mtime_ns
+    assert main(args) == 0
+    assert cache[0].stat().st_mtime_ns == mtime
+
+
+def test_missing_detector_is_a_one_line_error(photos, tmp_path):
+    from camheal_train.cast_train import main
+
+    with pytest.raises(SystemExit, match="not found"):
+        main(["--data", str(photos), "--out", str(tmp_path), "--detector",
+              str(tmp_path / "nope.onnx")])

@@ -1,0 +1,132 @@
+"""The colour-cast estimator: features, the gain as a correction, the shipped model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from camheald.vision import cast, spec
+from camheald.vision.correct import Correction, apply_global
+from camheald.vision.detector import Detector, ModelError, read_sidecar, shipped_weights
+from support import make_photo
+
+
+def linear_gain(rgb: np.ndarray, gain) -> np.ndarray:
+    """Exact per-channel gain in linear light (float maths), back to uint8 sRGB."""
+    lin = cast._srgb_to_linear(rgb / 255.0) * np.asarray(gain)
+    return np.rint(cast._linear_to_srgb(lin) * 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("value", [0, 1, 128, 255])
+def test_features_of_flat_frames_are_finite(value):
+    f = cast.features(np.full((spec.THUMB, spec.THUMB, 3), value, np.uint8))
+    assert f.shape == (cast.N_FEATURES,) and f.dtype == np.float32
+    assert np.isfinite(f).all()
+
+
+def test_features_follow_a_cast():
+    photo = spec.thumbnail((make_photo(1) * 0.6).astype(np.uint8))  # nothing near clipping
+    base = cast.features(photo)
+    warm = cast.features(linear_gain(photo, [1.4, 1.0, 0.7]))
+    # gray world (features 0, 1 = log R/G, log B/G of the mean): up by ~log 1.4, down by ~log 0.7
+    assert warm[0] - base[0] == pytest.approx(np.log(1.4), abs=0.08)
+    assert warm[1] - base[1] == pytest.approx(np.log(0.7), abs=0.08)
+
+
+def test_oracle_gain_recovers_a_known_gain():
+    photo = make_photo(2)
+    g = np.array([0.8, 1.0, 1.3])
+    est = cast.oracle_log_gain(linear_gain(photo, g), photo)
+    assert est == pytest.approx(np.log(1 / g), abs=0.03)
+
+
+def test_gain_curves_match_the_exact_gain():
+    photo = make_photo(3)
+    assert np.abs(cast.gain_curves(np.zeros(3)) - spec.CURVE_X).max() < 1e-6
+    g = np.array([1.25, 1.0, 0.75])
+    got = apply_global(photo, Correction(cast.gain_curves(np.log(g)), np.eye(3)))
+    want = linear_gain(photo, g)
+    diff = np.abs(got.astype(int) - want.astype(int))
+    assert diff.max() <= 3 and diff.mean() < 0.5  # 33 knots, piecewise linear
+
+
+def test_shipped_detector_uses_the_estimator():
+    det = Detector.load()
+    assert det.cast_model is not None
+    side = read_sidecar(shipped_weights())
+    assert (shipped_weights().parent / side["cast_model"]).is_file()
+
+
+def _only_cast_gated(det: Detector) -> None:
+    """Thresholds that gate the global correction on a colour cast and nothing else."""
+    det.thresholds.update({a: 1.01 for a in spec.GLOBAL_ANOMALIES})
+    det.correction_gate = 1.01
+    det.thresholds["color_cast"] = 0.0
+
+
+def test_a_cast_alone_is_corrected_with_the_estimators_gain():
+    # Wiring only: how well it corrects is measured on real photos (MODEL_CARD, Kodak);
+    # generated test images are far from them and the estimator's guesses there are poor.
+    det = Detector.load()
+    photo = linear_gain(make_photo(4, 360, 480), [1.0, 0.85, 0.6])
+    prep = spec.prepare(photo)
+    gain, logit = det.cast_model(prep["thumb"], det.run(photo)["logits"][0])
+    _only_cast_gated(det)
+    det.cast_network_gate = 0.0
+    a = det.analyze(photo)
+    assert a.scores["color_cast"] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-6)
+    assert a.correction is not None and a.actions == ("tone_curve",)
+    assert np.allclose(a.correction.curves, cast.gain_curves(gain), atol=1e-6)
+    assert np.array_equal(a.correction.matrix, np.eye(3, dtype=np.float32))
+
+
+def test_no_cast_correction_unless_the_network_agrees():
+    det = Detector.load()
+    photo = make_photo(5)
+    _only_cast_gated(det)
+    det.cast_network_gate = 1.01  # the network's own probability can never reach it
+    assert det.analyze(photo).correction is None
+
+
+def _copy_detector(tmp_path):
+    src = shipped_weights()
+    for name in (src.name, src.with_suffix(".json").name, "camheal_cast.onnx",
+                 "camheal_cast.json"):
+        shutil.copy(src.parent / name, tmp_path / name)
+    return tmp_path / src.name
+
+
+def test_estimator_for_another_detector_is_refused(tmp_path):
+    p = _copy_detector(tmp_path)
+    side = tmp_path / "camheal_cast.json"
+    data = json.loads(side.read_text())
+    data["detector_sha256"] = "0" * 64
+    side.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="another detector") as e:
+        Detector.load(p)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["missing", "garbage"])
+def test_broken_estimator_is_a_one_line_model_error(tmp_path, damage):
+    p = _copy_detector(tmp_path)
+    est = tmp_path / "camheal_cast.onnx"
+    if damage == "missing":
+        est.unlink()
+    else:
+        est.write_bytes(b"not an onnx model" * 20)
+    with pytest.raises(ModelError) as e:
+        Detector.load(p)
+    assert "camheal_cast" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_without_the_sidecar_entry_the_network_decides(tmp_path):
+    p = _copy_detector(tmp_path)
+    side = p.with_suffix(".json")
+    data = json.loads(side.read_text())
+    del data["cast_model"]
+    side.write_text(json.dumps(data))
+    assert Detector.load(p).cast_model is None
