@@ -117,7 +117,7 @@ def test_calibrating_one_class_keeps_the_others(tmp_path):
         cv2.imwrite(str(tmp_path / f"p{i}.png"), cv2.cvtColor(make_photo(i), cv2.COLOR_RGB2BGR))
     model = tmp_path / "m" / shipped_weights().name
     model.parent.mkdir()
-    for p in shipped_weights().parent.glob("camheal_[dc]*"):  # detector + cast estimator
+    for p in shipped_weights().parent.glob("camheal_[dc]*"):  # detector + estimators
         shutil.copy(p, model.parent / p.name)
     side = model.with_suffix(".json")
     before = json.loads(side.read_text())
@@ -129,4 +129,4 @@ def test_calibrating_one_class_keeps_the_others(tmp_path):
     after = json.loads(side.read_text())
     assert {k: v for k, v in after["thresholds"].items() if k != "color_cast"} == \
         {k: 0.77 for k in before["thresholds"] if k != "color_cast"}
-    assert after["cast_model"] == before["cast_model"]
+    assert after["estimators"] == before["estimators"]

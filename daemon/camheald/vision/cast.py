@@ -4,21 +4,16 @@ The detector network alone told a cast from a naturally tinted scene poorly (Kod
 0.36) and corrected it no better than gray world. This second stage looks at what colour
 constancy methods look at — gray world, shades of gray, white patch, the brightest and the
 darkest pixels, gray edge, a coarse log-chroma histogram — computed in linear light on a
-64x64 copy of the detector's thumbnail, together with the detector's own logits, and a small
-MLP (trained by ``camheal_train.cast_train``, shipped as ``camheal_cast.onnx``) returns:
-
-- ``log_gain`` (3,): per-channel gains in linear light that undo the cast (``exp`` of it);
-- ``cast_logit``: whether the frame has a colour cast (replaces the network's own score).
+64x64 copy of the detector's thumbnail; with the detector's own logits, a small MLP
+(``camheald.vision.stacked``, trained by ``camheal_train.stacked_train --task cast``, shipped
+as ``camheal_cast.onnx``) returns per-channel log gains in linear light that undo the cast,
+and whether the frame has one (replacing the network's own score).
 
 The gain becomes an ordinary ``Correction`` (per-channel tone curves, identity matrix), so
-``apply_global`` and every backend apply it unchanged. numpy/OpenCV + ONNX Runtime only.
+``apply_global`` and every backend apply it unchanged. numpy/OpenCV only.
 """
 
 from __future__ import annotations
-
-import hashlib
-import json
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -138,55 +133,3 @@ def oracle_log_gain(degraded: np.ndarray, target: np.ndarray) -> np.ndarray:
     g = (x * t).sum(0) / np.maximum((x * x).sum(0), 1e-6)
     return np.log(np.clip(g, 0.05, 20.0)).astype(np.float32)
 
-
-class CastModel:
-    """The shipped estimator network (ONNX Runtime, CPU, one thread: an MLP of ~20 k weights).
-
-    Inputs ``features`` (B x N_FEATURES) and ``logits`` (B x 7, the detector's); outputs
-    ``log_gain`` (B x 3) and ``cast_logit`` (B x 1).
-    """
-
-    INPUTS = ("features", "logits")
-    OUTPUTS = ("log_gain", "cast_logit")
-
-    def __init__(self, session, detector_sha256: str, name: str) -> None:
-        self._session = session
-        self.detector_sha256 = detector_sha256
-        self.name = name
-
-    @classmethod
-    def load(cls, path: Path, detector_sha256: str) -> CastModel:
-        """Load ``path`` (with its JSON sidecar), made for the detector whose sha256 is given.
-
-        Raises:
-            ValueError: with one line naming the problem (missing, unreadable, not a cast
-                estimator, trained on another detector).
-        """
-        from camheald.inference.backends import OrtBackend
-
-        try:
-            data = path.read_bytes()
-            side = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError) as e:
-            raise ValueError(f"{path}: cannot read the cast estimator or its sidecar ({e})"
-                             ) from None
-        made_for = str(side.get("detector_sha256", "")) if isinstance(side, dict) else ""
-        if made_for != detector_sha256:
-            raise ValueError(f"{path}: made for another detector (sha256 {made_for[:8]}, "
-                             f"this one {detector_sha256[:8]})")
-        try:
-            sess = OrtBackend(data, 1)
-        except Exception as e:  # onnxruntime raises several unrelated types
-            raise ValueError(f"{path}: not a loadable ONNX model "
-                             f"({str(e).splitlines()[0][:200] if str(e) else e!r})") from None
-        if tuple(sess.inputs) != cls.INPUTS or tuple(sess.outputs) != cls.OUTPUTS or \
-                sess.metadata.get("camheal.cast_features") != str(N_FEATURES):
-            raise ValueError(f"{path}: not a camheal cast estimator for these features")
-        return cls(sess, made_for, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
-
-    def __call__(self, thumb: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
-        """(log gain (3,), cast logit) for a thumbnail and the detector's logits (7,)."""
-        g, z = self._session.run(list(self.OUTPUTS), {
-            "features": features(thumb)[None],
-            "logits": np.asarray(logits, np.float32).reshape(1, -1)})
-        return g[0].astype(np.float32), float(z[0, 0])

@@ -18,8 +18,9 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.inference import backends
-from camheald.vision import cast, spec
+from camheald.vision import spec
 from camheald.vision.correct import Correction
+from camheald.vision.stacked import StackedModel
 from camheald.vision.types import Analysis
 
 logger = logging.getLogger(__name__)
@@ -28,7 +29,6 @@ WEIGHTS_PACKAGE = "camheal_weights"
 WEIGHTS_FILE = "camheal_detector.onnx"
 MAX_MODEL_BYTES = 64 * 1024 * 1024
 _CURVE_EPS = 1.0 / 255.0
-_CAST = ANOMALIES.index("color_cast")
 _MATRIX_EPS = 1e-3
 
 # Local restorations other stages may perform, by anomaly (not part of ``Analysis.actions``,
@@ -67,13 +67,15 @@ class Detector:
     """Per-frame anomaly detector and global-correction predictor (one caller at a time)."""
 
     def __init__(self, session, name: str, thresholds: dict[str, float],
-                 correction_gate: float = 0.5, cast_model: cast.CastModel | None = None):
+                 correction_gate: float = 0.5,
+                 estimators: dict[str, StackedModel] | None = None):
         self._session = session
-        # The colour-cast estimator stacked on this network (None: the network's own cast
-        # score and correction are used), and the network's own cast probability needed
-        # before the estimator's white balance is applied.
-        self.cast_model = cast_model
-        self.cast_network_gate = 0.5
+        # Estimators stacked on this network, by anomaly (camheald.vision.stacked): each
+        # replaces the network's score for its anomaly and, when that anomaly alone gates the
+        # correction and the network's own probability for it is at least
+        # ``estimator_network_gate``, the correction too.
+        self.estimators = dict(estimators or {})
+        self.estimator_network_gate = 0.5
         self._lock = threading.Lock()
         self.name = name
         self.backend = "onnxruntime:cpu"
@@ -87,12 +89,12 @@ class Detector:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
              backend: str = "onnxruntime", cache_dir: str | os.PathLike | None = None,
-             with_cast: bool = True) -> Detector:
+             with_estimators: bool = True) -> Detector:
         """Load a detector ONNX (None = shipped weights) and run one warm-up inference.
 
         ``backend``: see camheald.inference.backends (auto, onnxruntime, tensorrt); the one in
-        use is in ``.backend``. The colour-cast estimator named by the sidecar's
-        ``cast_model`` (a file beside the model) is loaded too unless ``with_cast`` is False.
+        use is in ``.backend``. The estimators named by the sidecar's ``estimators`` (task ->
+        file beside the model) are loaded too unless ``with_estimators`` is False.
 
         Raises:
             ModelError: missing/corrupt file, external data, or outputs not matching the spec.
@@ -131,15 +133,23 @@ class Detector:
         side = read_sidecar(p)
         sha = hashlib.sha256(data).hexdigest()
         name = f"{p.name}@{sha[:8]}"
-        cast_model = None
-        if with_cast and side.get("cast_model"):
+        estimators = {}
+        named = side.get("estimators", {}) if with_estimators else {}
+        if not isinstance(named, dict):
+            raise ModelError(f"{p}: sidecar 'estimators' must map tasks to file names")
+        for task, fname in named.items():
             try:
-                cast_model = cast.CastModel.load(p.parent / str(side["cast_model"]), sha)
+                est = StackedModel.load(p.parent / str(fname), sha)
             except ValueError as e:
                 raise ModelError(str(e)) from None
+            if est.task_name != task:
+                raise ModelError(f"{p.parent / str(fname)}: a {est.task_name} estimator, "
+                                 f"listed as {task}")
+            estimators[est.task.anomaly] = est
         det = cls(sess, name, side.get("thresholds", {}), side.get("correction_gate", 0.5),
-                  cast_model)
-        det.cast_network_gate = float(side.get("cast_network_gate", det.cast_network_gate))
+                  estimators)
+        det.estimator_network_gate = float(side.get("estimator_network_gate",
+                                                    det.estimator_network_gate))
         try:
             det.analyze(np.full((64, 64, 3), 128, np.uint8))
         except Exception as e:
@@ -159,20 +169,21 @@ class Detector:
         return dict(zip(spec.OUTPUTS, outs, strict=True))
 
     def _global_params(self, out: dict[str, np.ndarray], scores: dict[str, float],
-                       gain: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+                       params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
         """(curves, matrix) of the global correction to apply, or None for none."""
         gated = {a for a in spec.GLOBAL_ANOMALIES
                  if scores[a] >= min(self.thresholds[a], self.correction_gate)}
         if not gated:
             return None
-        if gain is not None and gated == {"color_cast"}:
-            # A cast alone: the estimator's white balance (curves only) replaces the
-            # network's correction, which fixes casts no better than gray world; but only
-            # when the network sees a cast too: the estimator alone recoloured a sixth of
-            # Kodak's clean photos at the 0.8 gate.
-            if _sigmoid(float(out["logits"][0, _CAST])) < self.cast_network_gate:
+        (only,) = gated if len(gated) == 1 else (None,)
+        if only in params:
+            # One anomaly with its own estimator: the estimator's correction replaces the
+            # network's, but only when the network leans that way too (the colour-cast
+            # estimator alone recoloured a sixth of Kodak's clean photos at the 0.8 gate).
+            net = _sigmoid(float(out["logits"][0, ANOMALIES.index(only)]))
+            if net < self.estimator_network_gate:
                 return None
-            return cast.gain_curves(gain), np.eye(3, dtype=np.float32)
+            return self.estimators[only].task.curves(params[only]), np.eye(3, dtype=np.float32)
         return out["curves"][0].astype(np.float32), out["matrix"][0].astype(np.float32)
 
     def analyze(self, rgb: np.ndarray) -> Analysis:
@@ -190,17 +201,18 @@ class Detector:
         prep = spec.prepare(rgb)
         out = self._run(prep)
         logits = out["logits"][0].astype(np.float64)
-        gain = None
-        if self.cast_model is not None:
-            gain, logits[_CAST] = self.cast_model(prep["thumb"], out["logits"][0])
+        params = {}
+        for anomaly, est in self.estimators.items():
+            params[anomaly], logits[ANOMALIES.index(anomaly)] = est(prep["thumb"],
+                                                                    out["logits"][0])
         probs = _sigmoid(logits)
         scores = {a: float(p) for a, p in zip(ANOMALIES, probs, strict=True)}
         detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a])
         actions: list[str] = []
         correction = None
-        params = self._global_params(out, scores, gain)
-        if params is not None:
-            curves, matrix = params
+        glob = self._global_params(out, scores, params)
+        if glob is not None:
+            curves, matrix = glob
             tone = np.abs(curves - spec.CURVE_X).max() >= _CURVE_EPS
             colour = np.abs(matrix - np.eye(3, dtype=np.float32)).max() >= _MATRIX_EPS
             if not colour:

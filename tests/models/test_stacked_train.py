@@ -1,4 +1,4 @@
-"""The colour-cast estimator trains, exports and loads beside a detector (tiny run)."""
+"""Stacked estimators train, export and load beside a detector (tiny runs)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from camheald.vision import cast
 from camheald.vision.detector import Detector, shipped_weights
+from camheald.vision.stacked import TASKS
 from support import make_photo
 
 pytest.importorskip("torch", reason="training tests need the train extra (torch)")
@@ -27,18 +27,19 @@ def photos(tmp_path_factory) -> Path:
     return d
 
 
-def test_train_export_and_load_beside_the_detector(photos, tmp_path):
-    from camheal_train.cast_train import main
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_train_export_and_load_beside_the_detector(photos, tmp_path, task):
+    from camheal_train.stacked_train import main
 
     det_dir = tmp_path / "det"
     det_dir.mkdir()
     det = det_dir / "camheal_detector.onnx"
     shutil.copy(shipped_weights(), det)
     side = json.loads(shipped_weights().with_suffix(".json").read_text())
-    side["cast_model"] = "mine.onnx"
+    side["estimators"] = {task: "mine.onnx"}
     det.with_suffix(".json").write_text(json.dumps(side))
     out = tmp_path / "run"
-    args = ["--data", str(photos), "--out", str(out), "--detector", str(det),
+    args = ["--task", task, "--data", str(photos), "--out", str(out), "--detector", str(det),
             "--per-photo", "6", "--exclude", "val20-", "--val-include", "val20-",
             "--steps", "20", "--batch", "8", "--workers", "1", "--no-progress",
             "--export", str(det_dir / "mine.onnx")]
@@ -46,14 +47,16 @@ def test_train_export_and_load_beside_the_detector(photos, tmp_path):
     cache = list(out.glob("samples-*.npz"))
     assert len(cache) == 1
     with np.load(cache[0]) as z:
-        assert z["features"].shape == (18, cast.N_FEATURES)
-        assert z["logits"].shape == (18, 7) and z["log_gain"].shape == (18, 3)
+        assert z["features"].shape == (18, TASKS[task].n_features)
+        assert z["logits"].shape == (18, 7)
+        assert z["params"].shape == (18, TASKS[task].n_params)
     meta = json.loads((det_dir / "mine.json").read_text())
     assert meta["parity_max_abs"] < 1e-4 and meta["samples"] == 18
     loaded = Detector.load(det)
-    assert loaded.cast_model is not None
+    anomaly = TASKS[task].anomaly
+    assert list(loaded.estimators) == [anomaly]
     a = loaded.analyze(make_photo(30))
-    assert 0.0 <= a.scores["color_cast"] <= 1.0
+    assert 0.0 <= a.scores[anomaly] <= 1.0
     # rerunning reuses the cached samples (same detector, seed and count)
     mtime = cache[0].stat().st_mtime_ns
     assert main(args) == 0
@@ -61,8 +64,8 @@ def test_train_export_and_load_beside_the_detector(photos, tmp_path):
 
 
 def test_missing_detector_is_a_one_line_error(photos, tmp_path):
-    from camheal_train.cast_train import main
+    from camheal_train.stacked_train import main
 
     with pytest.raises(SystemExit, match="not found"):
-        main(["--data", str(photos), "--out", str(tmp_path), "--detector",
+        main(["--task", "cast", "--data", str(photos), "--out", str(tmp_path), "--detector",
               str(tmp_path / "nope.onnx")])

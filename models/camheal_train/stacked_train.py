@@ -1,20 +1,24 @@
-"""Train the colour-cast estimator (``camheald.vision.cast``) and export it to ONNX.
+"""Train an estimator stacked on the detector (``camheald.vision.stacked``), export to ONNX.
 
-    python -m camheal_train.cast_train --data PHOTOS --out runs/cast \
+    python -m camheal_train.stacked_train --task cast --data PHOTOS --out runs/cast \
         --detector models/weights/camheal_detector.onnx --per-photo 100 \
         --exclude kodak24- --exclude val20- --val-include val20- \
         --export models/weights/camheal_cast.onnx
 
-1. Samples: random views of the photos, degraded by our generator (40 % a colour cast alone,
-   15 % a cast plus another anomaly, 25 % clean with camera jitter, 20 % another anomaly
-   alone). For each: the estimator's features of the degraded frame, the detector's logits
-   (the estimator is stacked on that detector, whose sha256 the sidecar records), the
-   least-squares linear-light gain that takes the degraded frame to its target, and the
-   colour-cast label. Cached in OUT/samples-*.npz (rerunning reuses them).
-2. A small MLP (features + logits -> 128 -> 64 -> log gain (3) + cast logit) fitted with a
-   smooth-L1 loss on the log gain and BCE on the label; input standardisation folded in.
-3. ``--export``: ONNX (inputs ``features``, ``logits``; outputs ``log_gain``,
-   ``cast_logit``), checked against PyTorch, with a JSON sidecar.
+``--task``: ``cast`` (colour cast: white-balance gains) or ``contrast`` (low contrast:
+per-channel affine levels).
+
+1. Samples: random views of the photos, degraded by our generator (40 % the task's anomaly
+   alone, 15 % it plus another anomaly, 25 % clean with camera jitter, 20 % another anomaly
+   alone). For each: the task's features of the degraded frame, the detector's logits (the
+   estimator is stacked on that detector, whose sha256 the sidecar records), the
+   least-squares correction parameters that take the degraded frame to its target, and the
+   label. Cached in OUT/samples-*.npz (rerunning reuses them).
+2. A small MLP (features + logits -> 128 -> 64 -> params + logit) fitted with a smooth-L1
+   loss on the parameters and BCE on the label; input standardisation folded in; the logit's
+   temperature fitted on the validation photos.
+3. ``--export``: ONNX (inputs ``features``, ``logits``; outputs ``params``, ``logit``),
+   checked against PyTorch, with a JSON sidecar.
 
 CPU only; a few minutes for 20 000 samples on 2 cores.
 """
@@ -37,20 +41,18 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.vision import cast, spec
+from camheald.vision.stacked import INPUTS, OUTPUTS, TASKS
 
 logger = logging.getLogger(__name__)
 
-INPUTS = ("features", "logits")
-OUTPUTS = ("log_gain", "cast_logit")
-CAST = ANOMALIES.index("color_cast")
-OTHERS = tuple(a for a in ANOMALIES if a != "color_cast")
 VIEW_SIDE = 512
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(prog="python -m camheal_train.cast_train",
+    ap = argparse.ArgumentParser(prog="python -m camheal_train.stacked_train",
                                  description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--task", choices=sorted(TASKS), required=True)
     ap.add_argument("--data", help="photos folder (default: $CAMHEAL_DATA/photos)")
     ap.add_argument("--out", required=True, help="run folder (sample cache, checkpoint)")
     ap.add_argument("--detector", required=True, help="detector ONNX the estimator stacks on")
@@ -62,7 +64,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--steps", type=int, default=2000)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
-    ap.add_argument("--w-cls", type=float, default=0.3, help="weight of the cast-label BCE")
+    ap.add_argument("--w-cls", type=float, default=0.3, help="weight of the label's BCE")
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--export", help="write the ONNX (and its .json sidecar) here")
@@ -75,7 +77,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 _DETECTOR = None
 
 
-def _photo_samples(job: tuple[str, str, list[int], int]) -> dict[str, np.ndarray]:
+def _photo_samples(job: tuple[str, str, str, list[int], int]) -> dict[str, np.ndarray]:
     """Samples of one photo (runs in a worker process)."""
     import torch
 
@@ -84,37 +86,38 @@ def _photo_samples(job: tuple[str, str, list[int], int]) -> dict[str, np.ndarray
     from camheald.vision.detector import Detector
 
     global _DETECTOR
-    path, detector, seed, n = job
+    task_name, path, detector, seed, n = job
+    task = TASKS[task_name]
+    others = tuple(a for a in ANOMALIES if a != task.anomaly)
     torch.set_num_threads(1)
     if _DETECTOR is None:
-        _DETECTOR = Detector.load(detector, with_cast=False)
+        _DETECTOR = Detector.load(detector, with_estimators=False)
     img = load_rgb(path)
     rng = np.random.default_rng(seed)
-    feats, logits, gains, labels = [], [], [], []
+    feats, logits, params, labels = [], [], [], []
     for _ in range(n):
         view = random_view(img, rng, VIEW_SIDE)
         u = rng.random()
         if u < 0.40:
-            anomalies: tuple[str, ...] = ("color_cast",)
+            anomalies: tuple[str, ...] = (task.anomaly,)
         elif u < 0.55:
-            other = str(rng.choice(OTHERS))
-            anomalies = ("color_cast",) if other == "obstruction" else ("color_cast", other)
+            other = str(rng.choice(others))
+            anomalies = (task.anomaly,) if other == "obstruction" else (task.anomaly, other)
         elif u < 0.80:
             anomalies = ()
         else:
-            anomalies = (str(rng.choice(OTHERS)),)
+            anomalies = (str(rng.choice(others)),)
         d = degrade(view, rng, anomalies, jitter=True)
         thumb = spec.thumbnail(d.image)
-        feats.append(cast.features(thumb))
+        feats.append(task.features(thumb))
         logits.append(_DETECTOR.run(d.image)["logits"][0])
-        gains.append(cast.oracle_log_gain(cast.small(thumb),
-                                          cast.small(spec.thumbnail(d.target))))
-        labels.append(d.labels[CAST])
+        params.append(task.target(cast.small(thumb), cast.small(spec.thumbnail(d.target))))
+        labels.append(d.labels[ANOMALIES.index(task.anomaly)])
     return {"features": np.stack(feats), "logits": np.stack(logits).astype(np.float32),
-            "log_gain": np.stack(gains), "label": np.asarray(labels, np.float32)}
+            "params": np.stack(params), "label": np.asarray(labels, np.float32)}
 
 
-def make_samples(photos: Sequence[Path], detector: str, per_photo: int, seed: int,
+def make_samples(task: str, photos: Sequence[Path], detector: str, per_photo: int, seed: int,
                  workers: int, cache: Path, progress: bool = True) -> dict[str, np.ndarray]:
     """Samples for every photo (cached in ``cache``; reused when present)."""
     if cache.is_file():
@@ -124,7 +127,7 @@ def make_samples(photos: Sequence[Path], detector: str, per_photo: int, seed: in
     from tqdm import tqdm
 
     cv2.setNumThreads(1)
-    jobs = [(str(p), detector, [seed, i], per_photo) for i, p in enumerate(photos)]
+    jobs = [(task, str(p), detector, [seed, i], per_photo) for i, p in enumerate(photos)]
     parts = []
     bar = tqdm(total=len(jobs), desc=f"samples {cache.name}", unit="photo",
                disable=not progress, file=sys.stderr)
@@ -149,50 +152,42 @@ def make_samples(photos: Sequence[Path], detector: str, per_photo: int, seed: in
 # ---------------------------------------------------------------- model
 
 
-def build_model(mean: np.ndarray, std: np.ndarray):
+def build_model(mean: np.ndarray, std: np.ndarray, n_params: int):
     """The estimator MLP with input standardisation folded in (a torch Module)."""
     import torch
     from torch import nn
 
-    class CastNet(nn.Module):
+    class StackedNet(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.register_buffer("mean", torch.as_tensor(mean, dtype=torch.float32))
             self.register_buffer("inv_std", torch.as_tensor(1.0 / std, dtype=torch.float32))
-            # 1 / temperature of the cast logit (``calibrate_temperature``)
+            # 1 / temperature of the logit (``calibrate_temperature``)
             self.register_buffer("inv_temp", torch.ones(()))
             n = len(mean)
             self.body = nn.Sequential(nn.Linear(n, 128), nn.SiLU(), nn.Linear(128, 64),
-                                      nn.SiLU(), nn.Linear(64, 4))
+                                      nn.SiLU(), nn.Linear(64, n_params + 1))
 
         def forward(self, features: torch.Tensor, logits: torch.Tensor):
             x = (torch.cat([features, logits], 1) - self.mean) * self.inv_std
             y = self.body(x)
-            return y[:, :3], y[:, 3:] * self.inv_temp
+            return y[:, :n_params], y[:, n_params:] * self.inv_temp
 
-    return CastNet()
+    return StackedNet()
 
 
 def metrics(model, s: dict[str, np.ndarray]) -> dict[str, float]:
-    """Mean |log-gain error| (all, casts), the same for gray world, and the label AUC."""
+    """Mean |parameter error| (all samples, positives) and the label's AUC."""
     import torch
 
     from camheal_train.evaluate import auc
 
     with torch.no_grad():
-        g, z = model(torch.from_numpy(s["features"]), torch.from_numpy(s["logits"]))
-    g, z = g.numpy(), z[:, 0].numpy()
+        p, z = model(torch.from_numpy(s["features"]), torch.from_numpy(s["logits"]))
     y = s["label"] > 0.5
-    err = np.abs(g - s["log_gain"])
-    # gray world in linear light: gains that equalise the channel means (features 0, 1)
-    gw = -np.stack([s["features"][:, 0], np.zeros(len(y)), s["features"][:, 1]], 1)
-    gw = gw - gw.mean(1, keepdims=True)
-    tgt = s["log_gain"] - s["log_gain"].mean(1, keepdims=True)
-    gerr = np.abs(gw - tgt)
-    return {"gain_l1": float(err.mean()), "gain_l1_cast": float(err[y].mean()),
-            "grayworld_chroma_l1_cast": float(gerr[y].mean()),
-            "chroma_l1_cast": float(np.abs((g - g.mean(1, keepdims=True)) - tgt)[y].mean()),
-            "auc": float(auc(z, y.astype(float)))}
+    err = np.abs(p.numpy() - s["params"])
+    return {"params_l1": float(err.mean()), "params_l1_positive": float(err[y].mean()),
+            "auc": float(auc(z[:, 0].numpy(), y.astype(float)))}
 
 
 def fit(train: dict[str, np.ndarray], a: argparse.Namespace,
@@ -203,9 +198,9 @@ def fit(train: dict[str, np.ndarray], a: argparse.Namespace,
 
     torch.manual_seed(a.seed)
     x_all = np.concatenate([train["features"], train["logits"]], 1)
-    model = build_model(x_all.mean(0), x_all.std(0) + 1e-4)
+    model = build_model(x_all.mean(0), x_all.std(0) + 1e-4, train["params"].shape[1])
     f, lg = torch.from_numpy(train["features"]), torch.from_numpy(train["logits"])
-    tg, lab = torch.from_numpy(train["log_gain"]), torch.from_numpy(train["label"])
+    tg, lab = torch.from_numpy(train["params"]), torch.from_numpy(train["label"])
     opt = torch.optim.AdamW(model.body.parameters(), a.lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=max(1, a.steps))
     gen = torch.Generator().manual_seed(a.seed)
@@ -229,11 +224,11 @@ def fit(train: dict[str, np.ndarray], a: argparse.Namespace,
 
 
 def calibrate_temperature(model, val: dict[str, np.ndarray]) -> float:
-    """Fit the cast logit's temperature on ``val`` (least BCE) and fold it into the model.
+    """Fit the logit's temperature on ``val`` (least BCE) and fold it into the model.
 
-    The MLP learns to rank casts well but its logits overshoot (clean validation frames
-    reach 9); scaled down, the detector's threshold grid can separate them again. Ranks, and
-    so the estimator's AUC, are unchanged.
+    The MLP ranks well but its logits overshoot (the colour-cast estimator's reached 9 on
+    clean validation frames); scaled down, the detector's threshold grid can separate them
+    again. Ranks, and so the estimator's AUC, are unchanged.
     """
     import torch
 
@@ -252,13 +247,13 @@ def calibrate_temperature(model, val: dict[str, np.ndarray]) -> float:
 # ---------------------------------------------------------------- export
 
 
-def to_onnx_bytes(model) -> bytes:
+def to_onnx_bytes(model, task: str) -> bytes:
     """Serialised, checked ONNX of the estimator (dynamic batch)."""
     import torch
 
     from camheal_train.export import OPSET, finish_onnx
 
-    n_feat = cast.N_FEATURES
+    n_feat = TASKS[task].n_features
     ex = (torch.zeros(1, n_feat), torch.zeros(1, len(ANOMALIES)))
     buf = io.BytesIO()
     dyn = {n: {0: "batch"} for n in (*INPUTS, *OUTPUTS)}
@@ -267,18 +262,18 @@ def to_onnx_bytes(model) -> bytes:
         torch.onnx.export(model.eval(), ex, buf, input_names=list(INPUTS),
                           output_names=list(OUTPUTS), dynamic_axes=dyn,
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    meta = {"camheal.task": "cast", "camheal.anomalies": ",".join(ANOMALIES),
-            "camheal.cast_features": str(n_feat)}
+    meta = {"camheal.task": task, "camheal.anomalies": ",".join(ANOMALIES),
+            "camheal.features": str(n_feat)}
     return finish_onnx(buf.getvalue(), meta)
 
 
-def parity(model, data: bytes, atol: float = 1e-4) -> float:
+def parity(model, data: bytes, n_features: int, atol: float = 1e-4) -> float:
     """Max |ONNX Runtime - PyTorch| on random inputs; raises if above ``atol``."""
     import onnxruntime as ort
     import torch
 
     rng = np.random.default_rng(0)
-    f = rng.normal(0, 1, (4, cast.N_FEATURES)).astype(np.float32)
+    f = rng.normal(0, 1, (4, n_features)).astype(np.float32)
     z = rng.normal(0, 3, (4, len(ANOMALIES))).astype(np.float32)
     with torch.no_grad():
         ref = [t.numpy() for t in model(torch.from_numpy(f), torch.from_numpy(z))]
@@ -290,10 +285,10 @@ def parity(model, data: bytes, atol: float = 1e-4) -> float:
     return diff
 
 
-def export(model, out: Path, sidecar: dict) -> None:
+def export(model, task: str, out: Path, sidecar: dict) -> None:
     """Write the ONNX and its sidecar atomically."""
-    data = to_onnx_bytes(model)
-    diff = parity(model, data)
+    data = to_onnx_bytes(model, task)
+    diff = parity(model, data, TASKS[task].n_features)
     side = {**sidecar, "onnx_sha256": hashlib.sha256(data).hexdigest(),
             "parity_max_abs": diff}
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -318,20 +313,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"no photos in {folder}")
     out = Path(a.out)
     det_sha = hashlib.sha256(det.read_bytes()).hexdigest()
-    tag = f"{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"
-    train = make_samples(photos, str(det), a.per_photo, a.seed, a.workers,
+    tag = f"{a.task}-{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"
+    train = make_samples(a.task, photos, str(det), a.per_photo, a.seed, a.workers,
                          out / f"samples-{tag}.npz", not a.no_progress)
     val = None
     if a.val_include:
         vp = list_photos(folder, a.val_include)
         if not vp:
             raise SystemExit(f"--val-include {a.val_include}: no photos in {folder}")
-        val = make_samples(vp, str(det), 40, a.seed + 1000, a.workers,
-                           out / f"val-{det_sha[:8]}-s{a.seed}-{len(vp)}.npz",
+        val = make_samples(a.task, vp, str(det), 40, a.seed + 1000, a.workers,
+                           out / f"val-{a.task}-{det_sha[:8]}-s{a.seed}-{len(vp)}.npz",
                            not a.no_progress)
     model = fit(train, a, val)
     temperature = calibrate_temperature(model, val) if val is not None else 1.0
-    logger.info("cast logit temperature %.3f", temperature)
+    logger.info("logit temperature %.3f", temperature)
     import torch
 
     torch.save(model.state_dict(), out / "last.pt")
@@ -340,11 +335,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["val"] = metrics(model, val)
     print(json.dumps(report, indent=2))
     if a.export:
-        export(model, Path(a.export), {
-            "detector_sha256": det_sha, "samples": int(len(train["label"])),
+        export(model, a.task, Path(a.export), {
+            "task": a.task, "detector_sha256": det_sha, "samples": int(len(train["label"])),
             "photos": len(photos), "per_photo": a.per_photo, "steps": a.steps,
             "seed": a.seed, "temperature": round(temperature, 4), "metrics": report,
-            "command": "python -m camheal_train.cast_train " + " ".join(
+            "command": "python -m camheal_train.stacked_train " + " ".join(
                 argv if argv is not None else sys.argv[1:])})
         print(f"wrote {a.export}")
     return 0

@@ -1,4 +1,4 @@
-"""The colour-cast estimator: features, the gain as a correction, the shipped model."""
+"""Stacked estimators (colour cast, low contrast): features, corrections, the shipped ones."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from camheald.vision import cast, spec
+from camheald.vision import cast, spec, tone
 from camheald.vision.correct import Correction, apply_global
 from camheald.vision.detector import Detector, ModelError, read_sidecar, shipped_weights
 from support import make_photo
@@ -53,11 +53,12 @@ def test_gain_curves_match_the_exact_gain():
     assert diff.max() <= 3 and diff.mean() < 0.5  # 33 knots, piecewise linear
 
 
-def test_shipped_detector_uses_the_estimator():
+def test_shipped_detector_uses_its_estimators():
     det = Detector.load()
-    assert det.cast_model is not None
     side = read_sidecar(shipped_weights())
-    assert (shipped_weights().parent / side["cast_model"]).is_file()
+    assert set(side["estimators"]) <= {"cast", "contrast"}
+    assert {e.task_name for e in det.estimators.values()} == set(side["estimators"])
+    assert "color_cast" in det.estimators
 
 
 def _only_cast_gated(det: Detector) -> None:
@@ -73,9 +74,9 @@ def test_a_cast_alone_is_corrected_with_the_estimators_gain():
     det = Detector.load()
     photo = linear_gain(make_photo(4, 360, 480), [1.0, 0.85, 0.6])
     prep = spec.prepare(photo)
-    gain, logit = det.cast_model(prep["thumb"], det.run(photo)["logits"][0])
+    gain, logit = det.estimators["color_cast"](prep["thumb"], det.run(photo)["logits"][0])
     _only_cast_gated(det)
-    det.cast_network_gate = 0.0
+    det.estimator_network_gate = 0.0
     a = det.analyze(photo)
     assert a.scores["color_cast"] == pytest.approx(1 / (1 + np.exp(-logit)), abs=1e-6)
     assert a.correction is not None and a.actions == ("tone_curve",)
@@ -87,15 +88,14 @@ def test_no_cast_correction_unless_the_network_agrees():
     det = Detector.load()
     photo = make_photo(5)
     _only_cast_gated(det)
-    det.cast_network_gate = 1.01  # the network's own probability can never reach it
+    det.estimator_network_gate = 1.01  # the network's own probability can never reach it
     assert det.analyze(photo).correction is None
 
 
 def _copy_detector(tmp_path):
     src = shipped_weights()
-    for name in (src.name, src.with_suffix(".json").name, "camheal_cast.onnx",
-                 "camheal_cast.json"):
-        shutil.copy(src.parent / name, tmp_path / name)
+    for p in src.parent.glob("camheal_[dc]*"):  # the detector and its estimators
+        shutil.copy(p, tmp_path / p.name)
     return tmp_path / src.name
 
 
@@ -127,6 +127,42 @@ def test_without_the_sidecar_entry_the_network_decides(tmp_path):
     p = _copy_detector(tmp_path)
     side = p.with_suffix(".json")
     data = json.loads(side.read_text())
-    del data["cast_model"]
+    del data["estimators"]
     side.write_text(json.dumps(data))
-    assert Detector.load(p).cast_model is None
+    assert Detector.load(p).estimators == {}
+
+
+def test_estimator_listed_under_another_task_is_refused(tmp_path):
+    p = _copy_detector(tmp_path)
+    side = p.with_suffix(".json")
+    data = json.loads(side.read_text())
+    data["estimators"] = {"contrast": "camheal_cast.onnx"}
+    side.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="a cast estimator, listed as contrast"):
+        Detector.load(p)
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_tone_features_of_flat_frames_are_finite(value):
+    f = tone.features(np.full((spec.THUMB, spec.THUMB, 3), value, np.uint8))
+    assert f.shape == (tone.N_FEATURES,) and np.isfinite(f).all()
+
+
+def test_tone_oracle_and_curves_undo_a_haze():
+    photo = make_photo(6)
+    hazy = np.rint(photo * 0.45 + 0.55 * 220).astype(np.uint8)
+    params = tone.oracle_affine(hazy, photo)
+    assert np.exp(params[0::2]) == pytest.approx(1 / 0.45, rel=0.02)
+    fixed = apply_global(hazy, Correction(tone.affine_curves(params), np.eye(3)))
+    assert np.abs(fixed.astype(int) - photo.astype(int)).mean() < 1.5
+    assert np.abs(tone.affine_curves(np.zeros(6)) - spec.CURVE_X).max() < 1e-6
+
+
+def test_tone_features_see_a_haze():
+    photo = spec.thumbnail(make_photo(7))
+    hazy = np.rint(photo * 0.5 + 0.5 * 230).astype(np.uint8)
+    q = len(tone.QUANTILES)
+    base, veiled = tone.features(photo), tone.features(hazy)
+    # luma quantiles (the fourth block) are squeezed towards the airlight
+    spread = lambda f: f[3 * q + q - 2] - f[3 * q + 1]  # noqa: E731  (99 % - 1 %)
+    assert spread(veiled) == pytest.approx(0.5 * spread(base), abs=0.03)

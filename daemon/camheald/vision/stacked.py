@@ -1,0 +1,96 @@
+"""Estimators stacked on the detector: one global anomaly each, scored and corrected anew.
+
+The detector network ranks and corrects some global anomalies poorly (colour cast: no better
+than gray world; low contrast: barely past auto levels). Each estimator here is a small MLP
+over hand-made statistics of the detector's thumbnail plus the network's seven logits that
+returns the parameters of that anomaly's correction and a logit for the anomaly, which
+replaces the network's. Both become ordinary tone curves (``Task.curves``), so
+``apply_global`` applies them unchanged. Trained by ``camheal_train.stacked_train``; each
+ONNX has a JSON sidecar naming the detector (sha256) whose logits it was trained on.
+
+ONNX: inputs ``features`` (B x n_features), ``logits`` (B x 7); outputs ``params``
+(B x n_params), ``logit`` (B x 1); metadata ``camheal.task`` and ``camheal.features``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from camheald.vision import cast, tone
+
+
+@dataclass(frozen=True)
+class Task:
+    """What one estimator looks at and what its parameters mean."""
+
+    anomaly: str
+    features: Callable[[np.ndarray], np.ndarray]  # thumbnail -> feature vector
+    n_features: int
+    n_params: int
+    curves: Callable[[np.ndarray], np.ndarray]  # params -> 3 x N_KNOTS tone curves
+    target: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (degraded, clean) -> params
+
+
+TASKS: dict[str, Task] = {
+    "cast": Task("color_cast", cast.features, cast.N_FEATURES, 3, cast.gain_curves,
+                 cast.oracle_log_gain),
+    "contrast": Task("low_contrast", tone.features, tone.N_FEATURES, tone.N_PARAMS,
+                     tone.affine_curves, tone.oracle_affine),
+}
+INPUTS = ("features", "logits")
+OUTPUTS = ("params", "logit")
+
+
+class StackedModel:
+    """One estimator (ONNX Runtime, CPU, one thread: an MLP of ~30 k weights)."""
+
+    def __init__(self, task: str, session, detector_sha256: str, name: str) -> None:
+        self.task = TASKS[task]
+        self.task_name = task
+        self._session = session
+        self.detector_sha256 = detector_sha256
+        self.name = name
+
+    @classmethod
+    def load(cls, path: Path, detector_sha256: str) -> StackedModel:
+        """Load ``path`` (with its JSON sidecar), made for the detector whose sha256 is given.
+
+        Raises:
+            ValueError: one line naming the problem (missing, unreadable, not an estimator,
+                made for another detector or other features).
+        """
+        from camheald.inference.backends import OrtBackend
+
+        try:
+            data = path.read_bytes()
+            side = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError) as e:
+            raise ValueError(f"{path}: cannot read the estimator or its sidecar ({e})"
+                             ) from None
+        made_for = str(side.get("detector_sha256", "")) if isinstance(side, dict) else ""
+        if made_for != detector_sha256:
+            raise ValueError(f"{path}: made for another detector (sha256 {made_for[:8]}, "
+                             f"this one {detector_sha256[:8]})")
+        try:
+            sess = OrtBackend(data, 1)
+        except Exception as e:  # onnxruntime raises several unrelated types
+            raise ValueError(f"{path}: not a loadable ONNX model "
+                             f"({str(e).splitlines()[0][:200] if str(e) else e!r})") from None
+        task = sess.metadata.get("camheal.task", "")
+        if tuple(sess.inputs) != INPUTS or tuple(sess.outputs) != OUTPUTS or task not in TASKS \
+                or sess.metadata.get("camheal.features") != str(TASKS[task].n_features):
+            raise ValueError(f"{path}: not a camheal estimator for these features")
+        return cls(task, sess, made_for, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
+
+    def __call__(self, thumb: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
+        """(params, logit) for a spec.THUMB thumbnail and the detector's logits (7,)."""
+        p, z = self._session.run(list(OUTPUTS), {
+            "features": self.task.features(thumb)[None],
+            "logits": np.asarray(logits, np.float32).reshape(1, -1)})
+        return p[0].astype(np.float32), float(z[0, 0])
