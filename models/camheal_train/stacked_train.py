@@ -46,6 +46,7 @@ from camheald.vision.stacked import INPUTS, OUTPUTS, TASKS
 logger = logging.getLogger(__name__)
 
 VIEW_SIDE = 512
+PIXELS = 16  # side of the degraded/target thumbnails kept per sample for --w-img
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -65,6 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--w-cls", type=float, default=0.3, help="weight of the label's BCE")
+    ap.add_argument("--w-img", type=float, default=0.0,
+                    help="weight of an L1 loss on the corrected 16x16 thumbnail against the "
+                         "clean one (0: parameters only)")
     ap.add_argument("--seed", type=int, default=8)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--export", help="write the ONNX (and its .json sidecar) here")
@@ -94,7 +98,7 @@ def _photo_samples(job: tuple[str, str, str, list[int], int]) -> dict[str, np.nd
         _DETECTOR = Detector.load(detector, with_estimators=False)
     img = load_rgb(path)
     rng = np.random.default_rng(seed)
-    feats, logits, params, labels = [], [], [], []
+    feats, logits, params, labels, pixels = [], [], [], [], []
     for _ in range(n):
         view = random_view(img, rng, VIEW_SIDE)
         u = rng.random()
@@ -109,12 +113,16 @@ def _photo_samples(job: tuple[str, str, str, list[int], int]) -> dict[str, np.nd
             anomalies = (str(rng.choice(others)),)
         d = degrade(view, rng, anomalies, jitter=True)
         thumb = spec.thumbnail(d.image)
-        feats.append(task.features(thumb))
+        small, small_target = cast.small(thumb), cast.small(spec.thumbnail(d.target))
+        feats.append(task.features(small))
         logits.append(_DETECTOR.run(d.image)["logits"][0])
-        params.append(task.target(cast.small(thumb), cast.small(spec.thumbnail(d.target))))
+        params.append(task.target(small, small_target))
+        pixels.append(np.stack([cv2.resize(im, (PIXELS, PIXELS), interpolation=cv2.INTER_AREA)
+                                for im in (small, small_target)]))
         labels.append(d.labels[ANOMALIES.index(task.anomaly)])
     return {"features": np.stack(feats), "logits": np.stack(logits).astype(np.float32),
-            "params": np.stack(params), "label": np.asarray(labels, np.float32)}
+            "params": np.stack(params), "label": np.asarray(labels, np.float32),
+            "pixels": np.stack(pixels)}
 
 
 def make_samples(task: str, photos: Sequence[Path], detector: str, per_photo: int, seed: int,
@@ -190,6 +198,28 @@ def metrics(model, s: dict[str, np.ndarray]) -> dict[str, float]:
             "auc": float(auc(z[:, 0].numpy(), y.astype(float)))}
 
 
+def _apply_gain(x, p):
+    """Torch twin of cast.gain_curves' map: linear-light gain exp(p) per channel."""
+    import torch
+
+    lin = torch.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
+    y = (lin * torch.exp(p.clamp(-3, 3))[:, :, None, None]).clamp(0, 1)
+    return torch.where(y <= 0.0031308, y * 12.92,
+                       1.055 * y.clamp(min=0.0031308) ** (1 / 2.4) - 0.055)
+
+
+def _apply_affine(x, p):
+    """Torch twin of tone.affine_curves' map: exp(p[2c]) * v + p[2c+1], clipped."""
+    import torch
+
+    p = p.view(-1, 3, 2)
+    slope = torch.exp(p[..., 0].clamp(-1, 3))[:, :, None, None]
+    return (slope * x + p[..., 1].clamp(-3, 1)[:, :, None, None]).clamp(0, 1)
+
+
+APPLY = {"cast": _apply_gain, "contrast": _apply_affine}
+
+
 def fit(train: dict[str, np.ndarray], a: argparse.Namespace,
         val: dict[str, np.ndarray] | None = None):
     """Fitted model (the MLP; its standardisation comes from ``train``)."""
@@ -201,6 +231,9 @@ def fit(train: dict[str, np.ndarray], a: argparse.Namespace,
     model = build_model(x_all.mean(0), x_all.std(0) + 1e-4, train["params"].shape[1])
     f, lg = torch.from_numpy(train["features"]), torch.from_numpy(train["logits"])
     tg, lab = torch.from_numpy(train["params"]), torch.from_numpy(train["label"])
+    px = None
+    if a.w_img > 0:  # (N, 2, P, P, 3) uint8 -> float 0..1, channels first
+        px = torch.from_numpy(train["pixels"]).float().div(255.0).permute(0, 1, 4, 2, 3)
     opt = torch.optim.AdamW(model.body.parameters(), a.lr, weight_decay=1e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, a.lr, total_steps=max(1, a.steps))
     gen = torch.Generator().manual_seed(a.seed)
@@ -211,6 +244,9 @@ def fit(train: dict[str, np.ndarray], a: argparse.Namespace,
         loss = (torch.nn.functional.smooth_l1_loss(g, tg[i], beta=0.05)
                 + a.w_cls * torch.nn.functional.binary_cross_entropy_with_logits(
                     z[:, 0], lab[i]))
+        if a.w_img > 0:
+            x, t = px[i, 0], px[i, 1]
+            loss = loss + a.w_img * (APPLY[a.task](x, g) - t).abs().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -313,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"no photos in {folder}")
     out = Path(a.out)
     det_sha = hashlib.sha256(det.read_bytes()).hexdigest()
-    tag = f"{a.task}-{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"
+    tag = f"{a.task}-v2-{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"
     train = make_samples(a.task, photos, str(det), a.per_photo, a.seed, a.workers,
                          out / f"samples-{tag}.npz", not a.no_progress)
     val = None
@@ -322,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not vp:
             raise SystemExit(f"--val-include {a.val_include}: no photos in {folder}")
         val = make_samples(a.task, vp, str(det), 40, a.seed + 1000, a.workers,
-                           out / f"val-{a.task}-{det_sha[:8]}-s{a.seed}-{len(vp)}.npz",
+                           out / f"val-{a.task}-v2-{det_sha[:8]}-s{a.seed}-{len(vp)}.npz",
                            not a.no_progress)
     model = fit(train, a, val)
     temperature = calibrate_temperature(model, val) if val is not None else 1.0

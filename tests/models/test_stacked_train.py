@@ -69,3 +69,20 @@ def test_missing_detector_is_a_one_line_error(photos, tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         main(["--task", "cast", "--data", str(photos), "--out", str(tmp_path), "--detector",
               str(tmp_path / "nope.onnx")])
+
+
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_training_apply_matches_the_runtime_curves(task):
+    import torch
+
+    from camheal_train.stacked_train import APPLY
+    from camheald.vision.correct import Correction, apply_global
+
+    rng = np.random.default_rng(3)
+    img = make_photo(40, 48, 64)
+    for _ in range(4):
+        p = rng.normal(0, 0.3, TASKS[task].n_params).astype(np.float32)
+        want = apply_global(img, Correction(TASKS[task].curves(p), np.eye(3)))
+        x = torch.from_numpy(img).float().div(255).permute(2, 0, 1)[None]
+        got = APPLY[task](x, torch.from_numpy(p)[None])[0].permute(1, 2, 0).numpy() * 255
+        assert np.abs(got - want).max() <= 4.0  # the runtime's 33-knot curves, rounded

@@ -60,8 +60,8 @@ def small(thumb: np.ndarray) -> np.ndarray:
     return cv2.resize(thumb, (SIDE, SIDE), interpolation=cv2.INTER_AREA)
 
 
-def features(thumb: np.ndarray) -> np.ndarray:
-    """Feature vector (N_FEATURES float32) of a spec.THUMB thumbnail (uint8 RGB).
+def features(s: np.ndarray) -> np.ndarray:
+    """Feature vector (N_FEATURES float32) of the SIDE x SIDE copy of a thumbnail (``small``).
 
     Chroma estimates are (log R/G, log B/G) of: the mean, shades of gray (p = 2, 4, 8), the
     99th percentile (white patch), the brightest 5 %, gray edge (mean and RMS gradient), the
@@ -70,7 +70,6 @@ def features(thumb: np.ndarray) -> np.ndarray:
     mean saturation and the share of usable pixels. Pixels near clipping or black are left out
     of the estimates (all are used when fewer than 64 remain).
     """
-    s = small(thumb)
     px8 = s.reshape(-1, 3)
     px = _LIN[px8]
     lum = px @ _LUMA

@@ -18,7 +18,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.inference import backends
-from camheald.vision import spec
+from camheald.vision import cast, spec
 from camheald.vision.correct import Correction
 from camheald.vision.stacked import StackedModel
 from camheald.vision.types import Analysis
@@ -179,11 +179,16 @@ class Detector:
         if only in params:
             # One anomaly with its own estimator: the estimator's correction replaces the
             # network's, but only when the network leans that way too (the colour-cast
-            # estimator alone recoloured a sixth of Kodak's clean photos at the 0.8 gate).
-            net = _sigmoid(float(out["logits"][0, ANOMALIES.index(only)]))
-            if net < self.estimator_network_gate:
+            # estimator alone recoloured a sixth of Kodak's clean photos at the 0.8 gate)
+            # and towards no other global anomaly (the contrast estimator's levels did worse
+            # than the network's curves on overexposed frames it took for low contrast).
+            net = {a: _sigmoid(float(out["logits"][0, ANOMALIES.index(a)]))
+                   for a in spec.GLOBAL_ANOMALIES}
+            if net[only] < self.estimator_network_gate:
                 return None
-            return self.estimators[only].task.curves(params[only]), np.eye(3, dtype=np.float32)
+            if all(v < self.estimator_network_gate for a, v in net.items() if a != only):
+                return (self.estimators[only].task.curves(params[only]),
+                        np.eye(3, dtype=np.float32))
         return out["curves"][0].astype(np.float32), out["matrix"][0].astype(np.float32)
 
     def analyze(self, rgb: np.ndarray) -> Analysis:
@@ -202,9 +207,9 @@ class Detector:
         out = self._run(prep)
         logits = out["logits"][0].astype(np.float64)
         params = {}
+        small = cast.small(prep["thumb"]) if self.estimators else None
         for anomaly, est in self.estimators.items():
-            params[anomaly], logits[ANOMALIES.index(anomaly)] = est(prep["thumb"],
-                                                                    out["logits"][0])
+            params[anomaly], logits[ANOMALIES.index(anomaly)] = est(small, out["logits"][0])
         probs = _sigmoid(logits)
         scores = {a: float(p) for a, p in zip(ANOMALIES, probs, strict=True)}
         detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a])

@@ -30,7 +30,7 @@ class Task:
     """What one estimator looks at and what its parameters mean."""
 
     anomaly: str
-    features: Callable[[np.ndarray], np.ndarray]  # thumbnail -> feature vector
+    features: Callable[[np.ndarray], np.ndarray]  # cast.small(thumbnail) -> feature vector
     n_features: int
     n_params: int
     curves: Callable[[np.ndarray], np.ndarray]  # params -> 3 x N_KNOTS tone curves
@@ -88,9 +88,10 @@ class StackedModel:
             raise ValueError(f"{path}: not a camheal estimator for these features")
         return cls(task, sess, made_for, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
 
-    def __call__(self, thumb: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
-        """(params, logit) for a spec.THUMB thumbnail and the detector's logits (7,)."""
+    def __call__(self, small: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
+        """(params, logit) for the 64x64 copy of a thumbnail (``cast.small``) and the
+        detector's logits (7,)."""
         p, z = self._session.run(list(OUTPUTS), {
-            "features": self.task.features(thumb)[None],
+            "features": self.task.features(small)[None],
             "logits": np.asarray(logits, np.float32).reshape(1, -1)})
         return p[0].astype(np.float32), float(z[0, 0])

@@ -1,6 +1,6 @@
 """Low-contrast estimator features: what a haze, veil or washed-out frame's levels look like.
 
-Features of the detector thumbnail (64x64 copy, sRGB) for the stacked contrast estimator
+Features of the detector thumbnail (its 64x64 copy, sRGB) for the stacked contrast estimator
 (``camheald.vision.stacked``), the per-channel affine map it predicts, and the training
 target (the least-squares affine map from the degraded frame to the clean one). A haze or a
 blend towards grey is exactly such a map per channel; a flare veil is not (it varies across
@@ -13,7 +13,6 @@ import cv2
 import numpy as np
 
 from camheald.vision import spec
-from camheald.vision.cast import small
 
 QUANTILES = (0.001, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.98, 0.99, 0.999)
 GRID = 4
@@ -21,15 +20,14 @@ N_FEATURES = 4 * len(QUANTILES) + 6 + 4 + GRID * GRID
 N_PARAMS = 6  # per channel: log slope, offset
 
 
-def features(thumb: np.ndarray) -> np.ndarray:
-    """Feature vector (N_FEATURES float32) of a spec.THUMB thumbnail (uint8 RGB).
+def features(s8: np.ndarray) -> np.ndarray:
+    """Feature vector (N_FEATURES float32) of the 64x64 copy of a thumbnail (``cast.small``).
 
     Quantiles (QUANTILES) of each channel and of luma, per-channel mean and standard
     deviation, mean saturation, mean gradient magnitude, the dark channel's mean and 90th
     percentile (haze lifts it), and the mean luma of each cell of a 4x4 grid (a veil is
     brighter on one side), all on a 0..1 scale.
     """
-    s8 = small(thumb)
     planes = np.concatenate([s8.reshape(-1, 3).T,
                              cv2.cvtColor(s8, cv2.COLOR_RGB2GRAY).reshape(1, -1)], 0)
     n = planes.shape[1]
