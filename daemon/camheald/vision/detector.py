@@ -72,8 +72,9 @@ class Detector:
         self._session = session
         # Estimators stacked on this network, by anomaly (camheald.vision.stacked): each
         # replaces the network's score for its anomaly and, when that anomaly alone gates the
-        # correction and the network's own probability for it is at least
-        # ``estimator_network_gate``, the correction too.
+        # correction and the network's own probabilities are at least
+        # ``estimator_network_gate`` for it and below it for the other global anomalies, the
+        # correction too (``_global_params``).
         self.estimators = dict(estimators or {})
         self.estimator_network_gate = 0.5
         self._lock = threading.Lock()
