@@ -18,6 +18,7 @@ import numpy as np
 
 from benchmarks import detmodel
 from benchmarks.common import log
+from benchmarks.tables import NETWORK_ONLY
 from benchmarks.timing import time_call
 
 logger = logging.getLogger(__name__)
@@ -44,15 +45,19 @@ def _onnx_config(path: Path) -> dict | None:
 
 
 def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: float,
-                  path: Path, label: str) -> list[dict]:
-    """ONNX Runtime through the daemon's own Detector (load, analyze, and the parts)."""
+                  path: Path, label: str, with_estimators: bool = True) -> list[dict]:
+    """ONNX Runtime through the daemon's own Detector (load, analyze, and the parts).
+
+    ``with_estimators=False``: without the stacked estimators (rows' backend NETWORK_ONLY),
+    the same work as the PyTorch rows.
+    """
     from camheald.vision import spec
     from camheald.vision.detector import Detector
 
     rows = []
     before = cv2.getNumThreads()
     for n in threads:
-        det = Detector.load(path, threads=n)
+        det = Detector.load(path, threads=n, with_estimators=with_estimators)
         # "n threads" for the whole call: the preprocessing's OpenCV resizes too (the daemon
         # sets OpenCV's pool the same way), so a 1-thread row is the cost on one core
         cv2.setNumThreads(n)
@@ -61,7 +66,8 @@ def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: flo
             inputs = spec.to_model_inputs(prep)
             run = det._session.run  # the inference alone, without pre/post-processing
             rows.append({
-                "backend": "onnxruntime", "model": label, "threads": n, "res": res,
+                "backend": "onnxruntime" if with_estimators else NETWORK_ONLY,
+                "model": label, "threads": n, "res": res,
                 "analyze": time_call(lambda d=det, f=rgb: d.analyze(f), budget).as_dict(),
                 "prepare": time_call(lambda f=rgb: spec.prepare(f), budget / 3).as_dict(),
                 "infer": time_call(lambda r=run, i=inputs: r(list(spec.OUTPUTS), i),
@@ -120,6 +126,7 @@ def detector(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict], 
     config = None
     if shipped is not None:
         rows += detector_onnx(frames, threads, budget, shipped, "shipped")
+        rows += detector_onnx(frames, [1], budget, shipped, "shipped", with_estimators=False)
         config = _onnx_config(shipped)
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(shipped.stat().st_mtime))
         digest = hashlib.sha256(shipped.read_bytes()).hexdigest()[:8]

@@ -20,6 +20,7 @@ from benchmarks.sections import (
     stages_section,
 )
 from benchmarks.tables import (
+    NETWORK_ONLY,
     best_run,
     correct_mean,
     decode_cpu_ms,
@@ -77,14 +78,17 @@ def headline(results: dict) -> tuple[str, list[str]]:
             rows.append(["1080p, 1 client: delivered fps (slowest client)", f(cmin),
                          "≥ 30 fps", ok(cmin is not None and cmin >= 30)])
     ort = det(results, "onnxruntime", 1, "1080p", stat="cpu_ms")
+    net_only = det(results, NETWORK_ONLY, 1, "1080p", stat="cpu_ms")
     if ort is not None:
         med = det(results, "onnxruntime", 1, "1080p")
+        without = f"; without the stacked estimators {f(net_only, 2)} ms" if net_only else ""
         rows.append(["Detector, ONNX Runtime, 1 thread, per analysed 1080p frame (preprocessing "
-                     "included): CPU per call (median wall)", f"{f(ort, 2)} ({f(med, 2)}) ms",
-                     "≤ 5 ms", ok(ort <= 5.0)])
+                     "and the stacked estimators included): CPU per call (median wall)",
+                     f"{f(ort, 2)} ({f(med, 2)}) ms{without}", "≤ 5 ms", ok(ort <= 5.0)])
     oi = det(results, "onnxruntime", 1, "1080p", "infer", "cpu_ms")
     ti = det(results, "pytorch-eager", 1, "1080p", "infer", "cpu_ms")
-    oa = det(results, "onnxruntime", 1, "1080p", "analyze", "cpu_ms")
+    # the PyTorch rows run the network and preprocessing only: compare like with like
+    oa = net_only or det(results, "onnxruntime", 1, "1080p", "analyze", "cpu_ms")
     ta = det(results, "pytorch-eager", 1, "1080p", "analyze", "cpu_ms")
     if oi and ti:
         extra = f" (with the shared preprocessing: {ta / oa:.1f}×)" if oa and ta else ""

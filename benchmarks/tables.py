@@ -79,6 +79,10 @@ def decode_fps(results: dict, res: str, key: str = "read") -> float | None:
     return max(vals) if vals else None
 
 
+# Backend label of the detector rows measured without the stacked estimators.
+NETWORK_ONLY = "onnxruntime (network only)"
+
+
 def det(results: dict, backend: str, threads: int, res: str, part: str = "analyze",
          stat: str = "median_ms") -> float | None:
     for r in results.get("model", {}).get("detector", []):
