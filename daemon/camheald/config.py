@@ -41,6 +41,7 @@ class ModelConfig:
     threads: int = 1
     backend: str = "auto"
     engine_cache: str = "/var/cache/camheal/engines"
+    estimators: bool = True  # the stacked colour-cast / contrast estimators the sidecar names
 
 
 @dataclass

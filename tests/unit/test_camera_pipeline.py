@@ -5,6 +5,7 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from camheald.capture.uri import parse_source
 from camheald.service.camera import Camera
@@ -123,3 +124,11 @@ def test_detected_noise_and_blur_are_restored_on_the_corrected_stream_only(tmp_p
     cam.restore_enabled, cam.correct_enabled = True, False  # restoration rides on correction
     cam._process(bgr, True, 3)
     assert cam.latest(True).restore == ()
+
+
+@pytest.mark.parametrize("estimators", [True, False])
+def test_the_engine_loads_the_stacked_estimators_as_configured(estimators):
+    vision = VisionEngine(None, estimators=estimators)
+    vision.load()
+    assert vision.ready, vision.error
+    assert bool(vision.detector.estimators) is estimators

@@ -36,6 +36,7 @@ def test_cameras_and_types(tmp_path):
     ("[daemon]\nanalyze_fps = true\n", "expected float, got a boolean"),
     ("[daemon]\nbus = 'user'\n", "daemon.bus"),
     ("[model]\nthreads = 0\n", "model.threads"),
+    ("[model]\nestimators = 'no'\n", "model.estimators: expected bool"),
     ("[[camera]]\nsource = 'demo'\n", "missing key 'id'"),
     ("[[camera]]\nid = 'a b'\nsource = 'demo'\n", "camera[0].id"),
     ("[[camera]]\nid = 'a'\nsource = 'demo'\n[[camera]]\nid = 'a'\nsource = 'demo'\n",

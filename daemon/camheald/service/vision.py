@@ -23,9 +23,11 @@ class VisionEngine:
     """
 
     def __init__(self, model_path: str | None = None, threads: int = 1,
-                 backend: str = "onnxruntime", engine_cache: str | None = None) -> None:
+                 backend: str = "onnxruntime", engine_cache: str | None = None,
+                 estimators: bool = True) -> None:
         self.model_path = model_path
         self.threads = threads
+        self.estimators = estimators
         self.backend = backend
         self.engine_cache = engine_cache
         self.detector = None
@@ -41,7 +43,8 @@ class VisionEngine:
             from camheald.vision.detector import Detector
 
             self.detector = Detector.load(self.model_path, threads=self.threads,
-                                          backend=self.backend, cache_dir=self.engine_cache)
+                                          backend=self.backend, cache_dir=self.engine_cache,
+                                          with_estimators=self.estimators)
             self._apply = apply_global
         except BackendError as exc:
             if self.backend not in ("auto", "onnxruntime"):
