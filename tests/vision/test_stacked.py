@@ -60,6 +60,11 @@ def test_shipped_detector_uses_its_estimators():
     assert set(side["estimators"]) <= {"cast", "contrast"}
     assert {e.task_name for e in det.estimators.values()} == set(side["estimators"])
     assert "color_cast" in det.estimators
+    # the model name reported in Stats and reports lists them
+    assert det.name.split("+")[0].startswith("camheal_detector.onnx@")
+    assert sorted(n.split("@")[0] for n in det.name.split("+")[1:]) == \
+        sorted(side["estimators"].values())
+    assert "+" not in Detector.load(with_estimators=False).name
 
 
 def _only_cast_gated(det: Detector) -> None:

@@ -147,6 +147,8 @@ class Detector:
                 raise ModelError(f"{p.parent / str(fname)}: a {est.task_name} estimator, "
                                  f"listed as {task}")
             estimators[est.task.anomaly] = est
+        # the name says which estimators ride along (Stats "model", reports, the log)
+        name = "+".join([name, *(e.name for e in estimators.values())])
         det = cls(sess, name, side.get("thresholds", {}), side.get("correction_gate", 0.5),
                   estimators)
         det.estimator_network_gate = float(side.get("estimator_network_gate",
