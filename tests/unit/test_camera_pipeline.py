@@ -132,3 +132,16 @@ def test_the_engine_loads_the_stacked_estimators_as_configured(estimators):
     vision.load()
     assert vision.ready, vision.error
     assert bool(vision.detector.estimators) is estimators
+
+
+def test_a_broken_estimator_falls_back_to_the_network_alone(tmp_path):
+    from camheald.vision.detector import shipped_weights
+
+    for p in shipped_weights().parent.glob("camheal_[dc]*"):  # the detector + estimators
+        shutil.copy(p, tmp_path / p.name)
+    (tmp_path / "camheal_cast.onnx").write_bytes(b"not a model" * 10)
+    vision = VisionEngine(str(tmp_path / shipped_weights().name))
+    vision.load()
+    assert vision.ready and vision.detector.estimators == {}
+    assert vision.error.startswith("estimators unavailable: ") and "camheal_cast" in vision.error
+    assert "\n" not in vision.error

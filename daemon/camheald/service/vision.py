@@ -40,11 +40,21 @@ class VisionEngine:
         t0 = time.monotonic()
         try:
             from camheald.vision.correct import apply_global
-            from camheald.vision.detector import Detector
+            from camheald.vision.detector import Detector, EstimatorError
 
-            self.detector = Detector.load(self.model_path, threads=self.threads,
-                                          backend=self.backend, cache_dir=self.engine_cache,
-                                          with_estimators=self.estimators)
+            def load(estimators: bool):
+                return Detector.load(self.model_path, threads=self.threads,
+                                     backend=self.backend, cache_dir=self.engine_cache,
+                                     with_estimators=estimators)
+
+            try:
+                self.detector = load(self.estimators)
+            except EstimatorError as exc:
+                # a broken estimator costs its better colour-cast / contrast handling, not
+                # the whole model: run the network alone and say so in the health report
+                self.error = f"estimators unavailable: {exc}".splitlines()[0]
+                logger.warning("%s; running the detector network alone", self.error)
+                self.detector = load(False)
             self._apply = apply_global
         except BackendError as exc:
             if self.backend not in ("auto", "onnxruntime"):

@@ -40,6 +40,10 @@ class ModelError(Exception):
     """The model file is missing, unreadable, corrupt or not a camheal detector."""
 
 
+class EstimatorError(ModelError):
+    """A stacked estimator named by the detector's sidecar cannot be used (the detector can)."""
+
+
 def shipped_weights() -> Path:
     """Path of the detector ONNX shipped in the camheal_weights package."""
     return Path(str(importlib.resources.files(WEIGHTS_PACKAGE).joinpath(WEIGHTS_FILE)))
@@ -98,7 +102,8 @@ class Detector:
         file beside the model) are loaded too unless ``with_estimators`` is False.
 
         Raises:
-            ModelError: missing/corrupt file, external data, or outputs not matching the spec.
+            ModelError: missing/corrupt file, external data, or outputs not matching the spec;
+                EstimatorError (a ModelError) when only a named estimator is unusable.
         """
         p = Path(path) if path is not None else shipped_weights()
         if not p.is_file():
@@ -137,15 +142,15 @@ class Detector:
         estimators = {}
         named = side.get("estimators", {}) if with_estimators else {}
         if not isinstance(named, dict):
-            raise ModelError(f"{p}: sidecar 'estimators' must map tasks to file names")
+            raise EstimatorError(f"{p}: sidecar 'estimators' must map tasks to file names")
         for task, fname in named.items():
             try:
                 est = StackedModel.load(p.parent / str(fname), sha)
             except ValueError as e:
-                raise ModelError(str(e)) from None
+                raise EstimatorError(str(e)) from None
             if est.task_name != task:
-                raise ModelError(f"{p.parent / str(fname)}: a {est.task_name} estimator, "
-                                 f"listed as {task}")
+                raise EstimatorError(f"{p.parent / str(fname)}: a {est.task_name} estimator, "
+                                     f"listed as {task}")
             estimators[est.task.anomaly] = est
         # the name says which estimators ride along (Stats "model", reports, the log)
         name = "+".join([name, *(e.name for e in estimators.values())])
