@@ -48,13 +48,12 @@ OUTPUTS = ("params", "logit")
 
 
 class StackedModel:
-    """One estimator (ONNX Runtime, CPU, one thread: an MLP of ~30 k weights)."""
+    """One estimator (ONNX Runtime, CPU, one thread: an MLP of ~20 k weights)."""
 
-    def __init__(self, task: str, session, detector_sha256: str, name: str) -> None:
+    def __init__(self, task: str, session, name: str) -> None:
         self.task = TASKS[task]
         self.task_name = task
         self._session = session
-        self.detector_sha256 = detector_sha256
         self.name = name
 
     @classmethod
@@ -86,7 +85,7 @@ class StackedModel:
         if tuple(sess.inputs) != INPUTS or tuple(sess.outputs) != OUTPUTS or task not in TASKS \
                 or sess.metadata.get("camheal.features") != str(TASKS[task].n_features):
             raise ValueError(f"{path}: not a camheal estimator for these features")
-        return cls(task, sess, made_for, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
+        return cls(task, sess, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
 
     def __call__(self, small: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
         """(params, logit) for the 64x64 copy of a thumbnail (``cast.small``) and the
