@@ -18,7 +18,7 @@ import numpy as np
 
 from benchmarks import detmodel
 from benchmarks.common import log
-from benchmarks.tables import NETWORK_ONLY
+from benchmarks.tables import ALL_ESTIMATORS, NETWORK_ONLY
 from benchmarks.timing import time_call
 
 logger = logging.getLogger(__name__)
@@ -45,11 +45,13 @@ def _onnx_config(path: Path) -> dict | None:
 
 
 def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: float,
-                  path: Path, label: str, with_estimators: bool = True) -> list[dict]:
+                  path: Path, label: str, estimators: str = "shipped") -> list[dict]:
     """ONNX Runtime through the daemon's own Detector (load, analyze, and the parts).
 
-    ``with_estimators=False``: without the stacked estimators (rows' backend NETWORK_ONLY),
-    the same work as the PyTorch rows.
+    ``estimators``: "shipped" runs the stacked estimators as the sidecar says (only where the
+    network does not rule their anomaly out; each row records how many ran on its frame),
+    "always" on every frame (the worst case, rows' backend ALL_ESTIMATORS), "none" leaves
+    them out (rows' backend NETWORK_ONLY: the same work as the PyTorch rows).
     """
     from camheald.vision import spec
     from camheald.vision.detector import Detector
@@ -57,7 +59,9 @@ def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: flo
     rows = []
     before = cv2.getNumThreads()
     for n in threads:
-        det = Detector.load(path, threads=n, with_estimators=with_estimators)
+        det = Detector.load(path, threads=n, with_estimators=estimators != "none")
+        if estimators == "always":
+            det.estimator_skip_below = 0.0
         # "n threads" for the whole call: the preprocessing's OpenCV resizes too (the daemon
         # sets OpenCV's pool the same way), so a 1-thread row is the cost on one core
         cv2.setNumThreads(n)
@@ -65,9 +69,11 @@ def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: flo
             prep = spec.prepare(rgb)
             inputs = spec.to_model_inputs(prep)
             run = det._session.run  # the inference alone, without pre/post-processing
+            ran = len(det.estimators_to_run(det.run(rgb)["logits"][0]))
             rows.append({
-                "backend": "onnxruntime" if with_estimators else NETWORK_ONLY,
-                "model": label, "threads": n, "res": res,
+                "backend": {"shipped": "onnxruntime", "always": ALL_ESTIMATORS,
+                            "none": NETWORK_ONLY}[estimators],
+                "model": label, "threads": n, "res": res, "estimators_run": ran,
                 "analyze": time_call(lambda d=det, f=rgb: d.analyze(f), budget).as_dict(),
                 "prepare": time_call(lambda f=rgb: spec.prepare(f), budget / 3).as_dict(),
                 "infer": time_call(lambda r=run, i=inputs: r(list(spec.OUTPUTS), i),
@@ -126,7 +132,8 @@ def detector(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict], 
     config = None
     if shipped is not None:
         rows += detector_onnx(frames, threads, budget, shipped, "shipped")
-        rows += detector_onnx(frames, [1], budget, shipped, "shipped", with_estimators=False)
+        rows += detector_onnx(frames, [1], budget, shipped, "shipped", estimators="always")
+        rows += detector_onnx(frames, [1], budget, shipped, "shipped", estimators="none")
         config = _onnx_config(shipped)
         stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(shipped.stat().st_mtime))
         digest = hashlib.sha256(shipped.read_bytes()).hexdigest()[:8]

@@ -20,6 +20,7 @@ from benchmarks.sections import (
     stages_section,
 )
 from benchmarks.tables import (
+    ALL_ESTIMATORS,
     NETWORK_ONLY,
     best_run,
     correct_mean,
@@ -81,10 +82,16 @@ def headline(results: dict) -> tuple[str, list[str]]:
     net_only = det(results, NETWORK_ONLY, 1, "1080p", stat="cpu_ms")
     if ort is not None:
         med = det(results, "onnxruntime", 1, "1080p")
-        without = f"; without the stacked estimators {f(net_only, 2)} ms" if net_only else ""
+        ran = det(results, "onnxruntime", 1, "1080p", "estimators_run", None)
+        every = det(results, ALL_ESTIMATORS, 1, "1080p", stat="cpu_ms")
+        others = ([f"with both estimators (a frame the network suspects of a cast or low "
+                   f"contrast) {f(every, 2)} ms"] if every else []) + \
+            ([f"without the estimators {f(net_only, 2)} ms"] if net_only else [])
+        ran_text = f": {ran} ran on this frame" if ran is not None else ""
         rows.append(["Detector, ONNX Runtime, 1 thread, per analysed 1080p frame (preprocessing "
-                     "and the stacked estimators included): CPU per call (median wall)",
-                     f"{f(ort, 2)} ({f(med, 2)}) ms{without}", "≤ 5 ms", ok(ort <= 5.0)])
+                     f"included; the stacked estimators as shipped{ran_text}): CPU per call "
+                     "(median wall)", f"{f(ort, 2)} ({f(med, 2)}) ms"
+                     + "".join(f"; {o}" for o in others), "≤ 5 ms", ok(ort <= 5.0)])
     oi = det(results, "onnxruntime", 1, "1080p", "infer", "cpu_ms")
     ti = det(results, "pytorch-eager", 1, "1080p", "infer", "cpu_ms")
     # the PyTorch rows run the network and preprocessing only: compare like with like

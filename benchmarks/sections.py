@@ -154,21 +154,25 @@ def model_section(results: dict) -> str:
            "`camheald.vision.detector.Detector.load(path, threads=N).analyze(rgb)` (ONNX "
            "Runtime, CPU provider) against PyTorch eager of the same network with the same "
            "preprocessing (`camheald.vision.spec.prepare`); *analyze* = preprocessing + "
-           "inference (+ post-processing for ONNX Runtime, and for the `onnxruntime` rows the "
-           "stacked colour-cast and contrast estimators; `onnxruntime (network only)` leaves "
-           "them out, the same work as the PyTorch rows), *network* = the inference call "
+           "inference (+ post-processing for ONNX Runtime, and the stacked colour-cast and "
+           "contrast estimators: the `onnxruntime` rows run them as shipped, only where the "
+           "network does not rule their anomaly out (*estimators* says how many ran on the "
+           "frame); `onnxruntime (estimators on every frame)` always runs both, the cost of a "
+           "frame the network suspects of both; `onnxruntime (network only)` leaves them "
+           "out, the same work as the PyTorch rows), *network* = the inference call "
            "alone. Wall: median (fastest) call; CPU: process CPU per call, all threads (with "
            "2 threads it includes spinning workers). One real clip frame.\n"]
     rows = []
     for r in m["detector"]:
         prep = r.get("prepare")
         rows.append([r["backend"], r["model"], str(r["threads"]), r["res"],
+                     str(r.get("estimators_run", "–")),
                      f"{f(r['analyze']['median_ms'], 2)} ({f(r['analyze']['min_ms'], 2)})",
                      f(r["analyze"].get("cpu_ms"), 2),
                      f"{f(r['infer']['median_ms'], 2)} ({f(r['infer']['min_ms'], 2)})",
                      f(r["infer"].get("cpu_ms"), 2),
                      f(prep["median_ms"], 2) if prep else "–"])
-    out.append(table(["Backend", "Weights", "Threads", "Frame", "analyze wall ms",
+    out.append(table(["Backend", "Weights", "Threads", "Frame", "estimators", "analyze wall ms",
                       "analyze CPU ms", "network wall ms", "network CPU ms", "prepare ms"],
                      rows))
     sp = []

@@ -81,13 +81,18 @@ def decode_fps(results: dict, res: str, key: str = "read") -> float | None:
 
 # Backend label of the detector rows measured without the stacked estimators.
 NETWORK_ONLY = "onnxruntime (network only)"
+# ... and with the estimators run on every frame (the shipped detector skips them where the
+# network rules their anomaly out).
+ALL_ESTIMATORS = "onnxruntime (estimators on every frame)"
 
 
 def det(results: dict, backend: str, threads: int, res: str, part: str = "analyze",
-         stat: str = "median_ms") -> float | None:
+         stat: str | None = "median_ms") -> float | None:
+    """A detector row's ``part`` (its ``stat``; stat None: the value itself), or None."""
     for r in results.get("model", {}).get("detector", []):
         if r["backend"] == backend and r["threads"] == threads and r["res"] == res:
-            return r[part][stat]
+            value = r.get(part)
+            return value if stat is None or value is None else value[stat]
     return None
 
 

@@ -113,6 +113,53 @@ def test_no_cast_correction_unless_the_network_agrees():
     assert det.analyze(photo).correction is None
 
 
+class _Counting:
+    """Wraps an estimator and counts its calls."""
+
+    def __init__(self, est):
+        self.est, self.calls = est, 0
+        self.task = est.task
+
+    def __call__(self, small, logits):
+        self.calls += 1
+        return self.est(small, logits)
+
+
+def test_an_estimator_is_skipped_where_the_network_rules_its_anomaly_out():
+    det = Detector.load()
+    assert det.estimator_skip_below > 0  # the shipped sidecar turns the cascade on
+    photo = make_photo(8)
+    net = _net_probs(det, photo)
+    for a in det.estimators:
+        det.estimators[a] = _Counting(det.estimators[a])
+    # every network probability above the bar: both estimators run, their scores stand
+    det.estimator_skip_below = 0.0
+    ran = det.analyze(photo)
+    assert all(e.calls == 1 for e in det.estimators.values())
+    # the bar between the network's two probabilities: the estimator of the less likely
+    # anomaly is not run and the network's own score stands; the other runs as before
+    lo, hi = sorted(det.estimators, key=lambda a: net[a])
+    assert net[lo] < net[hi]
+    det.estimator_skip_below = (net[lo] + net[hi]) / 2
+    skipped = det.analyze(photo)
+    assert det.estimators[lo].calls == 1 and det.estimators[hi].calls == 2
+    assert skipped.scores[lo] == pytest.approx(net[lo], abs=1e-6)
+    assert skipped.scores[lo] != pytest.approx(ran.scores[lo], rel=1e-3)  # the estimator's
+    assert skipped.scores[hi] == ran.scores[hi]
+
+
+@pytest.mark.parametrize("value", ["0.1", 1.5, -0.1, True, None])
+def test_bad_estimator_bars_in_the_sidecar_are_one_line_model_errors(tmp_path, value):
+    p = _copy_detector(tmp_path)
+    side = p.with_suffix(".json")
+    data = json.loads(side.read_text())
+    data["estimator_skip_below"] = value
+    side.write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="estimator_skip_below must be a probability") as e:
+        Detector.load(p)
+    assert "\n" not in str(e.value)
+
+
 def _copy_detector(tmp_path):
     src = shipped_weights()
     for p in src.parent.glob("camheal_[dc]*"):  # the detector and its estimators
