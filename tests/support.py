@@ -45,3 +45,17 @@ def make_photo(seed: int = 0, h: int = 240, w: int = 320) -> np.ndarray:
     lo, hi = np.percentile(img.mean(axis=2), [1, 99])  # full tonal range, like a good photo
     img = 0.03 + 0.94 * (img - lo) / max(hi - lo, 1e-3)
     return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
+
+
+def copy_detector(dest: Path) -> Path:
+    """Copy the shipped detector, its sidecar and the estimators it names into ``dest``;
+    returns the copied detector's path."""
+    import shutil
+
+    from camheald.vision.detector import read_sidecar, shipped_weights
+
+    src = shipped_weights()
+    for name in (src.name, *read_sidecar(src).get("estimators", {}).values()):
+        for f in (src.parent / name, (src.parent / name).with_suffix(".json")):
+            shutil.copy(f, dest / f.name)
+    return dest / src.name

@@ -5,8 +5,9 @@
         --exclude kodak24- --exclude val20- --val-include val20- \
         --export models/weights/camheal_cast.onnx
 
-``--task``: ``cast`` (colour cast: white-balance gains) or ``contrast`` (low contrast:
-per-channel affine levels).
+``--task``: ``cast`` (colour cast: white-balance gains), ``contrast`` (low contrast:
+per-channel affine levels) or ``noise`` (detection only: a score from native-resolution grain
+statistics, ``camheald.vision.grain``).
 
 1. Samples: random views of the photos, degraded by our generator (40 % the task's anomaly
    alone, 15 % it plus another anomaly, 25 % clean with camera jitter, 20 % another anomaly
@@ -41,7 +42,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.vision import cast, spec
-from camheald.vision.stacked import INPUTS, OUTPUTS, TASKS
+from camheald.vision.stacked import INPUTS, OUTPUTS, TASKS, Views
 
 logger = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ def _photo_samples(job: tuple[str, str, str, list[int], int]) -> dict[str, np.nd
         d = degrade(view, rng, anomalies, jitter=True)
         thumb = spec.thumbnail(d.image)
         small, small_target = cast.small(thumb), cast.small(spec.thumbnail(d.target))
-        feats.append(task.features(small))
+        feats.append(task.features(Views(d.image, thumb)))
         logits.append(_DETECTOR.run(d.image)["logits"][0])
         params.append(task.target(small, small_target))
         pixels.append(np.stack([cv2.resize(im, (PIXELS, PIXELS), interpolation=cv2.INTER_AREA)
@@ -193,9 +194,11 @@ def metrics(model, s: dict[str, np.ndarray]) -> dict[str, float]:
     with torch.no_grad():
         p, z = model(torch.from_numpy(s["features"]), torch.from_numpy(s["logits"]))
     y = s["label"] > 0.5
-    err = np.abs(p.numpy() - s["params"])
-    return {"params_l1": float(err.mean()), "params_l1_positive": float(err[y].mean()),
-            "auc": float(auc(z[:, 0].numpy(), y.astype(float)))}
+    out = {"auc": float(auc(z[:, 0].numpy(), y.astype(float)))}
+    if s["params"].shape[1]:
+        err = np.abs(p.numpy() - s["params"])
+        out.update(params_l1=float(err.mean()), params_l1_positive=float(err[y].mean()))
+    return out
 
 
 def _apply_gain(x, p):
@@ -241,9 +244,9 @@ def fit(train: dict[str, np.ndarray], a: argparse.Namespace,
     for step in bar:
         i = torch.randint(0, len(f), (a.batch,), generator=gen)
         g, z = model(f[i], lg[i])
-        loss = (torch.nn.functional.smooth_l1_loss(g, tg[i], beta=0.05)
-                + a.w_cls * torch.nn.functional.binary_cross_entropy_with_logits(
-                    z[:, 0], lab[i]))
+        loss = a.w_cls * torch.nn.functional.binary_cross_entropy_with_logits(z[:, 0], lab[i])
+        if tg.shape[1]:  # a detection-only task has no parameters
+            loss = loss + torch.nn.functional.smooth_l1_loss(g, tg[i], beta=0.05)
         if a.w_img > 0:
             x, t = px[i, 0], px[i, 1]
             loss = loss + a.w_img * (APPLY[a.task](x, g) - t).abs().mean()
@@ -315,7 +318,8 @@ def parity(model, data: bytes, n_features: int, atol: float = 1e-4) -> float:
         ref = [t.numpy() for t in model(torch.from_numpy(f), torch.from_numpy(z))]
     sess = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     got = sess.run(list(OUTPUTS), {"features": f, "logits": z})
-    diff = max(float(np.abs(r - g).max()) for r, g in zip(ref, got, strict=True))
+    diff = max(float(np.abs(r - g).max()) if r.size else 0.0  # no params: (B, 0)
+               for r, g in zip(ref, got, strict=True))
     if diff > atol:
         raise RuntimeError(f"ONNX Runtime and PyTorch differ by {diff:.2e} (> {atol})")
     return diff
@@ -340,6 +344,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
     from camheal_train.data import data_dir, list_photos
 
+    if a.w_img > 0 and a.task not in APPLY:
+        raise SystemExit(f"--w-img: the {a.task} task has no correction to apply")
     folder = data_dir(a.data)
     det = Path(a.detector)
     if not det.is_file():
@@ -349,7 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"no photos in {folder}")
     out = Path(a.out)
     det_sha = hashlib.sha256(det.read_bytes()).hexdigest()
-    tag = f"{a.task}-v2-{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"
+    version = TASKS[a.task].version
+    tag = f"{a.task}-{version}-{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"
     train = make_samples(a.task, photos, str(det), a.per_photo, a.seed, a.workers,
                          out / f"samples-{tag}.npz", not a.no_progress)
     val = None
@@ -358,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not vp:
             raise SystemExit(f"--val-include {a.val_include}: no photos in {folder}")
         val = make_samples(a.task, vp, str(det), 40, a.seed + 1000, a.workers,
-                           out / f"val-{a.task}-v2-{det_sha[:8]}-s{a.seed}-{len(vp)}.npz",
+                           out / f"val-{a.task}-{version}-{det_sha[:8]}-s{a.seed}-{len(vp)}.npz",
                            not a.no_progress)
     model = fit(train, a, val)
     temperature = calibrate_temperature(model, val) if val is not None else 1.0

@@ -71,7 +71,15 @@ def test_missing_detector_is_a_one_line_error(photos, tmp_path):
               str(tmp_path / "nope.onnx")])
 
 
-@pytest.mark.parametrize("task", sorted(TASKS))
+def test_a_detection_only_task_refuses_an_image_loss(photos, tmp_path):
+    from camheal_train.stacked_train import main
+
+    with pytest.raises(SystemExit, match="no correction to apply"):
+        main(["--task", "noise", "--data", str(photos), "--out", str(tmp_path), "--detector",
+              str(shipped_weights()), "--w-img", "4"])
+
+
+@pytest.mark.parametrize("task", sorted(t for t in TASKS if TASKS[t].n_params))
 def test_training_apply_matches_the_runtime_curves(task):
     import torch
 

@@ -105,20 +105,18 @@ def test_obstruction_breakdown_covers_every_kind(tmp_path):
 def test_calibrating_one_class_keeps_the_others(tmp_path):
     pytest.importorskip("torch", reason="evaluate imports the degradation library (torch)")
     import json
-    import shutil
 
     import cv2
 
     from camheal_train.evaluate import main
     from camheald.vision.detector import shipped_weights
-    from support import make_photo
+    from support import copy_detector, make_photo
 
     for i in range(2):
         cv2.imwrite(str(tmp_path / f"p{i}.png"), cv2.cvtColor(make_photo(i), cv2.COLOR_RGB2BGR))
     model = tmp_path / "m" / shipped_weights().name
     model.parent.mkdir()
-    for p in shipped_weights().parent.glob("camheal_[dc]*"):  # detector + estimators
-        shutil.copy(p, model.parent / p.name)
+    copy_detector(model.parent)
     side = model.with_suffix(".json")
     before = json.loads(side.read_text())
     before["thresholds"] = {k: 0.77 for k in before["thresholds"]}

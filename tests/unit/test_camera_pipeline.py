@@ -10,6 +10,7 @@ import pytest
 from camheald.capture.uri import parse_source
 from camheald.service.camera import Camera
 from camheald.service.vision import VisionEngine
+from support import copy_detector
 
 
 def wait_for(pred, timeout=10.0):
@@ -137,8 +138,7 @@ def test_the_engine_loads_the_stacked_estimators_as_configured(estimators):
 def test_a_broken_estimator_falls_back_to_the_network_alone(tmp_path):
     from camheald.vision.detector import shipped_weights
 
-    for p in shipped_weights().parent.glob("camheal_[dc]*"):  # the detector + estimators
-        shutil.copy(p, tmp_path / p.name)
+    copy_detector(tmp_path)
     (tmp_path / "camheal_cast.onnx").write_bytes(b"not a model" * 10)
     vision = VisionEngine(str(tmp_path / shipped_weights().name))
     vision.load()

@@ -18,9 +18,9 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.inference import backends
-from camheald.vision import cast, spec
+from camheald.vision import spec
 from camheald.vision.correct import Correction
-from camheald.vision.stacked import StackedModel
+from camheald.vision.stacked import StackedModel, Views
 from camheald.vision.types import Analysis
 
 logger = logging.getLogger(__name__)
@@ -234,11 +234,10 @@ class Detector:
         out = self._run(prep)
         logits = out["logits"][0].astype(np.float64)
         params = {}
-        run = self.estimators_to_run(out["logits"][0])
-        small = cast.small(prep["thumb"]) if run else None
-        for anomaly in run:
+        views = Views(rgb, prep["thumb"])
+        for anomaly in self.estimators_to_run(out["logits"][0]):
             params[anomaly], logits[ANOMALIES.index(anomaly)] = \
-                self.estimators[anomaly](small, out["logits"][0])
+                self.estimators[anomaly](views, out["logits"][0])
         probs = _sigmoid(logits)
         scores = {a: float(p) for a, p in zip(ANOMALIES, probs, strict=True)}
         detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a])

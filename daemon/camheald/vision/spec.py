@@ -59,6 +59,31 @@ def thumbnail(rgb: np.ndarray) -> np.ndarray:
     return cv2.resize(mid, (THUMB, THUMB), interpolation=cv2.INTER_AREA)
 
 
+def cell_texture(thumb: np.ndarray) -> np.ndarray:
+    """Mean gradient energy (|d/dx| + |d/dy| of grey) of each CROP_GRID x CROP_GRID cell of
+    the thumbnail, row-major (CROP_GRID**2 float32)."""
+    gray = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
+    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
+    energy = np.abs(gx) + np.abs(gy)
+    cell = THUMB // CROP_GRID
+    return energy.reshape(CROP_GRID, cell, CROP_GRID, cell).mean(axis=(1, 3)).ravel()
+
+
+def cell_origins(cells, height: int, width: int) -> list[tuple[int, int]]:
+    """Top-left (y, x) corners of CROP x CROP crops centred on the given grid cells (row-major
+    indices) of a frame of ``height`` x ``width`` (>= CROP), clamped inside it."""
+    out = []
+    for idx in cells:
+        cy, cx = divmod(int(idx), CROP_GRID)
+        yc = (cy + 0.5) / CROP_GRID * height
+        xc = (cx + 0.5) / CROP_GRID * width
+        y0 = min(max(round(yc - CROP / 2), 0), height - CROP)
+        x0 = min(max(round(xc - CROP / 2), 0), width - CROP)
+        out.append((y0, x0))
+    return out
+
+
 def crop_origins(thumb: np.ndarray, height: int, width: int) -> list[tuple[int, int]]:
     """Top-left corners of the N_CROPS native crops, in the most textured grid cells.
 
@@ -69,22 +94,8 @@ def crop_origins(thumb: np.ndarray, height: int, width: int) -> list[tuple[int, 
     Returns:
         N_CROPS (y, x) corners, distinct cells, in descending texture order.
     """
-    gray = cv2.cvtColor(thumb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    gx = cv2.Sobel(gray, cv2.CV_32F, 1, 0, ksize=3)
-    gy = cv2.Sobel(gray, cv2.CV_32F, 0, 1, ksize=3)
-    energy = np.abs(gx) + np.abs(gy)
-    cell = THUMB // CROP_GRID
-    score = energy.reshape(CROP_GRID, cell, CROP_GRID, cell).mean(axis=(1, 3)).ravel()
-    order = np.argsort(-score, kind="stable")[:N_CROPS]
-    out = []
-    for idx in order:
-        cy, cx = divmod(int(idx), CROP_GRID)
-        yc = (cy + 0.5) / CROP_GRID * height
-        xc = (cx + 0.5) / CROP_GRID * width
-        y0 = int(np.clip(round(yc - CROP / 2), 0, height - CROP))
-        x0 = int(np.clip(round(xc - CROP / 2), 0, width - CROP))
-        out.append((y0, x0))
-    return out
+    order = np.argsort(-cell_texture(thumb), kind="stable")[:N_CROPS]
+    return cell_origins(order, height, width)
 
 
 def crops(rgb: np.ndarray, thumb: np.ndarray) -> np.ndarray:

@@ -1,12 +1,15 @@
-"""Estimators stacked on the detector: one global anomaly each, scored and corrected anew.
+"""Estimators stacked on the detector: one anomaly each, scored (and corrected) anew.
 
-The detector network ranks and corrects some global anomalies poorly (colour cast: no better
-than gray world; low contrast: barely past auto levels). Each estimator here is a small MLP
-over hand-made statistics of the detector's thumbnail plus the network's seven logits that
-returns the parameters of that anomaly's correction and a logit for the anomaly, which
-replaces the network's. Both become ordinary tone curves (``Task.curves``), so
-``apply_global`` applies them unchanged. Trained by ``camheal_train.stacked_train``; each
-ONNX has a JSON sidecar naming the detector (sha256) whose logits it was trained on.
+The detector network ranks and corrects some anomalies poorly (colour cast: no better than
+gray world; low contrast: barely past auto levels; noise: it sees grain only in four crops
+picked for texture). Each estimator here is a small MLP over hand-made statistics of the
+frame (``Views``: the detector's thumbnail, its 64x64 copy, native-resolution crops) plus
+the network's seven logits that returns a logit for its anomaly, which replaces the
+network's, and for the global anomalies the parameters of that anomaly's correction, which
+become ordinary tone curves (``Task.curves``), so ``apply_global`` applies them unchanged.
+Detection-only tasks (noise, overexposure) return no parameters. Trained by
+``camheal_train.stacked_train``; each ONNX has a JSON sidecar naming the detector (sha256)
+whose logits it was trained on.
 
 ONNX: inputs ``features`` (B x n_features), ``logits`` (B x 7); outputs ``params``
 (B x n_params), ``logit`` (B x 1); metadata ``camheal.task`` and ``camheal.features``.
@@ -18,30 +21,62 @@ import hashlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 
-from camheald.vision import cast, tone
+from camheald.vision import cast, grain, tone
+
+
+class Views:
+    """What the estimators look at in one frame, each computed once and only when asked."""
+
+    def __init__(self, rgb: np.ndarray, thumb: np.ndarray) -> None:
+        self.rgb = rgb  # the frame, HxWx3 uint8 RGB
+        self.thumb = thumb  # its detector thumbnail (``spec.thumbnail``)
+
+    @cached_property
+    def small(self) -> np.ndarray:
+        """64x64 copy of the thumbnail (``cast.small``)."""
+        return cast.small(self.thumb)
+
+    @cached_property
+    def levels(self) -> np.ndarray:
+        """Level statistics of ``small`` (``tone.features``), shared by two estimators."""
+        return tone.features(self.small)
 
 
 @dataclass(frozen=True)
 class Task:
-    """What one estimator looks at and what its parameters mean."""
+    """What one estimator looks at and what its parameters mean.
+
+    A detection-only task (``n_params`` 0, ``curves`` None) only replaces its anomaly's
+    score; ``target`` then returns an empty vector.
+    """
 
     anomaly: str
-    features: Callable[[np.ndarray], np.ndarray]  # cast.small(thumbnail) -> feature vector
+    features: Callable[[Views], np.ndarray]
     n_features: int
     n_params: int
-    curves: Callable[[np.ndarray], np.ndarray]  # params -> 3 x N_KNOTS tone curves
-    target: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (degraded, clean) -> params
+    curves: Callable[[np.ndarray], np.ndarray] | None  # params -> 3 x N_KNOTS tone curves
+    target: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (degraded, clean) small -> params
+    version: str = "v2"  # of the features: training caches its samples under it
+
+
+def _no_params(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
+    return np.zeros(0, np.float32)
 
 
 TASKS: dict[str, Task] = {
-    "cast": Task("color_cast", cast.features, cast.N_FEATURES, 3, cast.gain_curves,
-                 cast.oracle_log_gain),
-    "contrast": Task("low_contrast", tone.features, tone.N_FEATURES, tone.N_PARAMS,
-                     tone.affine_curves, tone.oracle_affine),
+    "cast": Task("color_cast", lambda v: cast.features(v.small), cast.N_FEATURES, 3,
+                 cast.gain_curves, cast.oracle_log_gain),
+    "contrast": Task("low_contrast", lambda v: v.levels, tone.N_FEATURES,
+                     tone.N_PARAMS, tone.affine_curves, tone.oracle_affine),
+    "overexposure": Task("overexposed", lambda v: v.levels, tone.N_FEATURES, 0, None,
+                         _no_params),
+    "noise": Task("noise", lambda v: grain.features(v.rgb, v.thumb), grain.N_FEATURES, 0,
+                  None, _no_params, grain.VERSION),
 }
 INPUTS = ("features", "logits")
 OUTPUTS = ("params", "logit")
@@ -87,10 +122,9 @@ class StackedModel:
             raise ValueError(f"{path}: not a camheal estimator for these features")
         return cls(task, sess, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
 
-    def __call__(self, small: np.ndarray, logits: np.ndarray) -> tuple[np.ndarray, float]:
-        """(params, logit) for the 64x64 copy of a thumbnail (``cast.small``) and the
-        detector's logits (7,)."""
+    def __call__(self, views: Views, logits: np.ndarray) -> tuple[np.ndarray, float]:
+        """(params, logit) for a frame's ``Views`` and the detector's logits (7,)."""
         p, z = self._session.run(list(OUTPUTS), {
-            "features": self.task.features(small)[None],
+            "features": self.task.features(views)[None],
             "logits": np.asarray(logits, np.float32).reshape(1, -1)})
         return p[0].astype(np.float32), float(z[0, 0])
