@@ -1,7 +1,8 @@
-"""Stacked estimators (colour cast, low contrast): features, corrections, the shipped ones."""
+"""Stacked estimators (colour cast, low contrast, noise): features, corrections, wiring."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -79,17 +80,21 @@ def _net_probs(det: Detector, rgb: np.ndarray) -> dict[str, float]:
     return {a: float(1 / (1 + np.exp(-z[ANOMALIES.index(a)]))) for a in spec.GLOBAL_ANOMALIES}
 
 
+def _cast_frame(det: Detector) -> tuple[np.ndarray, dict[str, float]]:
+    """A tinted frame the network also calls a cast, and nothing else global."""
+    for seed in range(20):
+        photo = linear_gain(make_photo(seed, 240, 320), [1.0, 0.85, 0.5])
+        net = _net_probs(det, photo)
+        if net["color_cast"] >= 0.5 and max(v for a, v in net.items() if a != "color_cast") < 0.5:
+            return photo, net
+    pytest.fail("no generated frame that the network calls a cast alone")
+
+
 def test_a_cast_alone_is_corrected_with_the_estimators_gain():
     # Wiring only: how well it corrects is measured on real photos (MODEL_CARD, Kodak);
     # generated test images are far from them and the estimator's guesses there are poor.
     det = Detector.load()
-    for seed in range(20):  # a tinted frame the network also calls a cast, and nothing else
-        photo = linear_gain(make_photo(seed, 240, 320), [1.0, 0.85, 0.5])
-        net = _net_probs(det, photo)
-        if net["color_cast"] >= 0.5 and max(v for a, v in net.items() if a != "color_cast") < 0.5:
-            break
-    else:
-        pytest.fail("no generated frame that the network calls a cast alone")
+    photo, net = _cast_frame(det)
     views = Views(photo, spec.prepare(photo)["thumb"])
     gain, logit = det.estimators["color_cast"](views, det.run(photo)["logits"][0])
     _only_cast_gated(det)
@@ -103,6 +108,17 @@ def test_a_cast_alone_is_corrected_with_the_estimators_gain():
     b = det.analyze(photo)
     assert b.correction is not None
     assert np.allclose(b.correction.curves, det.run(photo)["curves"][0], atol=1e-6)
+
+
+def test_a_detection_only_estimator_leaves_the_networks_correction():
+    det = Detector.load()
+    photo, _ = _cast_frame(det)
+    _only_cast_gated(det)
+    est = det.estimators["color_cast"]
+    est.task = dataclasses.replace(est.task, curves=None, n_params=0)  # scores, no curves
+    a = det.analyze(photo)
+    assert a.correction is not None
+    assert np.allclose(a.correction.curves, det.run(photo)["curves"][0], atol=1e-6)
 
 
 def test_no_cast_correction_unless_the_network_agrees():

@@ -208,12 +208,14 @@ class Detector:
             # estimator alone recoloured 15 of Kodak's 72 clean photos at the 0.8 gate)
             # and towards no other global anomaly (the contrast estimator's levels did worse
             # than the network's curves on overexposed frames it took for low contrast).
+            # A detection-only estimator (no curves) leaves the network's correction, under
+            # the same first condition.
             net = {a: _sigmoid(float(out["logits"][0, ANOMALIES.index(a)]))
                    for a in spec.GLOBAL_ANOMALIES}
             if net[only] < self.estimator_network_gate:
                 return None
-            if only in params and all(v < self.estimator_network_gate
-                                      for a, v in net.items() if a != only):
+            if only in params and self.estimators[only].task.curves is not None \
+                    and all(v < self.estimator_network_gate for a, v in net.items() if a != only):
                 return (self.estimators[only].task.curves(params[only]),
                         np.eye(3, dtype=np.float32))
         return out["curves"][0].astype(np.float32), out["matrix"][0].astype(np.float32)

@@ -7,7 +7,7 @@ frame (``Views``: the detector's thumbnail, its 64x64 copy, native-resolution cr
 the network's seven logits that returns a logit for its anomaly, which replaces the
 network's, and for the global anomalies the parameters of that anomaly's correction, which
 become ordinary tone curves (``Task.curves``), so ``apply_global`` applies them unchanged.
-Detection-only tasks (noise, overexposure) return no parameters. Trained by
+A detection-only task (noise) returns no parameters. Trained by
 ``camheal_train.stacked_train``; each ONNX has a JSON sidecar naming the detector (sha256)
 whose logits it was trained on.
 
@@ -41,11 +41,6 @@ class Views:
         """64x64 copy of the thumbnail (``cast.small``)."""
         return cast.small(self.thumb)
 
-    @cached_property
-    def levels(self) -> np.ndarray:
-        """Level statistics of ``small`` (``tone.features``), shared by two estimators."""
-        return tone.features(self.small)
-
 
 @dataclass(frozen=True)
 class Task:
@@ -71,10 +66,8 @@ def _no_params(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
 TASKS: dict[str, Task] = {
     "cast": Task("color_cast", lambda v: cast.features(v.small), cast.N_FEATURES, 3,
                  cast.gain_curves, cast.oracle_log_gain),
-    "contrast": Task("low_contrast", lambda v: v.levels, tone.N_FEATURES,
+    "contrast": Task("low_contrast", lambda v: tone.features(v.small), tone.N_FEATURES,
                      tone.N_PARAMS, tone.affine_curves, tone.oracle_affine),
-    "overexposure": Task("overexposed", lambda v: v.levels, tone.N_FEATURES, 0, None,
-                         _no_params),
     "noise": Task("noise", lambda v: grain.features(v.rgb, v.thumb), grain.N_FEATURES, 0,
                   None, _no_params, grain.VERSION),
 }
