@@ -84,8 +84,8 @@ def headline(results: dict) -> tuple[str, list[str]]:
         med = det(results, "onnxruntime", 1, "1080p")
         ran = det(results, "onnxruntime", 1, "1080p", "estimators_run", None)
         every = det(results, ALL_ESTIMATORS, 1, "1080p", stat="cpu_ms")
-        others = ([f"with both estimators (a frame the network suspects of a cast or low "
-                   f"contrast) {f(every, 2)} ms"] if every else []) + \
+        others = ([f"with every estimator run (a frame the network suspects of a cast, low "
+                   f"contrast and noise) {f(every, 2)} ms"] if every else []) + \
             ([f"without the estimators {f(net_only, 2)} ms"] if net_only else [])
         ran_text = f": {ran} ran on this frame" if ran is not None else ""
         rows.append(["Detector, ONNX Runtime, 1 thread, per analysed 1080p frame (preprocessing "
