@@ -32,8 +32,11 @@ def test_crack_is_found_reported_and_filled(start_daemon, bus_address, tmp_path)
         client.on_health(on_event)
         cam = client.camera()
         assert got.wait(40), f"no persistent defect reported; events: {seen[-5:]}"
-        defects = cam.health()["defects"]
+        health = cam.health()
+        defects = health["defects"]
         assert defects and defects[0]["kind"] in ("crack", "dirt")
+        # a standing persistent defect is what makes the lens count as obstructed
+        assert "obstruction" in health["detected"]
         x, y, w, h = defects[0]["bbox"]
         assert 0 <= x < 320 and 0 <= y < 180 and w > 0 and h > 0
         # the mask, as PNG

@@ -127,6 +127,21 @@ def test_detected_noise_and_blur_are_restored_on_the_corrected_stream_only(tmp_p
     assert cam.latest(True).restore == ()
 
 
+def test_health_reports_anomalies_at_the_models_calibrated_thresholds(tmp_path):
+    folder = tmp_path / "frames"
+    make_folder(folder, 1)
+    vision = VisionEngine(str(tmp_path / "none.onnx"))  # not loaded yet: the shared levels
+    cam = Camera("t", parse_source(f"file:{folder}?fps=50"), vision)
+    assert cam.health.thresholds == {} and cam.health.levels("color_cast") == (0.6, 0.35)
+    vision.model_path = None  # the shipped detector, loaded later (as the daemon does)
+    vision.load()
+    assert vision.ready, vision.error
+    cam.model_changed()
+    assert cam.health.thresholds == vision.detector.thresholds
+    assert cam.health.levels("color_cast")[0] == vision.detector.thresholds["color_cast"]
+    assert cam.health_report()["model"] == vision.name
+
+
 @pytest.mark.parametrize("estimators", [True, False])
 def test_the_engine_loads_the_stacked_estimators_as_configured(estimators):
     vision = VisionEngine(None, estimators=estimators)

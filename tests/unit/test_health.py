@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from camheal.constants import ANOMALIES
 from camheald.service.health import HealthConfig, HealthTracker
@@ -42,3 +43,35 @@ def test_frozen_and_no_signal_states():
     assert h.observe_tick(3.0) == []
     assert [e.name for e in h.observe_tick(4.0)] == ["no_signal"]
     assert [e.name for e in h.observe_frame(frame, 4.1)] == ["ok"]
+
+
+def test_an_anomaly_is_reported_at_its_calibrated_threshold():
+    h = HealthTracker(HealthConfig(alpha=1.0, on=0.6, off=0.35, confirm=1),
+                      thresholds={"color_cast": 0.985, "blur": 0.5})
+    on, off = h.levels("color_cast")
+    assert on == 0.985 and 0.95 < off < 0.985
+    # the same log-odds gap as the shared levels: a 0.6 threshold keeps on 0.6 / off 0.35
+    assert HealthTracker(thresholds={"noise": 0.6}).levels("noise") == \
+        (0.6, pytest.approx(0.35))
+    assert h.levels("noise") == (0.6, 0.35)  # no calibrated threshold: the shared levels
+    assert h.observe_analysis(scores(color_cast=0.9), now=1) == []  # was an alarm at 0.6
+    events = h.observe_analysis(scores(color_cast=0.99, blur=0.55), now=2)
+    assert [(e.kind, e.name) for e in events] == [("detected", "blur"), ("detected", "color_cast")]
+    assert h.observe_analysis(scores(color_cast=off + 0.005, blur=0.3), now=3) == []
+    events = h.observe_analysis(scores(color_cast=off - 0.005, blur=0.2), now=4)
+    assert [(e.kind, e.name) for e in events] == [("cleared", "blur"), ("cleared", "color_cast")]
+
+
+def test_obstruction_is_reported_by_the_defect_tracker_not_by_its_score():
+    h = HealthTracker(HealthConfig(alpha=1.0, confirm=1), thresholds={"obstruction": 0.88})
+    for t in range(5):
+        assert h.observe_analysis(scores(obstruction=0.99), now=t) == []
+    assert h.snapshot()["scores"]["obstruction"] == 0.99 and h.snapshot()["detected"] == []
+    ev = h.set_detected("obstruction", True, 0.8, now=6)
+    assert [(e.kind, e.name, e.score) for e in ev] == [("detected", "obstruction", 0.8)]
+    assert h.set_detected("obstruction", True, 0.9, now=7) == []  # no repeat
+    assert h.observe_analysis(scores(obstruction=0.0), now=8) == []  # the score cannot clear it
+    assert h.snapshot()["detected"] == ["obstruction"] and h.snapshot()["since"]["obstruction"] == 6
+    ev = h.set_detected("obstruction", False, now=9)
+    assert [(e.kind, e.name) for e in ev] == [("cleared", "obstruction")]
+    assert h.snapshot()["detected"] == []

@@ -162,7 +162,7 @@ class Server:
             for cam_id, camera in fresh.items():
                 try:
                     await self._loop.run_in_executor(None, camera.vision.load)
-                    camera.health.model = camera.vision.name or camera.vision.error
+                    camera.model_changed()
                     camera.correct_enabled = self.manager.settings.correct_for(
                         cam_id, camera.correct_enabled)
                     self.manager.cameras[cam_id] = camera

@@ -77,8 +77,9 @@ class Camera:
         self.defects = DefectTracker()
         self._defects_lock = threading.Lock()  # not _lock: an update must not delay frames
         self.stats = CameraStats()
-        self.health = HealthTracker(model=vision.name or vision.error)
+        self.health = HealthTracker()
         self._lock = threading.Lock()
+        self.model_changed()
         self._sinks: list[FrameSink] = []
         self._raw: PublishedFrame | None = None
         self._corrected: PublishedFrame | None = None
@@ -167,6 +168,13 @@ class Camera:
             self._new_frame.wait_for(
                 lambda: self._raw is not None and self._raw.seq > after_seq, timeout)
             return self._corrected
+
+    def model_changed(self) -> None:
+        """Point the health report at the (re)loaded model: its name and the calibrated
+        per-anomaly thresholds its anomalies are reported at."""
+        with self._lock:
+            self.health.model = self.vision.name or self.vision.error
+            self.health.thresholds = self.vision.thresholds
 
     def health_report(self) -> dict[str, object]:
         """Source state, anomalies, persistent lens defects and scene state, as plain types.
@@ -386,10 +394,15 @@ class Camera:
         try:
             with self._defects_lock:
                 found = self.defects.update(image, analysis.mask if analysis else None)
+                confidence = max((d.confidence for d in self.defects.defects()), default=None)
         except Exception:  # noqa: BLE001 - the tracker must not stop analysis
             logger.exception("camera %s: defect tracking failed", self.id)
             return
-        self._emit([defect_event(e) for e in found])
+        # the lens counts as obstructed while a persistent defect (or "covered") stands
+        with self._lock:
+            events = self.health.set_detected("obstruction", confidence is not None,
+                                              float(confidence or 0.0))
+        self._emit([defect_event(e) for e in found] + events)
 
     def _maybe_keep(self, image: np.ndarray, analysis: Analysis) -> None:
         """Keep an anomalous frame for on-device adaptation, only when collection is on."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -28,7 +29,12 @@ class HealthEvent:
 
 @dataclass
 class HealthConfig:
-    """Smoothing and hysteresis; thresholds apply to the smoothed score."""
+    """Smoothing and hysteresis; thresholds apply to the smoothed score.
+
+    ``on``/``off`` are the levels of an anomaly without a calibrated threshold; one with a
+    threshold (``HealthTracker.thresholds``) is reported at it and cleared below the level
+    the same distance under it in log-odds as ``off`` is under ``on``.
+    """
 
     alpha: float = 0.35  # EMA weight of the newest analysis
     on: float = 0.6
@@ -45,6 +51,14 @@ class HealthTracker:
     config: HealthConfig = field(default_factory=HealthConfig)
     state: str = "starting"
     model: str = ""
+    # the detector's calibrated per-anomaly thresholds (its sidecar's): an anomaly is
+    # reported where the detector itself would report it, not at a level shared by all
+    thresholds: dict[str, float] = field(default_factory=dict)
+    # anomalies reported by another judge through ``set_detected`` instead of by their
+    # scores: a lens obstruction by the persistent-defect tracker (the detector's own
+    # single-frame obstruction score scored F1 0.0 on Kodak and sat at 0.56-0.88 on clean
+    # real clips, where it raised an alarm within a few analyses)
+    judged_elsewhere: frozenset[str] = frozenset({"obstruction"})
     scores: dict[str, float] = field(default_factory=lambda: {a: 0.0 for a in ANOMALIES})
     detected: dict[str, float] = field(default_factory=dict)  # name -> wall time since
     state_since: float = field(default_factory=time.time)
@@ -63,12 +77,15 @@ class HealthTracker:
             p = float(scores.get(name, 0.0))
             s = (1 - cfg.alpha) * self.scores[name] + cfg.alpha * p
             self.scores[name] = s
+            if name in self.judged_elsewhere:
+                continue
+            on, off = self.levels(name)
             if name in self.detected:
-                if s < cfg.off:
+                if s < off:
                     del self.detected[name]
                     self._streak[name] = 0
                     events.append(HealthEvent("cleared", name, now, s))
-            elif s >= cfg.on:
+            elif s >= on:
                 self._streak[name] = self._streak.get(name, 0) + 1
                 if self._streak[name] >= cfg.confirm:
                     self.detected[name] = now
@@ -76,6 +93,28 @@ class HealthTracker:
             else:
                 self._streak[name] = 0
         return events
+
+    def levels(self, name: str) -> tuple[float, float]:
+        """(on, off) smoothed-score levels at which ``name`` is reported and cleared."""
+        cfg = self.config
+        if name not in self.thresholds:
+            return cfg.on, cfg.off
+        on = min(max(float(self.thresholds[name]), 1e-4), 1 - 1e-4)
+        gap = _logit(cfg.on) - _logit(cfg.off)
+        return on, 1.0 / (1.0 + math.exp(gap - _logit(on)))
+
+    def set_detected(self, name: str, present: bool, score: float = 1.0,
+                     now: float | None = None) -> list[HealthEvent]:
+        """Report or clear ``name`` on another judge's word (``judged_elsewhere``); returns
+        the event, if the state changed."""
+        now = time.time() if now is None else now
+        if present and name not in self.detected:
+            self.detected[name] = now
+            return [HealthEvent("detected", name, now, score)]
+        if not present and name in self.detected:
+            del self.detected[name]
+            return [HealthEvent("cleared", name, now, score)]
+        return []
 
     def observe_frame(self, thumb: np.ndarray | None, now_mono: float,
                       now: float | None = None) -> list[HealthEvent]:
@@ -117,3 +156,7 @@ class HealthTracker:
             "scores": {n: round(v, 4) for n, v in self.scores.items()},
             "model": self.model,
         }
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1.0 - p))

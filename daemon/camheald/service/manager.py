@@ -105,7 +105,7 @@ class CameraManager:
         self.images.vision.load()
         for camera in self.cameras.values():
             camera.vision.load()
-            camera.health.model = camera.vision.name or camera.vision.error
+            camera.model_changed()
 
     def start(self) -> None:
         set_opencv_threads(len(self.cameras))

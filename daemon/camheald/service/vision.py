@@ -76,6 +76,11 @@ class VisionEngine:
     def ready(self) -> bool:
         return self.detector is not None
 
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The loaded model's calibrated per-anomaly thresholds ({} without them)."""
+        return dict(getattr(self.detector, "thresholds", None) or {})
+
     def analyze(self, rgb: np.ndarray) -> Analysis | None:
         """Run the detector on one frame (HxWx3 uint8 RGB); None without a model."""
         if self.detector is None:
