@@ -4,11 +4,11 @@ native resolution.
 Noise vanishes when a frame is shrunk, so the detector network sees it only in its four
 native crops, which sit where the thumbnail is most textured (for blur), exactly where
 texture hides grain. These statistics add four crops from the *flattest* grid cells and
-measure, per crop: Immerkaer's noise sigma of luma and of the two log-free chroma differences
-(R - G, B - G), the chroma sigma after a 2x area shrink (blotchy colour noise survives it,
-white noise halves), the share of impulse pixels (far from their 3x3 median), 8-px block
-edges against the other pixel steps (JPEG), and the mean level (noise is signal-dependent);
-plus the same sigmas on the thumbnail, where the grain is averaged away. The stacked noise
+measure, per crop: Immerkaer's noise sigma of luma and of the chroma differences R - G and
+B - G, the chroma sigma after a 2x area shrink (blotchy colour noise survives it, white noise
+halves), the share of impulse pixels (far from their 3x3 median), 8-px block edges against
+the other pixel steps (JPEG), and the mean level (noise is signal-dependent); plus the same
+sigmas in the same cells of the thumbnail, where the grain is averaged away. The stacked noise
 estimator (``camheald.vision.stacked``, task ``noise``) turns them and the network's logits
 into a score. numpy/OpenCV only.
 """
