@@ -74,7 +74,8 @@ def diagnose(args: argparse.Namespace) -> int:
 
 
 def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis, tuple[str, ...]]:
-    """Correct one frame: denoise, global tone/colour, sharpen, as detected.
+    """Correct one frame: denoise, global tone/colour, sharpen, as detected (a blur that
+    looks like motion, ``vision.directional``, is not sharpened: unsharp masking hurts it).
 
     Blur and noise go to the learned restorer (one pass, on the frame as captured: it was
     trained on normally exposed photos) for the anomalies it is shipped for, else to the
@@ -83,7 +84,7 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     Returns:
         (corrected HxWx3 uint8, analysis, actions actually applied)
     """
-    from camheald.vision import restore
+    from camheald.vision import directional, restore
 
     a = det.analyze(rgb)
     out = rgb
@@ -102,7 +103,7 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     if a.correction is not None:
         out = apply_global(out, a.correction)
         done += [x for x in a.actions if x in ("tone_curve", "color_matrix")]
-    if "blur" in local and "blur" not in learned:
+    if "blur" in local and "blur" not in learned and directional.sharpens(a.extra):
         out = restore.sharpen(out, a.extra.get("severity.blur", 0.5))
         done.append("sharpen")
     return out, a, tuple(done)

@@ -125,6 +125,13 @@ def test_detected_noise_and_blur_are_restored_on_the_corrected_stream_only(tmp_p
     cam.restore_enabled, cam.correct_enabled = True, False  # restoration rides on correction
     cam._process(bgr, True, 3)
     assert cam.latest(True).restore == ()
+    # a blur that looks like motion (vision.directional) is not sharpened; noise still is
+    cam.correct_enabled = True
+    cam._analysis = Analysis({"noise": 0.9, "blur": 0.8}, detected=("blur", "noise"),
+                             extra={"severity.noise": 0.3, "severity.blur": 0.6,
+                                    "blur.coherence": 0.8})
+    cam._process(bgr, True, 4)
+    assert cam.latest(True).restore == (("denoise", 0.3),)
 
 
 def test_health_reports_anomalies_at_the_models_calibrated_thresholds(tmp_path):

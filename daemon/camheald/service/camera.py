@@ -20,6 +20,7 @@ from camheald.service.defects import Defect, DefectEvent, DefectTracker
 from camheald.service.frames import PublishedFrame
 from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
+from camheald.vision import directional
 from camheald.vision.correct import Correction
 from camheald.vision.types import Analysis
 
@@ -315,8 +316,9 @@ class Camera:
         decision as ``VisionEngine.correct``: the analysis' correction when correction is on;
         an identity correction is skipped (the pixels would not change) but its actions are
         still reported. With restoration on too, detected noise adds a clamped-mean denoise
-        and detected blur an unsharp mask, each as strong as the detector's severity (the
-        cheap CPU fallbacks of ``vision.restore``; the learned restorer is for stills).
+        and detected blur an unsharp mask (unless it looks like motion blur:
+        ``vision.directional``), each as strong as the detector's severity (the cheap CPU
+        fallbacks of ``vision.restore``; the learned restorer is for stills).
         """
         settings = (self.correct_enabled, self.restore_enabled)
         plan = self._plan
@@ -332,7 +334,8 @@ class Camera:
             if self.restore_enabled:
                 ops = tuple((op, float(analysis.extra.get(f"severity.{name}", 0.5)))
                             for name, op in (("noise", "denoise"), ("blur", "sharpen"))
-                            if name in analysis.detected)
+                            if name in analysis.detected
+                            and (op != "sharpen" or directional.sharpens(analysis.extra)))
                 actions = (*actions, *(op for op, _ in ops))
         self._plan = (analysis, settings, scores, correction, actions, ops)
         return scores, correction, actions, ops

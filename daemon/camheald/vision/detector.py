@@ -18,7 +18,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.inference import backends
-from camheald.vision import spec
+from camheald.vision import directional, spec
 from camheald.vision.correct import Correction
 from camheald.vision.stacked import StackedModel, Views
 from camheald.vision.types import Analysis
@@ -231,7 +231,8 @@ class Detector:
             Analysis with scores for every anomaly, detections, a Correction (or None when
             no global anomaly is detected), the coarse obstruction mask, and in ``actions``
             the global corrections that ``apply_global(rgb, correction)`` performs
-            ("tone_curve", "color_matrix"); ``extra`` holds "severity.<anomaly>" in [0, 1].
+            ("tone_curve", "color_matrix"); ``extra`` holds "severity.<anomaly>" in [0, 1]
+            and, when blur is detected, "blur.coherence" (``vision.directional``).
         """
         prep = spec.prepare(rgb)
         out = self._run(prep)
@@ -259,6 +260,8 @@ class Detector:
                 actions += ["color_matrix"] if colour else []
         sev = out["severity"][0]
         extra = {f"severity.{a}": float(s) for a, s in zip(ANOMALIES, sev, strict=True)}
+        if "blur" in detected:  # motion or defocus? (whether an unsharp mask can help)
+            extra["blur.coherence"] = directional.coherence(rgb)
         mask = _sigmoid(out["mask"][0, 0]).astype(np.float32)
         return Analysis(scores=scores, detected=detected, correction=correction, mask=mask,
                         actions=tuple(actions), model=self.name, extra=extra)
