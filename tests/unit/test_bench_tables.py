@@ -27,3 +27,36 @@ def test_a_repetition_without_baselines_has_no_ratio():
     res["decode"]["720p"] = []
     assert paired_ratios(res, "720p-1c") == []
     assert paired_ratios(res, "1080p-1c") == []
+
+
+def test_detector_rows_are_looked_up_by_backend_and_part():
+    from benchmarks.tables import ALL_ESTIMATORS, det
+
+    rows = [{"backend": "onnxruntime", "threads": 1, "res": "1080p", "estimators_run": 0,
+             "analyze": {"median_ms": 5.0, "cpu_ms": 5.5}},
+            {"backend": ALL_ESTIMATORS, "threads": 1, "res": "1080p", "estimators_run": 3,
+             "analyze": {"median_ms": 9.0, "cpu_ms": 9.5}}]
+    res = {"model": {"detector": rows}}
+    assert det(res, "onnxruntime", 1, "1080p", stat="cpu_ms") == 5.5
+    assert det(res, ALL_ESTIMATORS, 1, "1080p") == 9.0
+    assert det(res, ALL_ESTIMATORS, 1, "1080p", "estimators_run", None) == 3
+    assert det(res, "onnxruntime", 1, "1080p", "infer") is None  # a part not measured
+    assert det(res, "onnxruntime", 2, "1080p") is None
+
+
+def test_eval_health_reports_each_clip(tmp_path, capsys):
+    import cv2
+    from benchmarks.eval_health import main
+
+    from support import make_photo
+
+    with pytest.raises(SystemExit, match="no .avi/.mp4 clips"):
+        main([str(tmp_path)])
+    out = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                          (160, 120))
+    for i in range(6):
+        out.write(cv2.cvtColor(make_photo(i, 120, 160), cv2.COLOR_RGB2BGR))
+    out.release()
+    assert main([str(tmp_path), "--step", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "| clip.avi | 3 |" in text and "Single-frame scores" in text
