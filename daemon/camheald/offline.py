@@ -35,7 +35,10 @@ def _load_detector() -> Detector | None:
 def report(file: str, a: Analysis, actions: tuple[str, ...] | None = None) -> dict:
     """JSON-able report for one file: {"file", "scores", "detected", "actions"}."""
     if actions is None:  # suggestions: global corrections + local restorations
-        actions = (*a.actions, *(LOCAL_ACTIONS[d] for d in a.detected if d in LOCAL_ACTIONS))
+        from camheald.vision import directional
+
+        actions = (*a.actions, *(LOCAL_ACTIONS[d] for d in a.detected if d in LOCAL_ACTIONS
+                                 and (d != "blur" or directional.sharpens(a.extra))))
     return {"file": file, "scores": {k: round(v, 4) for k, v in a.scores.items()},
             "detected": list(a.detected), "actions": list(actions)}
 

@@ -42,7 +42,7 @@ def test_only_a_blur_that_looks_directional_is_left_unsharpened():
 
 
 def test_the_detector_measures_it_on_blurred_frames_and_correct_skips_motion():
-    from camheald.offline import correct_image
+    from camheald.offline import correct_image, report
     from camheald.vision.detector import Detector
 
     det = Detector.load()
@@ -57,3 +57,6 @@ def test_the_detector_measures_it_on_blurred_frames_and_correct_skips_motion():
     _, a, done = correct_image(det, motion)
     assert "blur" in a.detected and a.extra["blur.coherence"] > directional.SHARPEN_BELOW
     assert "sharpen" not in done
+    # diagnose suggests what correct would do
+    assert "sharpen" not in report("m.png", a)["actions"]
+    assert "sharpen" in report("d.png", det.analyze(defocus))["actions"]
