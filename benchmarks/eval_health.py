@@ -9,7 +9,7 @@ analysis per sampled frame), and prints, per clip, the anomalies it would report
 * *shipped*: each anomaly at the detector's calibrated threshold, obstruction left to the
   persistent-defect tracker (which ``benchmarks/eval_defects.py`` measures on these clips);
 * *shared levels*: every anomaly, obstruction included, at the shared 0.6 / 0.35 levels (the
-  daemon before 2026-12-02).
+  daemon before 2026-12-02, but with today's log-odds smoothing).
 
 The clips are clean, so every report is a false alarm. Also the median and 90th percentile
 of each anomaly's single-frame score. Prints Markdown.

@@ -75,3 +75,18 @@ def test_obstruction_is_reported_by_the_defect_tracker_not_by_its_score():
     ev = h.set_detected("obstruction", False, now=9)
     assert [(e.kind, e.name) for e in ev] == [("cleared", "obstruction")]
     assert h.snapshot()["detected"] == []
+
+
+def test_a_steady_score_crosses_a_threshold_near_one_about_as_fast_as_0_6():
+    def first_alarm(thresholds: dict[str, float], p: float) -> int:
+        h = HealthTracker(thresholds=thresholds)  # default smoothing, confirm 2
+        return next(t for t in range(50)
+                    for e in h.observe_analysis(scores(noise=p), now=t) if e.kind == "detected")
+
+    # smoothing log-odds: 0.98 is reached in a few analyses (an average of probabilities
+    # needed 9 to climb from 0 to 0.98 at weight 0.35)
+    assert first_alarm({"noise": 0.98}, 0.999) <= 4
+    assert first_alarm({}, 0.999) <= 3  # the shared 0.6 level
+    # and a score just under the threshold never gets there
+    h = HealthTracker(thresholds={"noise": 0.98})
+    assert all(h.observe_analysis(scores(noise=0.97), now=t) == [] for t in range(100))

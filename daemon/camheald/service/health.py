@@ -36,7 +36,7 @@ class HealthConfig:
     the same distance under it in log-odds as ``off`` is under ``on``.
     """
 
-    alpha: float = 0.35  # EMA weight of the newest analysis
+    alpha: float = 0.35  # EMA weight of the newest analysis (on log-odds, see HealthTracker)
     on: float = 0.6
     off: float = 0.35
     confirm: int = 2  # analyses in a row past `on` before reporting
@@ -60,6 +60,11 @@ class HealthTracker:
     # real clips, where it raised an alarm within a few analyses)
     judged_elsewhere: frozenset[str] = frozenset({"obstruction"})
     scores: dict[str, float] = field(default_factory=lambda: {a: 0.0 for a in ANOMALIES})
+    # The smoothing runs on log-odds (clipped to +-LOGIT_CLIP), reported back as
+    # probabilities in ``scores``: a steady score then crosses a threshold near 1 (noise
+    # 0.98, colour cast 0.985) about as soon as one of 0.6, where an average of
+    # probabilities took 9-10 analyses to climb that high from a clean start.
+    _z: dict[str, float] = field(default_factory=lambda: {a: -LOGIT_CLIP for a in ANOMALIES})
     detected: dict[str, float] = field(default_factory=dict)  # name -> wall time since
     state_since: float = field(default_factory=time.time)
     _streak: dict[str, int] = field(default_factory=dict)
@@ -74,9 +79,9 @@ class HealthTracker:
         cfg = self.config
         events: list[HealthEvent] = []
         for name in ANOMALIES:
-            p = float(scores.get(name, 0.0))
-            s = (1 - cfg.alpha) * self.scores[name] + cfg.alpha * p
-            self.scores[name] = s
+            z = _logit(float(scores.get(name, 0.0)))
+            self._z[name] = (1 - cfg.alpha) * self._z[name] + cfg.alpha * z
+            s = self.scores[name] = 1.0 / (1.0 + math.exp(-self._z[name]))
             if name in self.judged_elsewhere:
                 continue
             on, off = self.levels(name)
@@ -158,5 +163,10 @@ class HealthTracker:
         }
 
 
+LOGIT_CLIP = 8.0  # probabilities 0.00034 .. 0.99966
+
+
 def _logit(p: float) -> float:
-    return math.log(p / (1.0 - p))
+    """log(p / (1 - p)), clipped to +-LOGIT_CLIP (p 0 and 1 included)."""
+    p = min(max(p, 1e-12), 1.0 - 1e-12)
+    return min(max(math.log(p / (1.0 - p)), -LOGIT_CLIP), LOGIT_CLIP)
