@@ -49,16 +49,16 @@ def test_an_anomaly_is_reported_at_its_calibrated_threshold():
     h = HealthTracker(HealthConfig(alpha=1.0, on=0.6, off=0.35, confirm=1),
                       thresholds={"color_cast": 0.985, "blur": 0.5})
     on, off = h.levels("color_cast")
-    assert on == 0.985 and 0.95 < off < 0.985
-    # the same log-odds gap as the shared levels: a 0.6 threshold keeps on 0.6 / off 0.35
-    assert HealthTracker(thresholds={"noise": 0.6}).levels("noise") == \
-        (0.6, pytest.approx(0.35))
+    assert on == 0.985 and 0.8 < off < 0.985
+    # `off` sits off_gap under the threshold in log-odds
+    assert HealthTracker(thresholds={"noise": 0.5}).levels("noise") == \
+        (0.5, pytest.approx(1 / (1 + np.exp(2.5))))
     assert h.levels("noise") == (0.6, 0.35)  # no calibrated threshold: the shared levels
     assert h.observe_analysis(scores(color_cast=0.9), now=1) == []  # was an alarm at 0.6
     events = h.observe_analysis(scores(color_cast=0.99, blur=0.55), now=2)
     assert [(e.kind, e.name) for e in events] == [("detected", "blur"), ("detected", "color_cast")]
     assert h.observe_analysis(scores(color_cast=off + 0.005, blur=0.3), now=3) == []
-    events = h.observe_analysis(scores(color_cast=off - 0.005, blur=0.2), now=4)
+    events = h.observe_analysis(scores(color_cast=off - 0.005, blur=0.05), now=4)
     assert [(e.kind, e.name) for e in events] == [("cleared", "blur"), ("cleared", "color_cast")]
 
 
@@ -90,3 +90,19 @@ def test_a_steady_score_crosses_a_threshold_near_one_about_as_fast_as_0_6():
     # and a score just under the threshold never gets there
     h = HealthTracker(thresholds={"noise": 0.98})
     assert all(h.observe_analysis(scores(noise=0.97), now=t) == [] for t in range(100))
+
+
+def test_one_certainly_clean_analysis_does_not_clear_a_confirmed_anomaly():
+    h = HealthTracker(thresholds={"noise": 0.98})  # default smoothing, confirm 2
+    for t in range(6):
+        h.observe_analysis(scores(noise=0.999), now=t)
+    assert h.snapshot()["detected"] == ["noise"]
+    # now and then an analysis says "certainly not" (on log-odds one such drops the smoothed
+    # score under `off`): never two in a row below it, so no flapping
+    for t in range(6, 30):
+        assert h.observe_analysis(scores(noise=0.0 if t % 4 == 0 else 0.999), now=t) == []
+    assert h.snapshot()["detected"] == ["noise"]
+    events = []
+    for t in range(30, 34):
+        events += h.observe_analysis(scores(noise=0.0), now=t)
+    assert [(e.kind, e.name) for e in events] == [("cleared", "noise")]

@@ -33,13 +33,15 @@ class HealthConfig:
 
     ``on``/``off`` are the levels of an anomaly without a calibrated threshold; one with a
     threshold (``HealthTracker.thresholds``) is reported at it and cleared below the level
-    the same distance under it in log-odds as ``off`` is under ``on``.
+    ``off_gap`` under it in log-odds (smoothed log-odds swing more than probabilities: one
+    "certainly not" analysis moves a score near 1 by ~5).
     """
 
     alpha: float = 0.35  # EMA weight of the newest analysis (on log-odds, see HealthTracker)
     on: float = 0.6
     off: float = 0.35
-    confirm: int = 2  # analyses in a row past `on` before reporting
+    confirm: int = 2  # analyses in a row past `on` before reporting (below `off`: clearing)
+    off_gap: float = 2.5  # log-odds between a calibrated threshold and its `off` level
     no_signal_s: float = 3.0
     frozen_s: float = 4.0
 
@@ -86,7 +88,10 @@ class HealthTracker:
                 continue
             on, off = self.levels(name)
             if name in self.detected:
-                if s < off:
+                # cleared after `confirm` analyses in a row below `off`: on log-odds one
+                # "certainly not" frame can drop a score near 1 under it (no flapping)
+                self._streak[name] = self._streak.get(name, 0) + 1 if s < off else 0
+                if self._streak[name] >= cfg.confirm:
                     del self.detected[name]
                     self._streak[name] = 0
                     events.append(HealthEvent("cleared", name, now, s))
@@ -94,6 +99,7 @@ class HealthTracker:
                 self._streak[name] = self._streak.get(name, 0) + 1
                 if self._streak[name] >= cfg.confirm:
                     self.detected[name] = now
+                    self._streak[name] = 0  # from now on it counts analyses below `off`
                     events.append(HealthEvent("detected", name, now, s))
             else:
                 self._streak[name] = 0
@@ -105,8 +111,7 @@ class HealthTracker:
         if name not in self.thresholds:
             return cfg.on, cfg.off
         on = min(max(float(self.thresholds[name]), 1e-4), 1 - 1e-4)
-        gap = _logit(cfg.on) - _logit(cfg.off)
-        return on, 1.0 / (1.0 + math.exp(gap - _logit(on)))
+        return on, 1.0 / (1.0 + math.exp(cfg.off_gap - _logit(on)))
 
     def set_detected(self, name: str, present: bool, score: float = 1.0,
                      now: float | None = None) -> list[HealthEvent]:
