@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camheald.vision import imageio
+from camheald.vision import directional, imageio
 from camheald.vision.correct import apply_global
 from camheald.vision.detector import LOCAL_ACTIONS, Detector, ModelError
 from camheald.vision.types import Analysis
@@ -35,8 +35,6 @@ def _load_detector() -> Detector | None:
 def report(file: str, a: Analysis, actions: tuple[str, ...] | None = None) -> dict:
     """JSON-able report for one file: {"file", "scores", "detected", "actions"}."""
     if actions is None:  # suggestions: global corrections + local restorations
-        from camheald.vision import directional
-
         actions = (*a.actions, *(LOCAL_ACTIONS[d] for d in a.detected if d in LOCAL_ACTIONS
                                  and (d != "blur" or directional.sharpens(a.extra))))
     return {"file": file, "scores": {k: round(v, 4) for k, v in a.scores.items()},
@@ -87,7 +85,7 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     Returns:
         (corrected HxWx3 uint8, analysis, actions actually applied)
     """
-    from camheald.vision import directional, restore
+    from camheald.vision import restore
 
     a = det.analyze(rgb)
     out = rgb

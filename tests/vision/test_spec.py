@@ -14,6 +14,7 @@ def test_prepare_shapes(shape):
     assert prep["thumb"].shape == (spec.THUMB, spec.THUMB, 3)
     assert prep["crops"].shape == (spec.N_CROPS, spec.CROP, spec.CROP, 3)
     assert prep["hist"].shape == (spec.HIST_FEATURES,)
+    assert np.array_equal(prep["texture"], spec.cell_texture(prep["thumb"]))
     sums = prep["hist"].reshape(3, spec.HIST_BINS).sum(1)
     assert np.allclose(sums, 1.0, atol=1e-5)
     inputs = spec.to_model_inputs(prep)

@@ -168,7 +168,7 @@ def test_an_estimator_is_skipped_where_the_network_rules_its_anomaly_out():
 
 @pytest.mark.parametrize("value", ["0.1", 1.5, -0.1, True, None])
 def test_bad_estimator_bars_in_the_sidecar_are_one_line_model_errors(tmp_path, value):
-    p = _copy_detector(tmp_path)
+    p = copy_detector(tmp_path)
     side = p.with_suffix(".json")
     data = json.loads(side.read_text())
     data["estimator_skip_below"] = value
@@ -178,12 +178,8 @@ def test_bad_estimator_bars_in_the_sidecar_are_one_line_model_errors(tmp_path, v
     assert "\n" not in str(e.value)
 
 
-def _copy_detector(tmp_path):
-    return copy_detector(tmp_path)
-
-
 def test_estimator_for_another_detector_is_refused(tmp_path):
-    p = _copy_detector(tmp_path)
+    p = copy_detector(tmp_path)
     side = tmp_path / "camheal_cast.json"
     data = json.loads(side.read_text())
     data["detector_sha256"] = "0" * 64
@@ -195,7 +191,7 @@ def test_estimator_for_another_detector_is_refused(tmp_path):
 
 @pytest.mark.parametrize("damage", ["missing", "garbage"])
 def test_broken_estimator_is_a_one_line_model_error(tmp_path, damage):
-    p = _copy_detector(tmp_path)
+    p = copy_detector(tmp_path)
     est = tmp_path / "camheal_cast.onnx"
     if damage == "missing":
         est.unlink()
@@ -207,7 +203,7 @@ def test_broken_estimator_is_a_one_line_model_error(tmp_path, damage):
 
 
 def test_without_the_sidecar_entry_the_network_decides(tmp_path):
-    p = _copy_detector(tmp_path)
+    p = copy_detector(tmp_path)
     side = p.with_suffix(".json")
     data = json.loads(side.read_text())
     del data["estimators"]
@@ -216,7 +212,7 @@ def test_without_the_sidecar_entry_the_network_decides(tmp_path):
 
 
 def test_estimator_listed_under_another_task_is_refused(tmp_path):
-    p = _copy_detector(tmp_path)
+    p = copy_detector(tmp_path)
     side = p.with_suffix(".json")
     data = json.loads(side.read_text())
     data["estimators"] = {"contrast": "camheal_cast.onnx"}

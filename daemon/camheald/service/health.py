@@ -61,12 +61,11 @@ class HealthTracker:
     # single-frame obstruction score scored F1 0.0 on Kodak and sat at 0.56-0.88 on clean
     # real clips, where it raised an alarm within a few analyses)
     judged_elsewhere: frozenset[str] = frozenset({"obstruction"})
+    # The smoothing runs on log-odds (clipped to +-LOGIT_CLIP), kept as probabilities: a
+    # steady score then crosses a threshold near 1 (noise 0.98, colour cast 0.985) about as
+    # soon as one of 0.6, where an average of probabilities took 9-10 analyses to climb that
+    # high from a clean start.
     scores: dict[str, float] = field(default_factory=lambda: {a: 0.0 for a in ANOMALIES})
-    # The smoothing runs on log-odds (clipped to +-LOGIT_CLIP), reported back as
-    # probabilities in ``scores``: a steady score then crosses a threshold near 1 (noise
-    # 0.98, colour cast 0.985) about as soon as one of 0.6, where an average of
-    # probabilities took 9-10 analyses to climb that high from a clean start.
-    _z: dict[str, float] = field(default_factory=lambda: {a: -LOGIT_CLIP for a in ANOMALIES})
     detected: dict[str, float] = field(default_factory=dict)  # name -> wall time since
     state_since: float = field(default_factory=time.time)
     _streak: dict[str, int] = field(default_factory=dict)
@@ -81,9 +80,9 @@ class HealthTracker:
         cfg = self.config
         events: list[HealthEvent] = []
         for name in ANOMALIES:
-            z = _logit(float(scores.get(name, 0.0)))
-            self._z[name] = (1 - cfg.alpha) * self._z[name] + cfg.alpha * z
-            s = self.scores[name] = 1.0 / (1.0 + math.exp(-self._z[name]))
+            z = (1 - cfg.alpha) * _logit(self.scores[name]) \
+                + cfg.alpha * _logit(float(scores.get(name, 0.0)))
+            s = self.scores[name] = _sigmoid(z)
             if name in self.judged_elsewhere:
                 continue
             on, off = self.levels(name)
@@ -111,7 +110,7 @@ class HealthTracker:
         if name not in self.thresholds:
             return cfg.on, cfg.off
         on = min(max(float(self.thresholds[name]), 1e-4), 1 - 1e-4)
-        return on, 1.0 / (1.0 + math.exp(cfg.off_gap - _logit(on)))
+        return on, _sigmoid(_logit(on) - cfg.off_gap)
 
     def set_detected(self, name: str, present: bool, score: float = 1.0,
                      now: float | None = None) -> list[HealthEvent]:
@@ -169,6 +168,10 @@ class HealthTracker:
 
 
 LOGIT_CLIP = 8.0  # probabilities 0.00034 .. 0.99966
+
+
+def _sigmoid(z: float) -> float:
+    return 1.0 / (1.0 + math.exp(-z))
 
 
 def _logit(p: float) -> float:

@@ -238,7 +238,7 @@ class Detector:
         out = self._run(prep)
         logits = out["logits"][0].astype(np.float64)
         params = {}
-        views = Views(rgb, prep["thumb"])
+        views = Views(rgb, prep["thumb"], prep["texture"])
         for anomaly in self.estimators_to_run(out["logits"][0]):
             params[anomaly], logits[ANOMALIES.index(anomaly)] = \
                 self.estimators[anomaly](views, out["logits"][0])

@@ -82,8 +82,10 @@ def _planes(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return luma, f[..., (0, 2)] - f[..., 1:2]
 
 
-def features(rgb: np.ndarray, thumb: np.ndarray) -> np.ndarray:
-    """Feature vector (N_FEATURES float32) of a frame and its thumbnail (``spec.thumbnail``).
+def features(rgb: np.ndarray, thumb: np.ndarray,
+             texture: np.ndarray | None = None) -> np.ndarray:
+    """Feature vector (N_FEATURES float32) of a frame and its thumbnail (``spec.thumbnail``);
+    ``texture``: ``spec.cell_texture(thumb)`` when already computed.
 
     Sigmas enter as log(1 + sigma) (0..255 scale). Frames smaller than a crop are reflect-
     padded as ``spec.crops`` does. The crops are stacked and filtered together; every
@@ -94,7 +96,8 @@ def features(rgb: np.ndarray, thumb: np.ndarray) -> np.ndarray:
         rgb = cv2.copyMakeBorder(rgb, 0, max(0, spec.CROP - h), 0, max(0, spec.CROP - w),
                                  cv2.BORDER_REFLECT_101)
         h, w = rgb.shape[:2]
-    order = np.argsort(spec.cell_texture(thumb), kind="stable")
+    texture = spec.cell_texture(thumb) if texture is None else texture
+    order = np.argsort(texture, kind="stable")
     cells = [*order[:N_FLAT], *order[::-1][:spec.N_CROPS]]
     origins = spec.cell_origins(cells, h, w)
     n, c = len(origins), spec.CROP

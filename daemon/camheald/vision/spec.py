@@ -84,21 +84,25 @@ def cell_origins(cells, height: int, width: int) -> list[tuple[int, int]]:
     return out
 
 
-def crop_origins(thumb: np.ndarray, height: int, width: int) -> list[tuple[int, int]]:
+def crop_origins(thumb: np.ndarray, height: int, width: int,
+                 texture: np.ndarray | None = None) -> list[tuple[int, int]]:
     """Top-left corners of the N_CROPS native crops, in the most textured grid cells.
 
     Args:
         thumb: THUMBxTHUMBx3 uint8 thumbnail of the frame.
         height, width: native frame size (>= CROP after padding, see ``crops``).
+        texture: ``cell_texture(thumb)`` when already computed.
 
     Returns:
         N_CROPS (y, x) corners, distinct cells, in descending texture order.
     """
-    order = np.argsort(-cell_texture(thumb), kind="stable")[:N_CROPS]
+    texture = cell_texture(thumb) if texture is None else texture
+    order = np.argsort(-texture, kind="stable")[:N_CROPS]
     return cell_origins(order, height, width)
 
 
-def crops(rgb: np.ndarray, thumb: np.ndarray) -> np.ndarray:
+def crops(rgb: np.ndarray, thumb: np.ndarray, texture: np.ndarray | None = None
+          ) -> np.ndarray:
     """Native-resolution crops of a frame.
 
     Args:
@@ -114,7 +118,7 @@ def crops(rgb: np.ndarray, thumb: np.ndarray) -> np.ndarray:
         rgb = cv2.copyMakeBorder(rgb, 0, ph, 0, pw, cv2.BORDER_REFLECT_101)
         h, w = rgb.shape[:2]
     out = np.empty((N_CROPS, CROP, CROP, 3), np.uint8)
-    for i, (y, x) in enumerate(crop_origins(thumb, h, w)):
+    for i, (y, x) in enumerate(crop_origins(thumb, h, w, texture)):
         out[i] = rgb[y : y + CROP, x : x + CROP]
     return out
 
@@ -151,12 +155,15 @@ def prepare(rgb: np.ndarray) -> dict[str, np.ndarray]:
 
     Returns:
         {"thumb": THUMBxTHUMBx3 uint8, "crops": N_CROPSxCROPxCROPx3 uint8,
-         "hist": HIST_FEATURES float32}
+         "hist": HIST_FEATURES float32, "texture": CROP_GRID**2 float32 (``cell_texture``,
+         which picked the crops; not a model input)}
     """
     validate_frame(rgb)
     rgb = np.ascontiguousarray(rgb)
     th = thumbnail(rgb)
-    return {"thumb": th, "crops": crops(rgb, th), "hist": histogram(th)}
+    texture = cell_texture(th)
+    return {"thumb": th, "crops": crops(rgb, th, texture), "hist": histogram(th),
+            "texture": texture}
 
 
 def to_model_inputs(prep: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

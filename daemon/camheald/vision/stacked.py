@@ -26,20 +26,28 @@ from pathlib import Path
 
 import numpy as np
 
-from camheald.vision import cast, grain, tone
+from camheald.vision import cast, grain, spec, tone
 
 
 class Views:
     """What the estimators look at in one frame, each computed once and only when asked."""
 
-    def __init__(self, rgb: np.ndarray, thumb: np.ndarray) -> None:
+    def __init__(self, rgb: np.ndarray, thumb: np.ndarray,
+                 texture: np.ndarray | None = None) -> None:
         self.rgb = rgb  # the frame, HxWx3 uint8 RGB
         self.thumb = thumb  # its detector thumbnail (``spec.thumbnail``)
+        if texture is not None:  # ``spec.prepare`` computed it already
+            self.texture = texture
 
     @cached_property
     def small(self) -> np.ndarray:
         """64x64 copy of the thumbnail (``cast.small``)."""
         return cast.small(self.thumb)
+
+    @cached_property
+    def texture(self) -> np.ndarray:
+        """Gradient energy of the thumbnail's grid cells (``spec.cell_texture``)."""
+        return spec.cell_texture(self.thumb)
 
 
 @dataclass(frozen=True)
@@ -68,8 +76,8 @@ TASKS: dict[str, Task] = {
                  cast.gain_curves, cast.oracle_log_gain),
     "contrast": Task("low_contrast", lambda v: tone.features(v.small), tone.N_FEATURES,
                      tone.N_PARAMS, tone.affine_curves, tone.oracle_affine),
-    "noise": Task("noise", lambda v: grain.features(v.rgb, v.thumb), grain.N_FEATURES, 0,
-                  None, _no_params, grain.VERSION),
+    "noise": Task("noise", lambda v: grain.features(v.rgb, v.thumb, v.texture),
+                  grain.N_FEATURES, 0, None, _no_params, grain.VERSION),
 }
 INPUTS = ("features", "logits")
 OUTPUTS = ("params", "logit")
