@@ -1,6 +1,7 @@
 """Evaluate the persistent-defect tracker and the inpainting on real clips with overlays.
 
     .venv/bin/python benchmarks/eval_defects.py ../shared/datasets/video [--updates 300]
+        [--photos ../shared/datasets/photos]
 
 For every clip (``*.avi``/``*.mp4`` in the folder, sampled at about 10 updates per second)
 and for a "moving camera" version of it (a window panning 2 px per update over the real
@@ -18,7 +19,10 @@ frames), it reports:
   temporal fill given the true mask, and the full pipeline (tracker mask -> fill);
 
 and the tracker's cost per update on a 1920x1080 frame on one core (wall and thread CPU
-time). Prints Markdown tables (docs/defects.md quotes them); ``--json`` for raw numbers.
+time). With ``--photos DIR`` it adds clean clips made from photos (``photo_clip``: real
+content, a synthetic fixed or moving camera with vignetting, sensor noise and, for some, an
+on-screen timestamp), with the overlays on the moving ones. Prints Markdown tables
+(docs/defects.md quotes them); ``--json`` for raw numbers.
 """
 
 from __future__ import annotations
@@ -71,6 +75,49 @@ def panned(frames: list[np.ndarray], speed: int = 2) -> list[np.ndarray]:
     return out
 
 
+def photo_clip(path: Path, n: int, moving: bool, seed: int, osd: bool = False,
+               size: tuple[int, int] = (640, 360), period: int = 200) -> list[np.ndarray]:
+    """A clean clip made from a still photo (real content, synthetic camera).
+
+    The camera looks at it (fixed, the light slowly changing) or sweeps over it on a smooth
+    two-axis path (``period`` updates per cycle: up to about 5 px per update by default,
+    with hand jitter); a lens with vignetting (corners at ~65 % of the light: a fixed dark
+    pattern that is not a defect) and sensor noise (sigma 2.5); with ``osd``, a camera's
+    on-screen timestamp and name burned in at fixed places (bright text that stays put
+    while the scene moves)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    img = cv2.cvtColor(cv2.imread(str(path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+    s = max(w * 1.4 / img.shape[1], h * 1.4 / img.shape[0])
+    img = cv2.resize(img, None, fx=s, fy=s,
+                     interpolation=cv2.INTER_CUBIC if s > 1 else cv2.INTER_AREA)
+    ih, iw = img.shape[:2]
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    vignette = (1.0 - 0.35 * (((x - w / 2) / (w / 2)) ** 2 + ((y - h / 2) / (h / 2)) ** 2)
+                / 2.0)[..., None]
+    phase = rng.uniform(0.0, 2 * np.pi, 2)
+    out = []
+    for i in range(n):
+        cx, cy, gain = (iw - w) / 2, (ih - h) / 2, 1.0 + 0.15 * np.sin(i / 40.0)
+        if moving:
+            t = 2 * np.pi * i / period
+            cx *= 1 + 0.9 * np.sin(1.3 * t + phase[0])
+            cy *= 1 + 0.9 * np.sin(0.9 * t + phase[1])
+            cx, cy, gain = cx + rng.normal(0, 0.7), cy + rng.normal(0, 0.7), 1.0
+        f = cv2.warpAffine(img, np.float32([[1, 0, -cx], [0, 1, -cy]]), (w, h),
+                           flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        f = f.astype(np.float32) * (vignette * gain) + rng.normal(0, 2.5, f.shape).astype(
+            np.float32)
+        f = np.clip(f, 0, 255).astype(np.uint8)
+        if osd:
+            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(1.7e9 + i / 10.0))
+            for text, org in ((stamp, (12, 28)), ("CAM 03", (w - 110, h - 16))):
+                cv2.putText(f, text, org, cv2.FONT_HERSHEY_SIMPLEX, 0.7, (255, 255, 255), 2,
+                            cv2.LINE_AA)
+        out.append(f)
+    return out
+
+
 def iou(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 127, b > 127
     union = int((a | b).sum())
@@ -103,13 +150,16 @@ def run(frames, defect=None, fps: float = 10.0) -> tuple[DefectTracker, list, fl
     return tr, events, iou30
 
 
-def evaluate_clip(name: str, frames: list[np.ndarray], fps: float, inpaint_n: int) -> dict:
+def evaluate_clip(name: str, frames: list[np.ndarray], fps: float, inpaint_n: int,
+                  overlays: bool = True) -> dict:
+    """False alarms on the clean clip; with ``overlays``, the dirt and crack runs (and with
+    ``inpaint_n`` > 0 the inpainting PSNR of seed 1 over that many frames)."""
     h, w = frames[0].shape[:2]
     tr, events, _ = run(frames, None, fps)
     res: dict = {"clip": name, "size": f"{w}x{h}", "updates": len(frames),
                  "false_alarms": sum(e.kind == "detected" for e in events),
                  "states": [e.state for e in events if e.kind == "state"], "overlays": []}
-    for kind in ("dirt", "crack"):
+    for kind in ("dirt", "crack") if overlays else ():
         for seed in SEEDS:
             d = inject.dirt(w, h, seed) if kind == "dirt" else inject.crack(w, h, seed)
             tr, _, iou30 = run(frames, d, fps)
@@ -118,7 +168,7 @@ def evaluate_clip(name: str, frames: list[np.ndarray], fps: float, inpaint_n: in
                    "iou_end": round(iou(tr.mask_at(w, h), d.mask), 3),
                    "found": found, "kind_ok": bool(found) and set(found) == {kind},
                    "changed30": round(changed_share(frames, d.mask), 3)}
-            if seed == SEEDS[0]:
+            if seed == SEEDS[0] and inpaint_n > 0:
                 clean = frames[:inpaint_n]
                 bad = [d.apply(f) for f in clean]
                 sub = slice(None, None, 3)
@@ -173,14 +223,35 @@ def table(results: list[dict]) -> str:
             rows = [o for o in r["overlays"] if o["kind"] == kind]
             cells.append(f"{np.nanmean([o['iou30'] for o in rows]):.2f} / "
                          f"{np.mean([o['iou_end'] for o in rows]):.2f} "
-                         f"[{np.nanmean([o['changed30'] for o in rows]):.2f}]")
-        cells.append(f"{sum(o['kind_ok'] for o in r['overlays'])}/{len(r['overlays'])}")
+                         f"[{np.nanmean([o['changed30'] for o in rows]):.2f}]" if rows else "–")
+        cells.append(f"{sum(o['kind_ok'] for o in r['overlays'])}/{len(r['overlays'])}"
+                     if r["overlays"] else "–")
         for kind in ("dirt", "crack"):
-            o = next(o for o in r["overlays"] if o["kind"] == kind and "psnr_raw" in o)
-            cells.append(f"{o['psnr_raw']:.1f} / {o['psnr_telea_true']:.1f} / "
+            o = next((o for o in r["overlays"] if o["kind"] == kind and "psnr_raw" in o), None)
+            cells.append("–" if o is None else
+                         f"{o['psnr_raw']:.1f} / {o['psnr_telea_true']:.1f} / "
                          f"{o['psnr_fill_true']:.1f} / {o['psnr_pipeline']:.1f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def photo_todo(folder: Path, count: int, updates: int) -> list[tuple]:
+    """(name, make_frames, fps, camera, overlays) for ``count`` photos of ``folder``, drawn
+    with a fixed seed (frames made when evaluated). Each photo gives three clean clips: a
+    fixed camera (false alarms only: nothing behind an overlay would ever change), a moving
+    one and a moving one with an on-screen timestamp (both with the overlays too)."""
+    photos = sorted(p for p in folder.iterdir()
+                    if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
+    rng = np.random.default_rng(11)
+    todo = []
+    for k, i in enumerate(sorted(rng.choice(len(photos), min(count, len(photos)),
+                                            replace=False))):
+        p = photos[i]
+        for camera, osd in (("fixed", False), ("moving", False), ("moving", True)):
+            todo.append((f"photo {p.name}" + (" + timestamp" if osd else ""),
+                         lambda p=p, k=k, m=camera == "moving", o=osd:
+                         photo_clip(p, updates, m, k, o), 10.0, camera, camera == "moving"))
+    return todo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,6 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("dataset", help="folder of clips (e.g. ../shared/datasets/video)")
     ap.add_argument("--updates", type=int, default=300, help="updates per clip (10 per s)")
     ap.add_argument("--inpaint-frames", type=int, default=45)
+    ap.add_argument("--photos", type=Path, default=None,
+                    help="also make clean clips from photos in this folder (photo_clip)")
+    ap.add_argument("--photo-count", type=int, default=4, help="photos drawn (3 clips each)")
+    ap.add_argument("--photo-updates", type=int, default=200, help="updates per photo clip")
+    ap.add_argument("--no-real", action="store_true", help="only the photo clips")
     ap.add_argument("--json", action="store_true", help="print raw results as JSON")
     args = ap.parse_args(argv)
     clips = sorted(p for p in Path(args.dataset).iterdir() if p.suffix in (".avi", ".mp4"))
@@ -196,16 +272,22 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     t0 = time.monotonic()
     results = []
-    todo = [(p.name, *load(p, args.updates)) for p in clips]
-    todo.append(("demo scene (synthetic)", demo_frames(min(args.updates, 120)), 10.0))
-    for name, frames, fps in todo:
-        for camera, clip in (("fixed", frames), ("panning", panned(frames))):
-            if name.startswith("demo") and camera == "panning":
-                continue  # the demo camera pans by itself
-            r = evaluate_clip(name, clip, fps, args.inpaint_frames)
-            r["camera"] = "panning" if name.startswith("demo") else camera
-            results.append(r)
-            print(f"# {name} {camera}: done ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
+    todo = []
+    if not args.no_real:
+        for p in clips:
+            frames, fps = load(p, args.updates)
+            todo += [(p.name, frames, fps, "fixed", True),
+                     (p.name, panned(frames), fps, "panning", True)]
+        todo.append(("demo scene (synthetic)", demo_frames(min(args.updates, 120)), 10.0,
+                     "panning", True))  # the demo camera pans by itself
+    if args.photos is not None:
+        todo += photo_todo(args.photos, args.photo_count, args.photo_updates)
+    for name, frames, fps, camera, overlays in todo:
+        frames = frames() if callable(frames) else frames
+        r = evaluate_clip(name, frames, fps, args.inpaint_frames if overlays else 0, overlays)
+        r["camera"] = camera
+        results.append(r)
+        print(f"# {name} {camera}: done ({time.monotonic() - t0:.0f} s)", file=sys.stderr)
     tim = timing()
     if args.json:
         print(json.dumps({"clips": results, "timing_1080p": tim}, indent=1))

@@ -114,6 +114,33 @@ def test_demo_scene_crack_with_moving_camera() -> None:
     assert {d.kind for d in tr.defects()} == {"crack"}
 
 
+
+def test_a_crack_keeps_its_kind_and_shape_when_scene_darkness_grows_onto_it() -> None:
+    # Pixels grown from a crack's votes into an adjacent dark, featureless patch of the
+    # scene (a shadowed gap in a building, seen in a pan over a real photo) made the piece
+    # thick on average: it was called dirt, widened by the blob rim, its mask three times
+    # the crack's. Judged by its thin majority that voted thin by itself, it stays a crack
+    # and keeps only the thin part of what grew onto it.
+    tr = DefectTracker()
+    tr.update(texture(H, W, 1), None, 1000.0)  # sets the working size
+    ww, wh = tr.work_size
+    crack = np.zeros((wh, ww), np.uint8)
+    cv2.line(crack, (ww // 5, wh // 2), (ww // 2, wh // 2 + wh // 10), 1, 2)
+    blob = np.zeros_like(crack)
+    cv2.circle(blob, (ww // 2 + 6, wh // 2 + wh // 10), 7, 1, -1)
+    tr._on = crack > 0
+    tr._grown = (crack | blob) > 0
+    tr._p = np.where(tr._on, 1.0, 0.0).astype(np.float32)
+    tr._mean = np.where(tr._grown, 30.0, 120.0).astype(np.float32)
+    tr._components(1000.1, 1)
+    (track,) = tr._tracks.values()
+    assert track.kind == "crack"
+    covered = np.zeros_like(crack)
+    for x0, y0, comp in (pc.mask for pc in track.pieces):
+        covered[y0:y0 + comp.shape[0], x0:x0 + comp.shape[1]] |= comp
+    assert covered[crack > 0].all()  # every voted pixel kept
+    assert covered.sum() <= 1.3 * crack.sum()  # the blob's thick part dropped
+
 def test_detector_mask_is_used_when_the_scene_never_moves() -> None:
     still = [texture(H, W, 5)] * 30  # no evidence at all from time
     defect = inject.dirt(W, H, 3)

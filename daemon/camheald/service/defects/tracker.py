@@ -84,6 +84,8 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._open = np.ones((o, o), np.uint8)
         r = max(1, round(cfg.rim * wh))
         self._rim = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+        # what survives an opening with it is thicker than a crack (tracks._components)
+        self._thick = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         self._nm = 0  # frames in the mean view (restarted when the view changes)
         self._ns = 0  # frames in the fixed-view statistics (restarted when the camera moves)
         self._moving = False

@@ -84,10 +84,22 @@ class Tracks:
             # confidence: how far the votes of its own (not grown-into) pixels are past "off"
             conf = float(np.clip((self._p[y0:y1, x0:x1][own].mean() - cfg.p_off)
                                  / (1.0 - cfg.p_off), 0.01, 1.0))
+            # Thin (a crack) or a blob: thin on average, or a thin majority that voted thin
+            # by itself (a crack with a dark, featureless patch of the scene grown onto its
+            # end would otherwise turn into a widened "dirt" blob)
+            limit = max(1.3, 0.007 * min(ww, wh))
             dist = cv2.distanceTransform(comp, cv2.DIST_L2, 3)
-            thin = float(dist[comp > 0].mean()) <= max(1.3, 0.007 * min(ww, wh))
+            inside = dist[comp > 0]
+            thin = float(inside.mean()) <= limit
+            if not thin and own.sum() < area and float(np.median(inside)) <= limit:
+                own_dist = cv2.distanceTransform(own.astype(np.uint8), cv2.DIST_L2, 3)
+                thin = float(own_dist[own].mean()) <= limit
             if not thin:  # the soft rim of a blob is under-voted (partly transparent)
                 comp = cv2.dilate(comp, self._rim)
+            elif own.sum() < area:  # a crack keeps only the thin part of what grew onto it
+                thick = cv2.morphologyEx(comp, cv2.MORPH_OPEN, self._thick)
+                comp = (comp > 0) & ~((thick > 0) & ~own)
+                comp = comp.astype(np.uint8)
             bx, by, bw, bh = cv2.boundingRect(comp)
             pieces.append(_Piece((x0 + bx, y0 + by, bw, bh), "crack" if thin else "dirt", conf,
                                  area, int(own.sum()), (x0, y0, comp)))
