@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from camheald.vision import directional, imageio
+from camheald.vision import deblur, directional, imageio
 from camheald.vision.correct import apply_global
 from camheald.vision.detector import LOCAL_ACTIONS, Detector, ModelError
 from camheald.vision.types import Analysis
@@ -75,12 +75,15 @@ def diagnose(args: argparse.Namespace) -> int:
 
 
 def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis, tuple[str, ...]]:
-    """Correct one frame: denoise, global tone/colour, sharpen, as detected (a blur that
-    looks like motion, ``vision.directional``, is not sharpened: unsharp masking hurts it).
+    """Correct one frame: denoise, deblur, global tone/colour, sharpen, as detected.
 
     Blur and noise go to the learned restorer (one pass, on the frame as captured: it was
     trained on normally exposed photos) for the anomalies it is shipped for, else to the
-    classical ``denoise``/``sharpen`` (also the fallback when its weights are missing).
+    classical ``denoise`` and, for blur, to ``vision.deblur`` when the frame's spectrum shows
+    a defocus disk (a Wiener deconvolution, on the frame as captured, after any denoising),
+    or else to ``sharpen`` (also the fallback when the restorer's weights are missing). A
+    blur that looks like motion (``vision.directional``) is left as it is: unsharp masking
+    hurts it.
 
     Returns:
         (corrected HxWx3 uint8, analysis, actions actually applied)
@@ -101,10 +104,16 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     if "noise" in local and "noise" not in learned:
         out = restore.denoise(out, a.extra.get("severity.noise", 0.5))
         done.append("denoise")
+    unsharp = "blur" in local and "blur" not in learned and directional.sharpens(a.extra)
+    if unsharp:
+        found = deblur.deblur(out)
+        if found is not None:
+            out, unsharp = found[0], False
+            done.append("deblur")
     if a.correction is not None:
         out = apply_global(out, a.correction)
         done += [x for x in a.actions if x in ("tone_curve", "color_matrix")]
-    if "blur" in local and "blur" not in learned and directional.sharpens(a.extra):
+    if unsharp:
         out = restore.sharpen(out, a.extra.get("severity.blur", 0.5))
         done.append("sharpen")
     return out, a, tuple(done)
