@@ -5,8 +5,9 @@ Two passes over the clip (a video file, or a folder of image frames):
 1. the persistent-defect tracker follows the whole clip (about 10 updates per second of
    video) and ends with the final defect mask and report;
 2. every frame is corrected with that final mask (so the first frames are corrected too):
-   temporal fill + OpenCV inpainting (``camheald.vision.inpaint``), then the detector's
-   global tone/colour correction when the detector model is installed.
+   temporal fill + OpenCV inpainting (``camheald.vision.inpaint``), then, when the detector
+   model is installed, a defocus deconvolution where it detects blur and the spectrum shows
+   the blur disk (``camheald.vision.deblur``) and its global tone/colour correction.
 
 The output is written under a temporary name next to OUT and renamed at the end, so a
 failed run never leaves a half-written OUT.
@@ -227,22 +228,39 @@ def track(clip: _Clip, det=None, tracker: DefectTracker | None = None
     return tracker, n
 
 
-def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0) -> int:
-    """Pass 2: correct every frame with the final mask; return the number written."""
+def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0,
+            stats: dict | None = None) -> int:
+    """Pass 2: correct every frame with the final mask; return the number written.
+
+    With a detector, once a second of video: its global correction and, when it detects a
+    blur that is not directional and the frame's spectrum shows a defocus disk
+    (``vision.deblur``), that disk; until the next analysis every frame is deconvolved by
+    it (after the inpainting, before the global correction). ``stats["deblurred"]`` counts
+    those frames."""
+    from camheald.vision import deblur, directional
     from camheald.vision.correct import apply_global
 
     inp = SequenceInpainter(mask) if mask.any() else None
     every = max(1, round(clip.fps))  # global correction re-estimated once a second
-    correction = None
+    correction, psf = None, None
     bar = _progress(total, "correcting")
     n = 0
+    stats = {} if stats is None else stats
+    stats["deblurred"] = 0
 
     def emit(frames: list[np.ndarray]) -> None:
-        nonlocal n, correction
+        nonlocal n, correction, psf
         for f in frames:
             if det is not None:
                 if n % every == 0:
-                    correction = det.analyze(f).correction
+                    a = det.analyze(f)
+                    correction, psf = a.correction, None
+                    if "blur" in a.detected and directional.sharpens(a.extra):
+                        found = deblur.estimate(f)
+                        psf = deblur.disk_psf(found[0]) if found is not None else None
+                if psf is not None:
+                    f = deblur.wiener(f, psf)
+                    stats["deblurred"] += 1
                 if correction is not None:
                     f = apply_global(f, correction)
             sink.write(f)
@@ -286,7 +304,8 @@ def correct_video(args: argparse.Namespace) -> int:
         det = _detector()
         tracker, frames = track(clip, det)
         mask = tracker.mask_at(clip.width, clip.height)
-        written = correct(clip, mask, sink, det, frames)
+        stats: dict = {}
+        written = correct(clip, mask, sink, det, frames, stats)
         if written == 0:
             raise VideoError(f"{src}: no frames could be read")
         if args.mask_out:
@@ -306,6 +325,7 @@ def correct_video(args: argparse.Namespace) -> int:
         "input": str(src), "output": str(out), "frames": written, "fps": round(clip.fps, 3),
         "defects": [{"kind": d.kind, "confidence": round(d.confidence, 3),
                      "bbox": list(d.bbox), "first_frame": d.first_frame} for d in found],
+        "deblurred_frames": stats["deblurred"],
         "elapsed_s": round(time.monotonic() - t0, 3),
     }
     if args.json:
@@ -313,5 +333,6 @@ def correct_video(args: argparse.Namespace) -> int:
     else:
         what = ", ".join(f"{d.kind} ({d.confidence:.2f}) at {d.bbox} from frame {d.first_frame}"
                          for d in found) or "no persistent defect"
-        print(f"{src} -> {out}: {written} frames, {what}", flush=True)
+        sharp = f", {stats['deblurred']} deblurred (defocus)" if stats["deblurred"] else ""
+        print(f"{src} -> {out}: {written} frames{sharp}, {what}", flush=True)
     return 0
