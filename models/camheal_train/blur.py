@@ -11,14 +11,10 @@ import numpy as np
 import torch
 
 from camheal_train._k import to_np, to_t
+from camheald.vision.deblur import disk_psf
 
-
-def disk_kernel(radius: float) -> np.ndarray:
-    """Anti-aliased disk (defocus) kernel of the given radius in pixels, summing to 1."""
-    r = int(np.ceil(radius)) + 1
-    y, x = np.mgrid[-r : r + 1, -r : r + 1].astype(np.float32)
-    k = np.clip(radius + 0.5 - np.sqrt(x * x + y * y), 0.0, 1.0)
-    return (k / k.sum()).astype(np.float32)
+# the defocus disk: the same kernel the runtime's deblurring divides out
+disk_kernel = disk_psf
 
 
 def shake_kernel(rng: np.random.Generator, size: int) -> np.ndarray:

@@ -39,8 +39,8 @@ _FLOOR = 1e-3  # a transfer-function zero is only as deep as the scene's noise
 
 
 def disk_psf(radius: float) -> np.ndarray:
-    """Anti-aliased disk (defocus) kernel of ``radius`` px, summing to 1 (the same disk as
-    the training generator's, ``camheal_train.blur.disk_kernel``)."""
+    """Anti-aliased disk (defocus) kernel of ``radius`` px, summing to 1 (the training
+    generator's defocus, ``camheal_train.blur.disk_kernel``, is this one)."""
     r = int(np.ceil(radius)) + 1
     y, x = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
     k = np.clip(radius + 0.5 - np.sqrt(x * x + y * y), 0.0, 1.0)
