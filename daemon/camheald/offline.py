@@ -80,10 +80,10 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     Blur and noise go to the learned restorer (one pass, on the frame as captured: it was
     trained on normally exposed photos) for the anomalies it is shipped for, else to the
     classical ``denoise`` and, for blur, to ``vision.deblur`` when the frame's spectrum shows
-    a defocus disk (a Wiener deconvolution, on the frame as captured, after any denoising),
-    or else to ``sharpen`` (also the fallback when the restorer's weights are missing). A
-    blur that looks like motion (``vision.directional``) is left as it is: unsharp masking
-    hurts it.
+    a defocus disk or else a linear motion streak (a Wiener deconvolution, on the frame as
+    captured, after any denoising), or else to ``sharpen`` (also the fallback when the
+    restorer's weights are missing), unless the blur looks directional
+    (``vision.directional``): unsharp masking hurts a motion blur.
 
     Returns:
         (corrected HxWx3 uint8, analysis, actions actually applied)
@@ -104,12 +104,18 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     if "noise" in local and "noise" not in learned:
         out = restore.denoise(out, a.extra.get("severity.noise", 0.5))
         done.append("denoise")
-    unsharp = "blur" in local and "blur" not in learned and directional.sharpens(a.extra)
-    if unsharp:
+    unsharp = False
+    if "blur" in local and "blur" not in learned:
+        # a defocus disk, else a motion streak read off the spectrum is divided out; else
+        # an unsharp mask, unless the blur looks directional (it would ring)
         found = deblur.deblur(out)
+        if found is None:
+            found = deblur.deblur_motion(out)
         if found is not None:
-            out, unsharp = found[0], False
+            out = found[0]
             done.append("deblur")
+        else:
+            unsharp = directional.sharpens(a.extra)
     if a.correction is not None:
         out = apply_global(out, a.correction)
         done += [x for x in a.actions if x in ("tone_curve", "color_matrix")]

@@ -9,8 +9,10 @@ in the measured path) at full photo resolution, with fixed seeds. Tables (Markdo
 * deblurring, defocus and linear motion separately: PSNR/SSIM of the input, of the daemon's
   ``restore.sharpen`` given the true severity, of an unsharp mask with the one setting that is
   best on average over these very images (favours the baseline), of the network given the
-  true severity too (as the baselines are), and of the network left to judge by itself
-  ("blind"); the gain is over the better of the two baselines;
+  true severity too (as the baselines are), of the network left to judge by itself
+  ("blind"), and of ``camheal correct``'s classical path, blind (``vision.deblur``: a
+  defocus disk or a motion streak read off the spectrum and divided out, else the unsharp
+  mask unless the blur looks directional); the gain is over the better of the two baselines;
 * denoising, Poisson-Gaussian sensor noise and the other kinds: input, the daemon's
   ``restore.denoise`` (``fastNlMeansDenoisingColored``) given the true severity, the network,
   and the median milliseconds per megapixel of each with ``--threads`` threads;
@@ -81,6 +83,7 @@ def eval_restore(net: restore.LearnedRestorer, photos: Sequence[Path], seed: int
         cases["noise: other kinds"] = (_u8(out), sev, (0.0, sev))
         cases["clean"] = (clean, 0.0, (0.0, 0.0))
         r["clean"]["deblur_found"].append(float(deblur.estimate(clean) is not None))
+        r["clean"]["motion_found"].append(float(deblur.estimate_motion(clean) is not None))
         for case, (deg, sev, (sb, sn)) in cases.items():
             q = r[case]
 
@@ -99,9 +102,12 @@ def eval_restore(net: restore.LearnedRestorer, photos: Sequence[Path], seed: int
                 # camheal correct's classical path: the defocus disk read off the spectrum
                 # (blind) or, where none is found, the unsharp mask unless the blur looks
                 # directional (here given the true severity, as `sharpen` is)
+                keep = not directional.sharpens({"blur.coherence": directional.coherence(deg)})
                 found = deblur.deblur(deg)
                 q["deblur_found"].append(float(found is not None))
-                keep = not directional.sharpens({"blur.coherence": directional.coherence(deg)})
+                streak = deblur.deblur_motion(deg) if found is None else None
+                q["motion_found"].append(float(streak is not None))
+                found = found or streak
                 add("deblur", found[0] if found else deg if keep else sharpened)
                 for s, a in USM_GRID:
                     q[f"usm {s:g}/{a:g}"].append(bl.psnr(bl.unsharp_mask(deg, s, a), clean))
@@ -146,9 +152,10 @@ def restore_tables(r: dict) -> tuple[list[str], dict]:
     n = len(next(iter(r.values()))["input"]) if r else 0
     lines = [f"Deblurring ({n} photos, PSNR dB / SSIM):", "",
              "| blur | input | sharpen (true severity) | unsharp mask (best fixed sigma/amount) "
-             "| net (true severity) | net - best baseline | net (blind) | deblur (disk found "
-             "blind, else sharpen) | deblur - best baseline | disk found |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| net (true severity) | net - best baseline | net (blind) | deblur (disk or "
+             "streak found blind, else sharpen) | deblur - best baseline | disk found | "
+             "streak found |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for case in ("defocus", "motion"):
         if case not in m:
             continue
@@ -159,7 +166,7 @@ def restore_tables(r: dict) -> tuple[list[str], dict]:
                      f"({q['usm_best_setting']}) | {q['net']:.2f} / {q['net_ssim']:.3f} | "
                      f"{q['net'] - base:+.2f} | {q['blind']:.2f} / {q['blind_ssim']:.3f} | "
                      f"{q['deblur']:.2f} / {q['deblur_ssim']:.3f} | {q['deblur'] - base:+.2f} | "
-                     f"{q['deblur_found']:.0%} |")
+                     f"{q['deblur_found']:.0%} | {q['motion_found']:.0%} |")
         q["gain_over_baseline"] = q["net"] - base
         q["deblur_over_baseline"] = q["deblur"] - base
     lines += ["", "Denoising (PSNR dB / SSIM; median ms per megapixel on this CPU):", "",
@@ -181,7 +188,8 @@ def restore_tables(r: dict) -> tuple[list[str], dict]:
         lines += ["", f"Clean photos through the net, told blur = noise = 0: PSNR "
                   f"{q['net']:.2f} dB, SSIM {q['net_ssim']:.4f} against the untouched photo; "
                   f"blind: {q['blind']:.2f} dB, {q['blind_ssim']:.4f}. A defocus disk was "
-                  f"found in {q['deblur_found']:.0%} of the clean photos."]
+                  f"found in {q['deblur_found']:.0%} of the clean photos, a motion streak "
+                  f"in {q['motion_found']:.0%}."]
     return lines, m
 
 
