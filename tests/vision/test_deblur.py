@@ -118,8 +118,11 @@ def test_the_motion_kernel_is_kornias() -> None:
     for _ in range(40):
         n, a, r = int(rng.integers(2, 18)) * 2 + 1, float(rng.uniform(0, 180)), \
             float(rng.uniform(-1, 1))
-        ref = kornia.filters.get_motion_kernel2d(n, torch.tensor([a]), torch.tensor([r]))
-        np.testing.assert_allclose(deblur.motion_psf(n, a, r), ref[0].numpy(), atol=1e-6)
+        for mode in deblur.MOTION_ROTATIONS:
+            ref = kornia.filters.get_motion_kernel2d(n, torch.tensor([a]), torch.tensor([r]),
+                                                     mode=mode)
+            np.testing.assert_allclose(deblur.motion_psf(n, a, r, mode), ref[0].numpy(),
+                                       atol=1e-6)
     with pytest.raises(ValueError, match="odd"):
         deblur.motion_psf(8, 0.0)
 
@@ -132,10 +135,10 @@ def test_a_motion_streak_is_read_off_the_spectrum_and_deconvolved(
     blurred = _streak(sharp, length, angle, ramp)
     found = deblur.estimate_motion(blurred)
     assert found is not None, "no streak found"
-    a, n, r, share = found
+    (a, n, r, rotation), share = found
     assert abs(n - length) <= 2 and abs((a - angle + 90) % 180 - 90) <= 3, found
-    out, (a2, n2, signed) = deblur.deblur_motion(blurred)
-    assert (a2, n2) == (a, n) and abs(signed) == pytest.approx(r)
+    out, (a2, n2, signed, rot2) = deblur.deblur_motion(blurred)
+    assert (a2, n2, rot2) == (a, n, rotation) and abs(signed) == pytest.approx(r)
     assert out.shape == sharp.shape and out.dtype == np.uint8
     # unsharp masking cannot undo a streak (Kodak: it lost 0.6 dB); here +2.7 to +10 dB
     assert _psnr(out, sharp) >= _psnr(blurred, sharp) + 2.0

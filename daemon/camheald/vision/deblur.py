@@ -164,7 +164,11 @@ def deblur(rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
 # and the one leaving the sparser gradients (less ringing) is kept.
 
 MOTION_LENGTHS = np.arange(5, 37, 2)  # odd lengths (px) tried; the training generator's
-MOTION_RAMPS = np.array([0.0, 0.25, 0.5, 0.7, 0.85, 1.0])  # |ramp| tried (coarse pass)
+MOTION_RAMPS = np.array([0.0, 0.35, 0.7, 1.0])  # |ramp| tried (coarse pass)
+# how the streak was rotated into place: kornia's default, and the bilinear rotation that
+# its mode="bilinear" (and imgaug's MotionBlur) uses, which smooths the streak sideways
+MOTION_ROTATIONS = ("nearest", "bilinear")
+_ROTATION_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
 MOTION_FLOOR = 3e-2  # depth of a modelled zero: 1e-3 chose ramped streaks for uniform ones
 # The fitted streak must leave at most this share of the roughness without one. Val20 (the
 # calibration photos, one streak of the training generator's each): motion 0.46-0.88
@@ -176,13 +180,15 @@ _POLAR_ANGLES = np.arange(-90.0, 90.0, 2.0)  # the half plane the rfft2 holds
 _POLAR_RADII = np.linspace(0.03, 0.45, 97)[:-1] + 0.42 / 96 / 2  # cycles per pixel
 
 
-def motion_psf(length: int, angle: float, ramp: float = 0.0) -> np.ndarray:
+def motion_psf(length: int, angle: float, ramp: float = 0.0,
+               rotation: str = "nearest") -> np.ndarray:
     """Linear motion kernel (length x length, odd length, summing to 1): a streak of
     ``length`` px through the centre at ``angle`` degrees (counter-clockwise as displayed,
     from +x), its weights ramping linearly from (1 + ramp) / 2 at one end to (1 - ramp) / 2
-    at the other (0: uniform), rotated by nearest neighbour. It is the kernel of
-    ``kornia.filters.get_motion_kernel2d(length, angle, ramp)`` (mode "nearest", its
-    default), which the training generator applies with ``cv2.filter2D``."""
+    at the other (0: uniform), rotated by ``rotation`` ("nearest" or "bilinear"). It is the
+    kernel of ``kornia.filters.get_motion_kernel2d(length, angle, ramp, mode=rotation)``
+    (mode "nearest" is kornia's default and what the training generator applies with
+    ``cv2.filter2D``)."""
     n = int(length)
     if n < 3 or n % 2 == 0:
         raise ValueError(f"motion length must be odd and >= 3, got {length}")
@@ -190,7 +196,7 @@ def motion_psf(length: int, angle: float, ramp: float = 0.0) -> np.ndarray:
     k = np.zeros((n, n), np.float32)
     k[n // 2] = d + (1.0 - 2.0 * d) / (n - 1) * np.arange(n)
     m = cv2.getRotationMatrix2D(((n - 1) / 2, (n - 1) / 2), float(angle), 1.0)
-    k = cv2.warpAffine(k, m, (n, n), flags=cv2.INTER_NEAREST, borderValue=0)
+    k = cv2.warpAffine(k, m, (n, n), flags=_ROTATION_FLAGS[rotation], borderValue=0)
     return (k / k.sum()).astype(np.float32)
 
 
@@ -212,9 +218,9 @@ def _to_polar(log_power: np.ndarray) -> np.ndarray:
     return cv2.remap(shifted, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
 
 
-def _motion_model(length: int, angle: float, ramp: float) -> np.ndarray:
-    """Polar log(|OTF|^2 + MOTION_FLOOR) of ``motion_psf(length, angle, ramp)``."""
-    k = motion_psf(length, angle, ramp)
+def _motion_model(length: int, angle: float, ramp: float, rotation: str) -> np.ndarray:
+    """Polar log(|OTF|^2 + MOTION_FLOOR) of ``motion_psf(length, angle, ramp, rotation)``."""
+    k = motion_psf(length, angle, ramp, rotation)
     pad = np.zeros((TILE, TILE), np.float32)
     pad[:k.shape[0], :k.shape[1]] = k
     f = cv2.dft(pad, flags=cv2.DFT_COMPLEX_OUTPUT)[:, :TILE // 2 + 1]
@@ -238,36 +244,40 @@ def _streak_angle(rgb: np.ndarray) -> float:
     return float((90.0 - np.degrees(0.5 * np.arctan2(2.0 * jxy, jxx - jyy))) % 180.0)
 
 
-def _search(lp: np.ndarray, angles, lengths, ramps) -> tuple[float, tuple[float, int, float]]:
-    best: tuple[float, tuple[float, int, float]] = (np.inf, (0.0, 0, 0.0))
+Streak = tuple[float, int, float, str]  # angle, length, |ramp|, rotation
+
+
+def _search(lp: np.ndarray, angles, lengths, ramps, rotations) -> tuple[float, Streak]:
+    best: tuple[float, Streak] = (np.inf, (0.0, 0, 0.0, ""))
+    grid = [(int(n), float(r), rot) for n in lengths for r in ramps for rot in rotations]
     for a in angles:
-        models = np.stack([_motion_model(int(n), float(a), float(r))
-                           for n in lengths for r in ramps])
+        models = np.stack([_motion_model(n, float(a), r, rot) for n, r, rot in grid])
         rough = _polar_roughness(lp[None] - models)
         i = int(np.argmin(rough))
         if rough[i] < best[0]:
-            best = (float(rough[i]), (float(a) % 180.0, int(lengths[i // len(ramps)]),
-                                      float(ramps[i % len(ramps)])))
+            best = (float(rough[i]), (float(a) % 180.0, *grid[i]))
     return best
 
 
-def estimate_motion(rgb: np.ndarray) -> tuple[float, int, float, float] | None:
-    """(angle in degrees, length px, |ramp|, residual share) of the linear motion streak that
-    best explains the frame's spectrum, or None when none explains it well (share >
-    MAX_MOTION_SHARE) or the frame is smaller than one TILE. ~1 s on one core (a coarse
-    pass over 19 directions x 16 lengths x 6 ramps, then a fine one)."""
+def estimate_motion(rgb: np.ndarray) -> tuple[Streak, float] | None:
+    """((angle in degrees, length px, |ramp|, rotation), residual share) of the linear
+    motion streak that best explains the frame's spectrum, or None when none explains it
+    well (share > MAX_MOTION_SHARE) or the frame is smaller than one TILE. ~1.5 s on one
+    core (a coarse pass over 19 directions x 16 lengths x 4 ramps x 2 rotations, then a
+    fine one)."""
     if min(rgb.shape[:2]) < TILE:
         return None
     lp = _to_polar(np.log(_tile_power(rgb) + 1e-6)).astype(np.float64)
     without = float(_polar_roughness(lp[None])[0])
     a0 = _streak_angle(rgb)
-    rough, (a, n, r) = _search(lp, np.arange(a0 - _ANGLE_SPAN, a0 + _ANGLE_SPAN + 0.1, 2.0),
-                               MOTION_LENGTHS, MOTION_RAMPS)
-    rough, (a, n, r) = _search(lp, np.arange(a - 1.5, a + 1.6, 0.5),
-                               np.arange(max(3, n - 4), n + 5, 2),
-                               np.linspace(max(0.0, r - 0.15), min(1.0, r + 0.15), 4))
+    rough, (a, n, r, rot) = _search(
+        lp, np.arange(a0 - _ANGLE_SPAN, a0 + _ANGLE_SPAN + 0.1, 2.0), MOTION_LENGTHS,
+        MOTION_RAMPS, MOTION_ROTATIONS)
+    rough, streak = _search(lp, np.arange(a - 1.5, a + 1.6, 0.5),
+                            np.arange(max(3, n - 4), n + 5, 2),
+                            np.linspace(max(0.0, r - 0.2), min(1.0, r + 0.2), 5), (rot,))
     share = rough / max(without, 1e-9)
-    return (a, n, r, share) if share <= MAX_MOTION_SHARE else None
+    return (streak, share) if share <= MAX_MOTION_SHARE else None
 
 
 def _gradient_sparsity(grey: np.ndarray) -> float:
@@ -277,16 +287,16 @@ def _gradient_sparsity(grey: np.ndarray) -> float:
     return float(np.abs(d).sum() / max(np.sqrt(float(np.dot(d, d))), 1e-9))
 
 
-def deblur_motion(rgb: np.ndarray) -> tuple[np.ndarray, tuple[float, int, float]] | None:
-    """(deblurred frame, (angle, length, signed ramp)) when the frame's spectrum shows a
-    linear motion streak (``estimate_motion``), else None."""
+def deblur_motion(rgb: np.ndarray) -> tuple[np.ndarray, Streak] | None:
+    """(deblurred frame, (angle, length, signed ramp, rotation)) when the frame's spectrum
+    shows a linear motion streak (``estimate_motion``), else None."""
     found = estimate_motion(rgb)
     if found is None:
         return None
-    a, n, r, _ = found
+    (a, n, r, rot), _ = found
     ramp = r
     if r > 0.05:  # which end is heavier: the mirror image rings
         grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None]
         ramp = min((r, -r), key=lambda s: _gradient_sparsity(
-            wiener(np.repeat(grey, 3, 2), motion_psf(n, a, s), MOTION_K)[..., 0]))
-    return wiener(rgb, motion_psf(n, a, ramp), MOTION_K), (a, n, ramp)
+            wiener(np.repeat(grey, 3, 2), motion_psf(n, a, s, rot), MOTION_K)[..., 0]))
+    return wiener(rgb, motion_psf(n, a, ramp, rot), MOTION_K), (a, n, ramp, rot)
