@@ -1,5 +1,5 @@
-"""Defocus deblurring: the blur disk's radius read off the frame's spectrum, then a Wiener
-deconvolution.
+"""Deblurring: the blur's kernel (a defocus disk, or a linear motion streak) read off the
+frame's spectrum, then a Wiener deconvolution. Motion: see ``estimate_motion`` below.
 
 Unsharp masking only steepens edges; it cannot undo a blur (Kodak, true severity: +0.5 dB
 on defocus). A defocused lens spreads each point into a disk, whose transfer function has
@@ -13,9 +13,10 @@ blur (no zeros), and rarely for a noisy one (the noise fills the dips). ``wiener
 divides the disk's transfer function out where it stands above the regularisation.
 
 On Val20's defocused photos (the calibration split) the radius came out within 0.1 px of
-the generator's on all 20. Offline only (``camheal correct`` / ``CorrectImage``): ~15-30 ms
-to estimate (at most MAX_TILES FFTs of 256x256) plus one FFT pair per channel of the frame
-(~40 ms at 768x512 on one core). numpy/OpenCV only.
+the generator's on all 20. Offline only (``camheal correct``; ``correct-video`` for defocus):
+~15-30 ms to estimate a disk (at most MAX_TILES FFTs of 256x256), ~1.5 s a motion streak,
+plus one FFT pair per channel of the frame (~40 ms at 768x512 on one core). numpy/OpenCV
+only.
 """
 
 from __future__ import annotations
@@ -171,8 +172,10 @@ MOTION_ROTATIONS = ("nearest", "bilinear")
 _ROTATION_FLAGS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR}
 MOTION_FLOOR = 3e-2  # depth of a modelled zero: 1e-3 chose ramped streaks for uniform ones
 # The fitted streak must leave at most this share of the roughness without one. Val20 (the
-# calibration photos, one streak of the training generator's each): motion 0.46-0.88
-# (median 0.68); every defocused, Gaussian-blurred, shaken and clean photo >= 0.71.
+# calibration photos), two draws of one streak of the training generator's per photo
+# (scratch scripts): motion 0.44-0.91 (median ~0.7); every defocused, Gaussian-blurred,
+# shaken and clean photo >= 0.71 (first draw, nearest rotation only) and >= 0.74 (second
+# draw, both rotations, the photos where no disk is found).
 MAX_MOTION_SHARE = 0.70
 MOTION_K = 5e-3  # Wiener regularisation for motion
 _ANGLE_SPAN = 18.0  # degrees searched either side of the structure tensor's direction
