@@ -99,9 +99,9 @@ def eval_restore(net: restore.LearnedRestorer, photos: Sequence[Path], seed: int
             if case in ("defocus", "motion"):
                 sharpened = restore.sharpen(deg, sev)
                 add("sharpen", sharpened)
-                # camheal correct's classical path: the defocus disk read off the spectrum
-                # (blind) or, where none is found, the unsharp mask unless the blur looks
-                # directional (here given the true severity, as `sharpen` is)
+                # camheal correct's classical path: the defocus disk, else the motion streak
+                # read off the spectrum (blind) or, where neither is found, the unsharp mask
+                # unless the blur looks directional (given the true severity, as `sharpen` is)
                 keep = not directional.sharpens({"blur.coherence": directional.coherence(deg)})
                 found = deblur.deblur(deg)
                 q["deblur_found"].append(float(found is not None))

@@ -137,8 +137,11 @@ def test_a_motion_streak_is_read_off_the_spectrum_and_deconvolved(
     assert found is not None, "no streak found"
     (a, n, r, rotation), share = found
     assert abs(n - length) <= 2 and abs((a - angle + 90) % 180 - 90) <= 3, found
-    out, (a2, n2, signed, rot2) = deblur.deblur_motion(blurred)
-    assert (a2, n2, rot2) == (a, n, rotation) and abs(signed) == pytest.approx(r)
+    assert abs(r - abs(ramp)) <= 0.25, found
+    out, (_, _, signed, _) = deblur.deblur_motion(blurred)
+    # the mirror image chosen right: filter2D correlates, so as a convolution the streak's
+    # heavy end points the other way
+    assert abs(signed + ramp) <= 0.25, signed
     assert out.shape == sharp.shape and out.dtype == np.uint8
     # unsharp masking cannot undo a streak (Kodak: it lost 0.6 dB); here +2.7 to +10 dB
     assert _psnr(out, sharp) >= _psnr(blurred, sharp) + 2.0
@@ -162,6 +165,7 @@ def test_correct_deconvolves_a_motion_blurred_photo() -> None:
     det = Detector.load()
     sharp = _leaves(7)
     blurred = _streak(sharp, 17, 100.0, 0.6)
+    assert deblur.estimate(blurred) is None  # no disk: the streak does it
     out, a, done = correct_image(det, blurred)
     assert "blur" in a.detected
     assert "deblur" in done and "sharpen" not in done

@@ -32,7 +32,22 @@ def test_isotropic_blur_is_not_directional_and_motion_blur_is(shape):
 
 
 def test_flat_frame_has_no_direction():
-    assert directional.coherence(np.full((100, 200, 3), 77, np.uint8)) == 0.0
+    flat = np.full((100, 200, 3), 77, np.uint8)
+    assert directional.coherence(flat) == 0.0
+    assert directional.orientation(flat) == 0.0
+
+
+@pytest.mark.parametrize("angle", [0.0, 35.0, 90.0, 140.0])
+def test_the_gradients_run_across_a_streak(angle):
+    img = _texture(480, 640)
+    centre = (15.0, 15.0)
+    line = np.zeros((31, 31), np.float32)
+    line[15] = 1.0 / 31  # a horizontal streak, turned counter-clockwise as displayed
+    m = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    streak = cv2.warpAffine(line, m, (31, 31), flags=cv2.INTER_LINEAR)
+    blurred = cv2.filter2D(img, -1, streak / streak.sum())
+    across = (directional.orientation(blurred) - angle - 90.0 + 90.0) % 180.0 - 90.0
+    assert abs(across) <= 5.0
 
 
 def test_only_a_blur_that_looks_directional_is_left_unsharpened():
