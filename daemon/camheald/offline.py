@@ -34,7 +34,10 @@ def _load_detector() -> Detector | None:
 
 def report(file: str, a: Analysis, actions: tuple[str, ...] | None = None) -> dict:
     """JSON-able report for one file: {"file", "scores", "detected", "actions"}."""
-    if actions is None:  # suggestions: global corrections + local restorations
+    # suggestions: global corrections + local restorations; for blur the cheap rule (sharpen
+    # unless it looks directional): diagnose runs no deconvolution search, so ``correct``
+    # may deblur where this suggests sharpening or nothing
+    if actions is None:
         actions = (*a.actions, *(LOCAL_ACTIONS[d] for d in a.detected if d in LOCAL_ACTIONS
                                  and (d != "blur" or directional.sharpens(a.extra))))
     return {"file": file, "scores": {k: round(v, 4) for k, v in a.scores.items()},
