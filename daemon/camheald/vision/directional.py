@@ -40,21 +40,22 @@ def tensor(rgb: np.ndarray) -> tuple[float, float, float]:
     return jxx, jyy, jxy
 
 
-def coherence(rgb: np.ndarray) -> float:
+def coherence(rgb: np.ndarray, t: tuple[float, float, float] | None = None) -> float:
     """Coherence in [0, 1] of the gradient structure tensor summed over the whole frame
-    (HxWx3 uint8 RGB): 0 when gradients point every way equally, 1 when all are parallel."""
-    jxx, jyy, jxy = tensor(rgb)
+    (HxWx3 uint8 RGB; or ``t``, its ``tensor`` when already computed): 0 when gradients
+    point every way equally, 1 when all are parallel."""
+    jxx, jyy, jxy = tensor(rgb) if t is None else t
     trace = jxx + jyy
     if trace <= 1e-6:
         return 0.0
     return float(np.sqrt((jxx - jyy) ** 2 + 4.0 * jxy * jxy) / trace)
 
 
-def orientation(rgb: np.ndarray) -> float:
-    """Dominant gradient orientation of the frame in degrees [0, 180), counter-clockwise as
-    displayed from +x (0 for a flat frame). A motion blur removes the gradients along its
-    streak, so the streak runs across this."""
-    jxx, jyy, jxy = tensor(rgb)
+def orientation(rgb: np.ndarray, t: tuple[float, float, float] | None = None) -> float:
+    """Dominant gradient orientation of the frame (or of ``t``, its ``tensor``) in degrees
+    [0, 180), counter-clockwise as displayed from +x (0 for a flat frame). A motion blur
+    removes the gradients along its streak, so the streak runs across this."""
+    jxx, jyy, jxy = tensor(rgb) if t is None else t
     # image rows run downwards: negate the angle to count counter-clockwise as displayed
     return float(-np.degrees(0.5 * np.arctan2(2.0 * jxy, jxx - jyy)) % 180.0)
 
