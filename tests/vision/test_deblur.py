@@ -70,23 +70,6 @@ def test_wiener_with_a_point_psf_keeps_the_frame() -> None:
     assert np.abs(out.astype(int) - img).max() <= 1
 
 
-def test_correct_deconvolves_a_defocused_photo() -> None:
-    from camheald.offline import correct_image
-    from camheald.vision.correct import apply_global
-    from camheald.vision.detector import Detector
-
-    det = Detector.load()
-    sharp = _scene(4)
-    blurred = _defocus(sharp, 4.0)
-    out, a, done = correct_image(det, blurred)
-    assert "blur" in a.detected
-    assert "deblur" in done and "sharpen" not in done
-    # against the sharp frame with the same global correction (if the detector chose one)
-    ref = sharp if a.correction is None else apply_global(sharp, a.correction)
-    same = blurred if a.correction is None else apply_global(blurred, a.correction)
-    assert _psnr(out, ref) >= _psnr(same, ref) + 2.0
-
-
 # ------------------------------------------------------------------------ linear motion
 
 
@@ -157,18 +140,24 @@ def test_no_streak_no_motion_deconvolution(case: str) -> None:
     assert deblur.deblur_motion(img) is None
 
 
-def test_correct_deconvolves_a_motion_blurred_photo() -> None:
+@pytest.mark.parametrize("kind", ["defocus", "motion"])
+def test_correct_deconvolves_a_blurred_photo(kind: str) -> None:
     from camheald.offline import correct_image
     from camheald.vision.correct import apply_global
     from camheald.vision.detector import Detector
 
     det = Detector.load()
-    sharp = _leaves(7)
-    blurred = _streak(sharp, 17, 100.0, 0.6)
-    assert deblur.estimate(blurred) is None  # no disk: the streak does it
+    if kind == "defocus":
+        sharp = _scene(4)
+        blurred = _defocus(sharp, 4.0)
+    else:
+        sharp = _leaves(7)
+        blurred = _streak(sharp, 17, 100.0, 0.6)
+        assert deblur.estimate(blurred) is None  # no disk: the streak does it
     out, a, done = correct_image(det, blurred)
     assert "blur" in a.detected
     assert "deblur" in done and "sharpen" not in done
+    # against the sharp frame with the same global correction (if the detector chose one)
     ref = sharp if a.correction is None else apply_global(sharp, a.correction)
     same = blurred if a.correction is None else apply_global(blurred, a.correction)
     assert _psnr(out, ref) >= _psnr(same, ref) + 2.0
