@@ -47,6 +47,17 @@ def make_photo(seed: int = 0, h: int = 240, w: int = 320) -> np.ndarray:
     return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
+def detailed_photo(seed: int = 0, h: int = 480, w: int = 640) -> np.ndarray:
+    """A photo-like frame with detail at every scale (``make_photo``'s shapes over
+    multi-scale texture), inside 30..225: a blur of it stays a linear blur (no clipping)."""
+    rng = np.random.default_rng(seed)
+    img = make_photo(seed, h, w).astype(np.float32)
+    for cells, amp in ((40, 25.0), (160, 15.0)):
+        small = rng.normal(0, 1, (cells * h // w, cells, 3)).astype(np.float32)
+        img += amp * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return np.clip(30 + 0.76 * img, 0, 255).astype(np.uint8)
+
+
 def copy_detector(dest: Path) -> Path:
     """Copy the shipped detector, its sidecar and the estimators it names into ``dest``;
     returns the copied detector's path."""

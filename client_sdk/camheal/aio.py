@@ -136,12 +136,15 @@ class AsyncClient:
         (v,) = await self.call(C.MANAGER_PATH, C.MANAGER_IFACE, "Version")
         return v
 
-    async def correct_image(self, image: np.ndarray | str | os.PathLike
+    async def correct_image(self, image: np.ndarray | str | os.PathLike, restore: bool = True
                             ) -> tuple[np.ndarray, dict[str, Any]]:
         """Detect and correct an app's own image.
 
         Args:
             image: HxWx3 uint8 RGB array, or the path of an image file (PNG, JPEG, ...).
+            restore: also denoise and deblur as ``camheal correct`` does (seconds for a
+                large blurred or noisy photo); False: the global tone/colour correction
+                only (milliseconds).
 
         Returns:
             (corrected HxWx3 uint8 RGB array, report with scores, detected, actions).
@@ -159,7 +162,8 @@ class AsyncClient:
             os.write(fd, data)
             result_fd, report = await self.call(
                 C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage", "ha{sv}",
-                [0, {"format": Variant("s", "rgb")}], unix_fds=[fd])
+                [0, {"format": Variant("s", "rgb"), "restore": Variant("b", bool(restore))}],
+                unix_fds=[fd], timeout=120.0 if restore else 30.0)
         finally:
             os.close(fd)
         report = unpack(report)

@@ -70,10 +70,11 @@ class Client:
     def version(self) -> str:
         return self._run(self._aio.version())
 
-    def correct_image(self, image: np.ndarray | str | os.PathLike
+    def correct_image(self, image: np.ndarray | str | os.PathLike, restore: bool = True
                       ) -> tuple[np.ndarray, dict[str, Any]]:
-        """Detect and correct an app's own image: (corrected RGB array, report)."""
-        return self._run(self._aio.correct_image(image))
+        """Detect and correct an app's own image: (corrected RGB array, report); see
+        ``AsyncClient.correct_image`` for ``restore``."""
+        return self._run(self._aio.correct_image(image, restore))
 
     def cameras(self) -> list[Camera]:
         return [Camera(self, c) for c in self._run(self._aio.cameras())]

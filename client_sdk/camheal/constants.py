@@ -65,5 +65,5 @@ STREAM_INFO_TYPES: dict[str, str] = {
 IMAGE_REPORT_TYPES: dict[str, str] = {
     "width": "u", "height": "u", "stride": "u", "format": "s", "pixel_format": "s", "size": "t",
     "input_format": "s", "scores": "a{sd}", "detected": "as", "actions": "as", "model": "s",
-    "elapsed_ms": "d",
+    "elapsed_ms": "d", "restored": "b",
 }

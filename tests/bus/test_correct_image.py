@@ -92,6 +92,33 @@ async def test_correct_image_round_trip(start_daemon, bus_address):
         assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR).shape == img.shape
 
 
+async def test_correct_image_restores_as_camheal_correct_does(start_daemon, bus_address):
+    """By default a still gets the offline path (here: a defocus disk deconvolved);
+    ``restore=False`` keeps to the global correction."""
+    from camheald.vision import deblur
+    from support import detailed_photo
+
+    start_daemon("--source", DEMO)
+    sharp = detailed_photo(4)
+    blurred = cv2.filter2D(sharp, -1, deblur.disk_psf(4.0), borderType=cv2.BORDER_REFLECT_101)
+    async with AsyncClient(bus_address) as client:
+        fixed, report = await client.correct_image(blurred)
+        plain, report2 = await client.correct_image(blurred, restore=False)
+    assert "blur" in report["detected"] and "deblur" in report["actions"] and report["restored"]
+    assert "deblur" not in report2["actions"] and "sharpen" not in report2["actions"]
+    assert not report2["restored"]
+    # the same image as `camheal correct` makes, and sharper than the global path's
+    from camheald.offline import correct_image
+    from camheald.vision.detector import Detector
+
+    offline, _, actions = correct_image(Detector.load(), blurred)
+    assert list(actions) == report["actions"]
+    assert np.abs(fixed.astype(int) - offline).max() <= 1
+    sharpness = [cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()
+                 for x in (fixed, plain)]
+    assert sharpness[0] > 1.5 * sharpness[1], sharpness
+
+
 async def test_bad_images_are_refused_and_nothing_leaks(start_daemon, bus_address, tmp_path):
     d = start_daemon("--source", DEMO)
     good = png_bytes(scene())

@@ -8,22 +8,14 @@ import numpy as np
 import pytest
 
 from camheald.vision import deblur
-from support import make_photo
+from support import detailed_photo
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(cv2.PSNR(a, b))
 
 
-def _scene(seed: int = 0, h: int = 480, w: int = 640) -> np.ndarray:
-    """A photo-like frame with detail at every scale (shapes over multi-scale texture)."""
-    rng = np.random.default_rng(seed)
-    img = make_photo(seed, h, w).astype(np.float32)
-    for cells, amp in ((40, 25.0), (160, 15.0)):
-        small = rng.normal(0, 1, (cells * h // w, cells, 3)).astype(np.float32)
-        img += amp * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-    # inside 30..225: a clipped highlight is no longer a linear blur of the scene
-    return np.clip(30 + 0.76 * img, 0, 255).astype(np.uint8)
+_scene = detailed_photo
 
 
 def _defocus(img: np.ndarray, radius: float) -> np.ndarray:

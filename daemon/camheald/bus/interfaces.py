@@ -89,7 +89,7 @@ class ManagerInterface(ServiceInterface):
     @guarded("Manager.CorrectImage")
     async def CorrectImage(self, image: "h", options: "a{sv}") -> "ha{sv}":
         try:
-            opts = _options(options, {"format": str, "quality": int})
+            opts = _options(options, {"format": str, "quality": int, "restore": bool})
             fmt = opts.get("format", "png")
             if fmt not in frames.FORMATS:
                 raise InvalidArgument(f"format must be one of {', '.join(frames.FORMATS)}")
@@ -97,7 +97,8 @@ class ManagerInterface(ServiceInterface):
             if not 1 <= quality <= 100:
                 raise InvalidArgument("quality must be between 1 and 100")
             fd, report = await asyncio.get_running_loop().run_in_executor(
-                None, self._images.correct, image, fmt, quality)
+                None, functools.partial(self._images.correct, image, fmt, quality,
+                                        restore=opts.get("restore", True)))
         finally:
             os.close(image)  # the received fd is ours; never keep it
         return self._bus.reply_with_fds([fd], to_vardict, report, C.IMAGE_REPORT_TYPES)

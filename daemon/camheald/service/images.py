@@ -17,6 +17,10 @@ from camheald.service.vision import VisionEngine
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 40_000_000
+# Larger images get the global correction only, even when restoration is asked for: the
+# deconvolution holds a few float copies of the frame (~0.6 GB at 16 MP), too much for a
+# daemon on a small board.
+MAX_RESTORE_PIXELS = 16_000_000
 
 
 def read_image_fd(fd: int, max_bytes: int = MAX_INPUT_BYTES) -> bytes:
@@ -78,8 +82,14 @@ class ImageCorrector:
         self.max_pending = max_pending
 
     def correct(self, fd: int, fmt: str = "png", quality: int = 90,
-                max_pixels: int = MAX_PIXELS) -> tuple[int, dict]:
-        """Blocking (run in an executor): fd of encoded image -> (result fd, report)."""
+                max_pixels: int = MAX_PIXELS, restore: bool = True) -> tuple[int, dict]:
+        """Blocking (run in an executor): fd of encoded image -> (result fd, report).
+
+        With ``restore`` the image gets what ``camheal correct`` does (``offline.
+        correct_image``: denoising, deblurring, then the global correction, as detected) up
+        to MAX_RESTORE_PIXELS (the report's ``restored`` says whether it did); without it
+        only the global tone/colour correction (fast, as the stream's).
+        """
         with self._pending_lock:
             if self._pending >= self.max_pending:
                 raise Busy(f"{self.max_pending} images are already being corrected")
@@ -90,9 +100,16 @@ class ImageCorrector:
             data = read_image_fd(fd)
             rgb, family = decode(data, max_pixels)
             t0 = time.perf_counter()
+            restore = restore and rgb.shape[0] * rgb.shape[1] <= MAX_RESTORE_PIXELS \
+                and self.vision.detector is not None
             with self._lock:
-                analysis = self.vision.analyze(rgb)
-                out, actions = self.vision.correct(rgb, analysis)
+                if restore:
+                    from camheald.offline import correct_image
+
+                    out, analysis, actions = correct_image(self.vision.detector, rgb)
+                else:
+                    analysis = self.vision.analyze(rgb)
+                    out, actions = self.vision.correct(rgb, analysis)
             elapsed = (time.perf_counter() - t0) * 1e3
             encoded, layout = frames.encode(out, fmt, quality)
             result = frames.sealed_memfd(encoded, "camheal-corrected")
@@ -100,7 +117,7 @@ class ImageCorrector:
             report.update(size=len(encoded), input_format=family,
                           scores=dict(analysis.scores) if analysis else {},
                           detected=list(analysis.detected) if analysis else [],
-                          actions=list(actions), model=self.vision.name,
+                          actions=list(actions), restored=restore, model=self.vision.name,
                           elapsed_ms=round(elapsed, 2))
             return result, report
         finally:
