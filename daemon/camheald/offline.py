@@ -32,14 +32,20 @@ def _load_detector() -> Detector | None:
         return None
 
 
-def report(file: str, a: Analysis, actions: tuple[str, ...] | None = None) -> dict:
-    """JSON-able report for one file: {"file", "scores", "detected", "actions"}."""
-    # suggestions: global corrections + local restorations; for blur the cheap rule (sharpen
-    # unless it looks directional): diagnose runs no deconvolution search, so ``correct``
-    # may deblur where this suggests sharpening or nothing
+def report(file: str, a: Analysis, actions: tuple[str, ...] | None = None,
+           disk: bool = False) -> dict:
+    """JSON-able report for one file: {"file", "scores", "detected", "actions"}.
+
+    Without ``actions``, the suggestions: the global corrections plus the local
+    restorations, for blur "deblur" when a defocus disk shows in the frame's spectrum
+    (``disk``, from ``vision.deblur.estimate``), else "sharpen" unless the blur looks
+    directional. Diagnose runs no motion-streak search (a second or more per photo), so
+    ``correct`` may still deblur a directional blur for which nothing is suggested.
+    """
     if actions is None:
-        actions = (*a.actions, *(LOCAL_ACTIONS[d] for d in a.detected if d in LOCAL_ACTIONS
-                                 and (d != "blur" or directional.sharpens(a.extra))))
+        local = {**LOCAL_ACTIONS, "blur": "deblur" if disk else LOCAL_ACTIONS["blur"]}
+        actions = (*a.actions, *(local[d] for d in a.detected if d in local
+                                 and (d != "blur" or disk or directional.sharpens(a.extra))))
     return {"file": file, "scores": {k: round(v, 4) for k, v in a.scores.items()},
             "detected": list(a.detected), "actions": list(actions)}
 
@@ -72,7 +78,7 @@ def diagnose(args: argparse.Namespace) -> int:
             _error(file, str(e))
             failed += 1
             continue
-        rep = report(file, a)
+        rep = report(file, a, disk="blur" in a.detected and deblur.estimate(rgb) is not None)
         print(json.dumps(rep) if args.json else _human(rep), flush=True)
     return 1 if failed else 0
 

@@ -134,7 +134,7 @@ def test_no_streak_no_motion_deconvolution(case: str) -> None:
 
 @pytest.mark.parametrize("kind", ["defocus", "motion"])
 def test_correct_deconvolves_a_blurred_photo(kind: str) -> None:
-    from camheald.offline import correct_image
+    from camheald.offline import correct_image, report
     from camheald.vision.correct import apply_global
     from camheald.vision.detector import Detector
 
@@ -149,6 +149,9 @@ def test_correct_deconvolves_a_blurred_photo(kind: str) -> None:
     out, a, done = correct_image(det, blurred)
     assert "blur" in a.detected
     assert "deblur" in done and "sharpen" not in done
+    # diagnose suggests it where it looks for it (the disk; not the slower streak search)
+    suggested = report("x.png", a, disk=deblur.estimate(blurred) is not None)["actions"]
+    assert ("deblur" in suggested) == (kind == "defocus") and "sharpen" not in suggested
     # against the sharp frame with the same global correction (if the detector chose one)
     ref = sharp if a.correction is None else apply_global(sharp, a.correction)
     same = blurred if a.correction is None else apply_global(blurred, a.correction)
