@@ -199,13 +199,16 @@ def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict
              "(OpenCV's default thread count; the daemon with one camera on 2 cores "
              "gives OpenCV 1 thread); "
              "*stills*: the classical tools of `camheal correct` when the network is missing "
-             "(`sharpen`, `denoise`); *network*: `camheal_restore.onnx` (deblur + denoise, "
+             "(`sharpen`, `denoise`) and its deconvolution (`vision.deblur`: the search for a "
+             "defocus disk or a motion streak in the frame's spectrum, then one Wiener "
+             "deconvolution, timed whether or not this frame shows one); "
+             "*network*: `camheal_restore.onnx` (deblur + denoise, "
              "ONNX Runtime, 1 thread, 768-px tiles), which `camheal correct` and "
              "`CorrectImage` use where its sidecar says it helps (models/RESTORE_CARD.md). "
              "The inpainting network runs only on the tiles a defect mask touches, so it "
              "has no per-frame cost to show here."]
     try:
-        from camheald.vision import restore
+        from camheald.vision import deblur, restore
     except ImportError as exc:
         return [], [f"camheald.vision.restore not importable: {exc}"]
     ops: list[tuple[str, Callable[[np.ndarray], object], int]] = [
@@ -213,7 +216,12 @@ def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict
          lambda f: restore.stream_sharpen(f, 0.5), 20),
         ("denoise, stream (clamped 3x3 mean)", lambda f: restore.stream_denoise(f, 0.5), 20),
         ("sharpen, stills (unsharp mask)", lambda f: restore.sharpen(f, 0.5), 20),
-        ("denoise, stills (NL-means)", lambda f: restore.denoise(f, 0.5), 2)]
+        ("denoise, stills (NL-means)", lambda f: restore.denoise(f, 0.5), 2),
+        ("deblur, stills (disk search + Wiener)",
+         lambda f: (deblur.estimate(f), deblur.wiener(f, deblur.disk_psf(3.0))), 2),
+        ("deblur, stills (streak search + Wiener)",
+         lambda f: (deblur.estimate_motion(f), deblur.wiener(f, deblur.motion_psf(15, 30.0))),
+         2)]
     try:
         net = restore.LearnedRestorer.load(threads=1)
     except restore.ModelError as exc:
