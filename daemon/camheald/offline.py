@@ -43,9 +43,13 @@ def report(file: str, a: Analysis, actions: tuple[str, ...] | None = None,
     ``correct`` may still deblur a directional blur for which nothing is suggested.
     """
     if actions is None:
-        local = {**LOCAL_ACTIONS, "blur": "deblur" if disk else LOCAL_ACTIONS["blur"]}
-        actions = (*a.actions, *(local[d] for d in a.detected if d in local
-                                 and (d != "blur" or disk or directional.sharpens(a.extra))))
+        def local(d: str) -> str | None:
+            if d != "blur":
+                return LOCAL_ACTIONS.get(d)
+            return "deblur" if disk else LOCAL_ACTIONS[d] if directional.sharpens(a.extra) \
+                else None
+
+        actions = (*a.actions, *(x for x in map(local, a.detected) if x))
     return {"file": file, "scores": {k: round(v, 4) for k, v in a.scores.items()},
             "detected": list(a.detected), "actions": list(actions)}
 
@@ -117,9 +121,7 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     if "blur" in local and "blur" not in learned:
         # a defocus disk, else a motion streak read off the spectrum is divided out; else
         # an unsharp mask, unless the blur looks directional (it would ring)
-        found = deblur.deblur(out)
-        if found is None:
-            found = deblur.deblur_motion(out)
+        found = deblur.deconvolve(out)
         if found is not None:
             out = found[0]
             done.append("deblur")

@@ -103,11 +103,10 @@ def eval_restore(net: restore.LearnedRestorer, photos: Sequence[Path], seed: int
                 # read off the spectrum (blind) or, where neither is found, the unsharp mask
                 # unless the blur looks directional (given the true severity, as `sharpen` is)
                 keep = not directional.sharpens({"blur.coherence": directional.coherence(deg)})
-                found = deblur.deblur(deg)
-                q["deblur_found"].append(float(found is not None))
-                streak = deblur.deblur_motion(deg) if found is None else None
-                q["motion_found"].append(float(streak is not None))
-                found = found or streak
+                found = deblur.deconvolve(deg)
+                kind = found[1] if found is not None else ""
+                q["deblur_found"].append(float(kind == "disk"))
+                q["motion_found"].append(float(kind == "streak"))
                 add("deblur", found[0] if found else deg if keep else sharpened)
                 for s, a in USM_GRID:
                     q[f"usm {s:g}/{a:g}"].append(bl.psnr(bl.unsharp_mask(deg, s, a), clean))

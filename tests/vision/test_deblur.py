@@ -15,16 +15,13 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(cv2.PSNR(a, b))
 
 
-_scene = detailed_photo
-
-
 def _defocus(img: np.ndarray, radius: float) -> np.ndarray:
     return cv2.filter2D(img, -1, deblur.disk_psf(radius), borderType=cv2.BORDER_REFLECT_101)
 
 
 @pytest.mark.parametrize("radius", [2.0, 3.5, 6.0])
 def test_the_disk_radius_is_read_off_the_spectrum_and_deconvolved(radius: float) -> None:
-    sharp = _scene(1)
+    sharp = detailed_photo(1)
     blurred = _defocus(sharp, radius)
     found = deblur.estimate(blurred)
     assert found is not None and abs(found[0] - radius) <= 0.25, found
@@ -37,7 +34,7 @@ def test_the_disk_radius_is_read_off_the_spectrum_and_deconvolved(radius: float)
 
 @pytest.mark.parametrize("case", ["sharp", "motion", "noisy", "flat", "small"])
 def test_no_disk_no_deconvolution(case: str) -> None:
-    sharp = _scene(2)
+    sharp = detailed_photo(2)
     rng = np.random.default_rng(0)
     if case == "sharp":
         img = sharp
@@ -55,7 +52,7 @@ def test_no_disk_no_deconvolution(case: str) -> None:
 
 
 def test_wiener_with_a_point_psf_keeps_the_frame() -> None:
-    img = _scene(3, 300, 400)
+    img = detailed_photo(3, 300, 400)
     point = np.zeros((3, 3), np.float32)
     point[1, 1] = 1.0
     out = deblur.wiener(img, point, 1e-4)
@@ -140,7 +137,7 @@ def test_correct_deconvolves_a_blurred_photo(kind: str) -> None:
 
     det = Detector.load()
     if kind == "defocus":
-        sharp = _scene(4)
+        sharp = detailed_photo(4)
         blurred = _defocus(sharp, 4.0)
     else:
         sharp = _leaves(7)

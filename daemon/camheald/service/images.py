@@ -18,8 +18,9 @@ from camheald.service.vision import VisionEngine
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 40_000_000
 # Larger images get the global correction only, even when restoration is asked for: the
-# deconvolution holds a few float copies of the frame (~0.6 GB at 16 MP), too much for a
-# daemon on a small board.
+# deconvolution holds a few float copies of the frame (~0.6 GB at 16 MP by that count, not
+# measured; a 12 MP photo through ``camheal correct`` peaked at ~0.5 GB with the models),
+# too much for a daemon on a small board.
 MAX_RESTORE_PIXELS = 16_000_000
 
 
@@ -104,6 +105,8 @@ class ImageCorrector:
                 and self.vision.detector is not None
             with self._lock:
                 if restore:
+                    # imported here: it pulls in the detector's runtime, which the service
+                    # loads only in VisionEngine.load (frames pass through without it)
                     from camheald.offline import correct_image
 
                     out, analysis, actions = correct_image(self.vision.detector, rgb)
