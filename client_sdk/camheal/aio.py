@@ -21,6 +21,8 @@ from camheal.stream import AsyncStream, StreamReader
 
 _BUS = "org.freedesktop.DBus"
 _EARLY_ENDS = 64  # ends remembered for streams whose Subscribe reply is still on its way
+RESTORE_TIMEOUT_S = 120.0  # CorrectImage with restoration: seconds for a large blurred photo
+BURST_TIMEOUT_S = 180.0  # CaptureBurst: up to 16 frames, each restored when it needs it
 
 HealthCallback = Callable[[str, str, dict[str, Any]], None]
 """Called as ``callback(camera_id, event, payload)``; event is one of 'health',
@@ -163,7 +165,7 @@ class AsyncClient:
             result_fd, report = await self.call(
                 C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage", "ha{sv}",
                 [0, {"format": Variant("s", "rgb"), "restore": Variant("b", bool(restore))}],
-                unix_fds=[fd], timeout=120.0 if restore else 30.0)
+                unix_fds=[fd], timeout=RESTORE_TIMEOUT_S if restore else 30.0)
         finally:
             os.close(fd)
         report = unpack(report)
@@ -361,17 +363,22 @@ class AsyncCamera:
         except CamhealError:
             pass
 
-    async def capture_burst(self, count: int, corrected: bool = True
+    async def capture_burst(self, count: int, corrected: bool = True, restore: bool = True
                             ) -> tuple[list[Frame], dict[str, Any]]:
         """``count`` (1-16) consecutive frames corrected together (lens defects filled in).
 
+        With ``restore`` each frame where noise or blur is detected is also denoised and
+        deblurred as ``correct_image`` does (seconds per such frame); ``restore=False``
+        keeps the burst to the global correction and the defect filling.
+
         Returns:
-            (frames, report) — report: seqs, defects, actions.
+            (frames, report) — report: seqs, defects, actions, restored.
         """
         fds, report = await self.client.call(
             self.path, C.CAMERA_IFACE, "CaptureBurst", "ua{sv}",
-            [count, {"corrected": Variant("b", corrected), "format": Variant("s", "rgb")}],
-            timeout=60.0)
+            [count, {"corrected": Variant("b", corrected), "format": Variant("s", "rgb"),
+                     "restore": Variant("b", restore)}],
+            timeout=BURST_TIMEOUT_S)
         report = unpack(report)
         metas = report.pop("frames", [])
         frames = []

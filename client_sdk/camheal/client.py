@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from camheal.aio import AsyncCamera, AsyncClient, HealthCallback
+from camheal.aio import BURST_TIMEOUT_S, RESTORE_TIMEOUT_S, AsyncCamera, AsyncClient, HealthCallback
 from camheal.errors import CamhealError
 from camheal.frame import Frame
 from camheal.stream import Stream
@@ -46,8 +46,11 @@ class Client:
             self._stop_loop()
             raise
 
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(self.timeout + 5)
+    def _run(self, coro: Coroutine[Any, Any, T], longest: float = 0.0) -> T:
+        """Run ``coro`` on the client's loop; wait for it as long as the client's timeout or
+        the call's own longer limit (``longest``: restoration and bursts take minutes)."""
+        wait = max(self.timeout, longest) + 5
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(wait)
 
     def _stop_loop(self) -> None:
         if self._loop.is_running():
@@ -74,7 +77,8 @@ class Client:
                       ) -> tuple[np.ndarray, dict[str, Any]]:
         """Detect and correct an app's own image: (corrected RGB array, report); see
         ``AsyncClient.correct_image`` for ``restore``."""
-        return self._run(self._aio.correct_image(image, restore))
+        return self._run(self._aio.correct_image(image, restore),
+                         RESTORE_TIMEOUT_S if restore else 0.0)
 
     def cameras(self) -> list[Camera]:
         return [Camera(self, c) for c in self._run(self._aio.cameras())]
@@ -139,10 +143,11 @@ class Camera:
 
         return Stream(reader, unsubscribe, timeout)
 
-    def capture_burst(self, count: int, corrected: bool = True
+    def capture_burst(self, count: int, corrected: bool = True, restore: bool = True
                       ) -> tuple[list[Frame], dict[str, Any]]:
         """``count`` consecutive frames corrected together; see AsyncCamera.capture_burst."""
-        return self._client._run(self._cam.capture_burst(count, corrected))
+        return self._client._run(self._cam.capture_burst(count, corrected, restore),
+                                 BURST_TIMEOUT_S)
 
     def defect_mask(self) -> np.ndarray:
         """The persistent lens-defect mask (HxW uint8, 255 = defect)."""

@@ -87,7 +87,8 @@ def diagnose(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis, tuple[str, ...]]:
+def correct_image(det: Detector, rgb: np.ndarray, tone: Analysis | None = None
+                  ) -> tuple[np.ndarray, Analysis, tuple[str, ...]]:
     """Correct one frame: denoise, deblur, global tone/colour, sharpen, as detected.
 
     Blur and noise go to the learned restorer (one pass, on the frame as captured: it was
@@ -98,8 +99,12 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
     restorer's weights are missing), unless the blur looks directional
     (``vision.directional``): unsharp masking hurts a motion blur.
 
+    The frame's own analysis decides the local restorations; the global tone/colour
+    correction is ``tone``'s when given (a burst applies one analysis to all of its frames,
+    so that they match), else the frame's own.
+
     Returns:
-        (corrected HxWx3 uint8, analysis, actions actually applied)
+        (corrected HxWx3 uint8, the frame's analysis, actions actually applied)
     """
     from camheald.vision import restore
 
@@ -127,9 +132,10 @@ def correct_image(det: Detector, rgb: np.ndarray) -> tuple[np.ndarray, Analysis,
             done.append("deblur")
         else:
             unsharp = directional.sharpens(a.extra)
-    if a.correction is not None:
-        out = apply_global(out, a.correction)
-        done += [x for x in a.actions if x in ("tone_curve", "color_matrix")]
+    g = a if tone is None else tone
+    if g.correction is not None:
+        out = apply_global(out, g.correction)
+        done += [x for x in g.actions if x in ("tone_curve", "color_matrix")]
     if unsharp:
         out = restore.sharpen(out, a.extra.get("severity.blur", 0.5))
         done.append("sharpen")

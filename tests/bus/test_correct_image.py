@@ -168,3 +168,34 @@ async def test_bad_images_are_refused_and_nothing_leaks(start_daemon, bus_addres
     assert fds_after <= fds_before + 1, (fds_before, fds_after)
     assert rss_after < rss_before + 50_000, (rss_before, rss_after)  # no 300 MB decode
     assert "Traceback" not in d.log()
+
+
+async def test_a_burst_of_blurred_frames_is_restored_frame_by_frame(start_daemon, bus_address,
+                                                                    tmp_path):
+    """CaptureBurst restores each frame as CorrectImage does (here: a defocus disk divided
+    out of every frame); ``restore=False`` keeps to the global correction."""
+    from camheald.vision import deblur
+    from support import detailed_photo
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        sharp = detailed_photo(4 + i)
+        blurred = cv2.filter2D(sharp, -1, deblur.disk_psf(4.0),
+                               borderType=cv2.BORDER_REFLECT_101)
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR))
+    start_daemon("--source", f"file:{folder}?fps=10")
+    async with AsyncClient(bus_address) as client:
+        cam = (await client.cameras())[0]
+        shots, report = await cam.capture_burst(2)
+        plain, report2 = await cam.capture_burst(2, restore=False)
+    assert report["restored"] and not report2["restored"]
+    assert "deblur" in report["actions"] and "deblur" not in report2["actions"]
+    assert all("deblur" in s.actions for s in shots)
+    assert not any("deblur" in s.actions or "sharpen" in s.actions for s in plain)
+
+    def sharpness(x: np.ndarray) -> float:
+        return float(cv2.Laplacian(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var())
+
+    assert min(map(sharpness, (s.image for s in shots))) > \
+        1.5 * max(map(sharpness, (s.image for s in plain)))

@@ -258,7 +258,8 @@ class CameraInterface(ServiceInterface):
     @translate_errors
     @guarded("Camera.CaptureBurst")
     async def CaptureBurst(self, count: "u", options: "a{sv}") -> "aha{sv}":
-        opts = _options(options, {"corrected": bool, "format": str, "quality": int})
+        opts = _options(options, {"corrected": bool, "format": str, "quality": int,
+                                  "restore": bool})
         if not 1 <= opts.get("quality", 90) <= 100:
             raise InvalidArgument("quality must be between 1 and 100")
         fmt = opts.get("format", "rgb")
@@ -266,7 +267,8 @@ class CameraInterface(ServiceInterface):
             raise InvalidArgument(f"format must be one of {', '.join(frames.FORMATS)}")
         loop = asyncio.get_running_loop()
         shots, report = await self._wait(capture_burst, self._camera, count,
-                                         opts.get("corrected", True))
+                                         opts.get("corrected", True), 10.0,
+                                         opts.get("restore", True))
         fds, metas = [], []
         try:
             for shot in shots:
@@ -280,7 +282,7 @@ class CameraInterface(ServiceInterface):
             raise
         report["frames"] = metas
         types = {**C.HEALTH_TYPES, "count": "u", "seqs": "at", "actions": "as",
-                 "elapsed_s": "d", "frames": "aa{sv}"}
+                 "elapsed_s": "d", "frames": "aa{sv}", "restored": "b"}
         reply = self._bus.reply_with_fds(fds, _burst_report, report, types)
         return [reply[:-1], reply[-1]]
 
