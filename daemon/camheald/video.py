@@ -6,8 +6,9 @@ Two passes over the clip (a video file, or a folder of image frames):
    video) and ends with the final defect mask and report;
 2. every frame is corrected with that final mask (so the first frames are corrected too):
    temporal fill + OpenCV inpainting (``camheald.vision.inpaint``), then, when the detector
-   model is installed, a defocus deconvolution where it detects blur and the spectrum shows
-   the blur disk (``camheald.vision.deblur``) and its global tone/colour correction.
+   model is installed, a deconvolution where it detects blur and the spectrum shows the
+   blur's kernel (a defocus disk or a linear motion streak, ``camheald.vision.deblur``) and
+   its global tone/colour correction.
 
 The output is written under a temporary name next to OUT and renamed at the end, so a
 failed run never leaves a half-written OUT.
@@ -233,34 +234,37 @@ def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0
     """Pass 2: correct every frame with the final mask; return the number written.
 
     With a detector, once a second of video: its global correction and, when it detects a
-    blur that is not directional and the frame's spectrum shows a defocus disk
-    (``vision.deblur``), that disk; until the next analysis every frame is deconvolved by
-    it (after the inpainting, before the global correction). ``stats["deblurred"]`` counts
-    those frames."""
-    from camheald.vision import deblur, directional
+    blur, the kernel the frame's spectrum shows (``vision.deblur.find_kernel``: a defocus
+    disk, else a linear motion streak). Until the next analysis every frame is deconvolved
+    by that kernel (after the inpainting, before the global correction): by a disk always
+    (focus holds from frame to frame), by a streak only where it still explains that frame's
+    spectrum (``deblur.streak_fits``: a camera's shake changes, and a wrong streak rings).
+    ``stats["deblurred"]`` counts the frames deconvolved, ``stats["kernels"]`` them by kind."""
+    from camheald.vision import deblur
     from camheald.vision.correct import apply_global
 
     inp = SequenceInpainter(mask) if mask.any() else None
     every = max(1, round(clip.fps))  # global correction re-estimated once a second
-    correction, psf = None, None
+    correction, kern = None, None
     bar = _progress(total, "correcting")
     n = 0
     stats = {} if stats is None else stats
     stats["deblurred"] = 0
+    stats["kernels"] = {"disk": 0, "streak": 0}
 
     def emit(frames: list[np.ndarray]) -> None:
-        nonlocal n, correction, psf
+        nonlocal n, correction, kern
         for f in frames:
             if det is not None:
                 if n % every == 0:
                     a = det.analyze(f)
-                    correction, psf = a.correction, None
-                    if "blur" in a.detected and directional.sharpens(a.extra):
-                        found = deblur.estimate(f)
-                        psf = deblur.disk_psf(found[0]) if found is not None else None
-                if psf is not None:
-                    f = deblur.wiener(f, psf)
+                    correction = a.correction
+                    kern = deblur.find_kernel(f) if "blur" in a.detected else None
+                if kern is not None and (kern.kind == "disk"
+                                         or deblur.streak_fits(f, kern.streak)):
+                    f = deblur.wiener(f, kern.psf, kern.k)
                     stats["deblurred"] += 1
+                    stats["kernels"][kern.kind] += 1
                 if correction is not None:
                     f = apply_global(f, correction)
             sink.write(f)
@@ -326,6 +330,7 @@ def correct_video(args: argparse.Namespace) -> int:
         "defects": [{"kind": d.kind, "confidence": round(d.confidence, 3),
                      "bbox": list(d.bbox), "first_frame": d.first_frame} for d in found],
         "deblurred_frames": stats["deblurred"],
+        "deblur_kernels": stats["kernels"],
         "elapsed_s": round(time.monotonic() - t0, 3),
     }
     if args.json:
@@ -333,6 +338,7 @@ def correct_video(args: argparse.Namespace) -> int:
     else:
         what = ", ".join(f"{d.kind} ({d.confidence:.2f}) at {d.bbox} from frame {d.first_frame}"
                          for d in found) or "no persistent defect"
-        sharp = f", {stats['deblurred']} deblurred (defocus)" if stats["deblurred"] else ""
+        kinds = ", ".join(f"{k} {v}" for k, v in stats["kernels"].items() if v)
+        sharp = f", {stats['deblurred']} deblurred ({kinds})" if stats["deblurred"] else ""
         print(f"{src} -> {out}: {written} frames{sharp}, {what}", flush=True)
     return 0

@@ -22,6 +22,7 @@ only.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -35,7 +36,13 @@ RADII = np.round(np.arange(1.2, 8.55, 0.1), 2)
 # Val20: defocused photos 0.03-0.23; sharp photos and motion blurs > 1; Gaussian blurs
 # 0.14-0.84 (a few small ones pass, as disks of ~2 px).
 MAX_RESIDUAL_SHARE = 0.3
-K = 5e-3  # Wiener regularisation (noise-to-signal power), best of 7 on Val20 defocus
+K = 5e-3  # Wiener regularisation (noise-to-signal power) where no noise level is measured
+# The regularisation that ``regularisation`` derives from the frame's noise: K_PER_VAR times
+# the noise variance (grey levels^2), within K_RANGE. Val20 (calibration), blind kernels,
+# the training generator's blurs with Gaussian noise of sigma 0 / 2 / 5 added (scratch
+# script): the best fixed K was <= 7e-4 / 7e-3-1e-2 / 1e-2-3e-2 (defocus / motion).
+K_PER_VAR = 3e-3
+K_RANGE = (7e-4, 5e-2)
 _BAND = (0.02, 0.45)  # cycles per pixel used for the fit (not DC, not the Nyquist corner)
 _BINS = 64
 _FLOOR = 1e-3  # a transfer-function zero is only as deep as the scene's noise
@@ -133,19 +140,60 @@ def estimate(rgb: np.ndarray) -> tuple[float, float] | None:
     return (float(RADII[i]), share) if share <= MAX_RESIDUAL_SHARE else None
 
 
+def _taper(p: int, h: int, w: int) -> np.ndarray:
+    """HxW weights rising linearly from 0 at the border to 1 at ``p`` px inside it."""
+    ry = np.minimum(np.arange(h), np.arange(h)[::-1]) / p
+    rx = np.minimum(np.arange(w), np.arange(w)[::-1]) / p
+    return np.minimum(np.clip(ry, 0, 1)[:, None], np.clip(rx, 0, 1)[None, :]).astype(np.float32)
+
+
+def noise_sigma(rgb: np.ndarray) -> float:
+    """The frame's noise level (grey levels): the diagonal Haar detail's RMS in the flattest
+    fifth of its 8x8 blocks (20th percentile of the block means of its square). On a blurred
+    frame that band holds little but noise, and the flattest blocks none of the detail a
+    motion blur leaves across its streak. It reads Gaussian noise of sigma 2 / 5 as about
+    1.3-1.6 / 3.2 (Val20 blurs), and about 0.4 (defocus) or 1 (motion) on noise-free ones."""
+    g = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) if rgb.ndim == 3 else rgb
+    g = g[:g.shape[0] // 16 * 16, :g.shape[1] // 16 * 16].astype(np.float32)
+    if g.size == 0:
+        return 0.0
+    hh = (g[0::2, 0::2] - g[0::2, 1::2] - g[1::2, 0::2] + g[1::2, 1::2]) * 0.5
+    blocks = (hh * hh).reshape(hh.shape[0] // 8, 8, hh.shape[1] // 8, 8).mean(axis=(1, 3))
+    return float(np.sqrt(np.percentile(blocks, 20)))
+
+
+def regularisation(rgb: np.ndarray, floor: float = K_RANGE[0]) -> float:
+    """Wiener K for deconvolving this (blurred) frame: K_PER_VAR x its noise variance,
+    between ``floor`` and K_RANGE's top. A fixed K either leaves a clean frame soft or
+    amplifies a noisy one's noise. A streak's kernel is a guess that is never exact and a
+    uniform streak's spectrum has true zeros, so streaks keep MOTION_K as their floor (a
+    noise-free 13-px streak: 22.5 dB at K = 7e-4 against 26.2 at 5e-3)."""
+    return float(np.clip(K_PER_VAR * noise_sigma(rgb) ** 2, floor, K_RANGE[1]))
+
+
 def wiener(rgb: np.ndarray, psf: np.ndarray, k: float = K) -> np.ndarray:
     """Wiener deconvolution of an HxWx3 (or HxW) uint8 frame by a centred, odd-sized
-    ``psf`` with regularisation ``k``; the frame is mirrored at its borders first, so the
-    FFT's wrap-around meets continuous content. Returns uint8 of the same shape."""
+    ``psf`` with regularisation ``k``. Returns uint8 of the same shape.
+
+    The frame is mirrored at its borders by the kernel's size, and that margin is faded
+    into the frame blurred (circularly) by the kernel itself, as MATLAB's ``edgetaper``
+    does: the FFT's wrap-around then meets content that obeys the blur model. A mirror
+    alone does not for an oblique streak, and its seam rang far into the frame: on
+    480x360 frames the taper added 2-5 dB over the mirror alone (motion 15 px, disk 4 px;
+    docs in models/RESTORE_CARD.md)."""
     p = max(psf.shape)
     x = cv2.copyMakeBorder(rgb, p, p, p, p, cv2.BORDER_REFLECT_101).astype(np.float32)
     x = x.reshape(*x.shape[:2], -1)
     h, w = x.shape[:2]
     otf = _otf(psf, h, w)
     gain = (np.conj(otf) / (np.abs(otf) ** 2 + np.float32(k))).astype(np.complex64)
+    fade = _taper(p, h, w)
     out = np.empty_like(x)
     for c in range(x.shape[2]):
-        out[..., c] = np.fft.irfft2(np.fft.rfft2(x[..., c]) * gain, s=(h, w))
+        ch = x[..., c]
+        blurred = np.fft.irfft2(np.fft.rfft2(ch) * otf, s=(h, w))
+        ch = fade * ch + (1.0 - fade) * blurred
+        out[..., c] = np.fft.irfft2(np.fft.rfft2(ch) * gain, s=(h, w))
     out = np.clip(np.rint(out[p:h - p, p:w - p]), 0, 255).astype(np.uint8)
     return out.reshape(rgb.shape)
 
@@ -156,7 +204,7 @@ def deblur(rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
     found = estimate(rgb)
     if found is None:
         return None
-    return wiener(rgb, disk_psf(found[0])), found[0]
+    return wiener(rgb, disk_psf(found[0]), regularisation(rgb)), found[0]
 
 
 # ------------------------------------------------------------------------ linear motion
@@ -189,7 +237,7 @@ MOTION_FLOOR = 3e-2  # depth of a modelled zero: 1e-3 chose ramped streaks for u
 # frame that does: 7 more of the 37 streaks pass (5 gain +3.5 to +6.9 dB, 2 lose 0.14).
 MAX_MOTION_SHARE = 0.70
 MAX_MOTION_SHARE_DIRECTIONAL = 0.75
-MOTION_K = 5e-3  # Wiener regularisation for motion
+MOTION_K = 5e-3  # Wiener regularisation of the sign test, and the least for a streak
 _ANGLE_SPAN = 18.0  # degrees searched either side of the structure tensor's direction
 _POLAR_ANGLES = np.arange(-90.0, 90.0, 2.0)  # the half plane the rfft2 holds
 _POLAR_RADII = np.linspace(0.03, 0.45, 97)[:-1] + 0.42 / 96 / 2  # cycles per pixel
@@ -269,6 +317,18 @@ def _search(lp: np.ndarray, angles: np.ndarray, lengths: np.ndarray, ramps: np.n
     return best
 
 
+def _motion_spectrum(rgb: np.ndarray, t: tuple[float, float, float]
+                     ) -> tuple[np.ndarray, float, float]:
+    """(polar log spectrum, its roughness without a streak, the share bound for this frame:
+    MAX_MOTION_SHARE, or MAX_MOTION_SHARE_DIRECTIONAL when its gradients look directional
+    by ``t``, the frame's ``directional.tensor``)."""
+    lp = _to_polar(np.log(_tile_power(rgb) + 1e-6)).astype(np.float64)
+    without = float(_polar_roughness(lp[None])[0])
+    bound = MAX_MOTION_SHARE_DIRECTIONAL \
+        if directional.coherence(rgb, t) >= directional.SHARPEN_BELOW else MAX_MOTION_SHARE
+    return lp, without, bound
+
+
 def estimate_motion(rgb: np.ndarray) -> tuple[Streak, float] | None:
     """((angle in degrees, length px, |ramp|, rotation), residual share) of the linear
     motion streak that best explains the frame's spectrum, or None when none explains it
@@ -279,13 +339,10 @@ def estimate_motion(rgb: np.ndarray) -> tuple[Streak, float] | None:
     (7 directions x 5 lengths x 5 ramps); about 2 600 candidate transfer functions."""
     if min(rgb.shape[:2]) < TILE:
         return None
-    lp = _to_polar(np.log(_tile_power(rgb) + 1e-6)).astype(np.float64)
-    without = float(_polar_roughness(lp[None])[0])
     tensor = directional.tensor(rgb)
+    lp, without, bound = _motion_spectrum(rgb, tensor)
     # the streak runs across the dominant gradient orientation (it removes those along it)
     a0 = (directional.orientation(rgb, tensor) + 90.0) % 180.0
-    bound = MAX_MOTION_SHARE_DIRECTIONAL \
-        if directional.coherence(rgb, tensor) >= directional.SHARPEN_BELOW else MAX_MOTION_SHARE
     rough, (a, n, r, rot) = _search(
         lp, np.arange(a0 - _ANGLE_SPAN, a0 + _ANGLE_SPAN + 0.1, 2.0), MOTION_LENGTHS,
         MOTION_RAMPS, MOTION_ROTATIONS)
@@ -298,6 +355,21 @@ def estimate_motion(rgb: np.ndarray) -> tuple[Streak, float] | None:
     return (streak, share) if share <= bound else None
 
 
+def streak_fits(rgb: np.ndarray, streak: Streak) -> bool:
+    """Whether ``streak`` (angle, length, ramp of either sign, rotation), found in another
+    frame, still explains this frame's spectrum as well as ``estimate_motion`` demands of
+    the streak it finds (same share bound). One candidate instead of ~2 600: tens of ms,
+    cheap enough to check every frame of a clip before deconvolving it with that streak
+    (a camera's shake changes from frame to frame; a wrong streak rings)."""
+    if min(rgb.shape[:2]) < TILE:
+        return False
+    a, n, r, rot = streak
+    lp, without, bound = _motion_spectrum(rgb, directional.tensor(rgb))
+    rough = float(_polar_roughness((lp - _motion_model(n, a, abs(r), rot))[None])[0])
+    return bool(np.isfinite(rough) and np.isfinite(without)
+                and rough / max(without, 1e-9) <= bound)
+
+
 def _gradient_sparsity(grey: np.ndarray) -> float:
     """L1 / L2 norm of the image differences: ringing and ghosts raise it."""
     g = grey.astype(np.float32)
@@ -305,19 +377,19 @@ def _gradient_sparsity(grey: np.ndarray) -> float:
     return float(np.abs(d).sum() / max(np.sqrt(float(np.dot(d, d))), 1e-9))
 
 
-def deblur_motion(rgb: np.ndarray) -> tuple[np.ndarray, Streak] | None:
-    """Deconvolve the linear motion streak the frame's spectrum shows, if any.
+def motion_kernel(rgb: np.ndarray) -> tuple[np.ndarray, Streak] | None:
+    """The linear motion streak the frame's spectrum shows, as a kernel, if any.
 
     Args:
         rgb: HxWx3 uint8 RGB frame.
 
     Returns:
-        (deblurred frame, (angle, length, signed ramp, rotation)), or None when
-        ``estimate_motion`` finds no streak. The ramp's sign says which way the streak's
-        heavy end points as a convolution kernel: positive is ``motion_psf(length, angle,
-        |ramp|, rotation)``, negative the same kernel turned by 180 degrees (its mirror
-        image, which has the same spectral magnitude). A blur made with ``cv2.filter2D``
-        (a correlation) by ``motion_psf(.., ramp)`` comes out as about ``-ramp``.
+        (kernel, (angle, length, signed ramp, rotation)), or None when ``estimate_motion``
+        finds no streak. The ramp's sign says which way the streak's heavy end points as a
+        convolution kernel: positive is ``motion_psf(length, angle, |ramp|, rotation)``,
+        negative the same kernel turned by 180 degrees (its mirror image, which has the same
+        spectral magnitude). A blur made with ``cv2.filter2D`` (a correlation) by
+        ``motion_psf(.., ramp)`` comes out as about ``-ramp``.
     """
     found = estimate_motion(rgb)
     if found is None:
@@ -331,15 +403,40 @@ def deblur_motion(rgb: np.ndarray) -> tuple[np.ndarray, Streak] | None:
         if _gradient_sparsity(wiener(grey, turned, MOTION_K)) \
                 < _gradient_sparsity(wiener(grey, psf, MOTION_K)):
             psf, ramp = turned, -r
-    return wiener(rgb, psf, MOTION_K), (a, n, ramp, rot)
+    return psf, (a, n, ramp, rot)
+
+
+def deblur_motion(rgb: np.ndarray) -> tuple[np.ndarray, Streak] | None:
+    """(``rgb`` deconvolved by ``motion_kernel``'s streak, that streak), or None."""
+    found = motion_kernel(rgb)
+    return (wiener(rgb, found[0], regularisation(rgb, MOTION_K)), found[1]) \
+        if found is not None else None
+
+
+class Kernel(NamedTuple):
+    """A blur kernel read off a frame's spectrum: ``psf``, ``kind`` "disk" (defocus) or
+    "streak" (linear motion), ``streak`` (angle, length, signed ramp, rotation; None for a
+    disk) and the Wiener regularisation ``k`` to deconvolve it with."""
+
+    psf: np.ndarray
+    kind: str
+    streak: Streak | None
+    k: float
+
+
+def find_kernel(rgb: np.ndarray) -> Kernel | None:
+    """The defocus disk when the spectrum shows one (``estimate``, tens of ms), else the
+    motion streak (``motion_kernel``, seconds); None when neither shows."""
+    found = estimate(rgb)
+    if found is not None:
+        return Kernel(disk_psf(found[0]), "disk", None, regularisation(rgb))
+    streak = motion_kernel(rgb)
+    return Kernel(streak[0], "streak", streak[1], regularisation(rgb, MOTION_K)) \
+        if streak is not None else None
 
 
 def deconvolve(rgb: np.ndarray) -> tuple[np.ndarray, str] | None:
-    """(deblurred frame, "disk" or "streak"): the defocus disk when the spectrum shows one
-    (``deblur``, tens of ms), else the motion streak (``deblur_motion``, seconds); None
-    when neither shows (the caller falls back to unsharp masking or leaves the frame)."""
-    found = deblur(rgb)
-    if found is not None:
-        return found[0], "disk"
-    streak = deblur_motion(rgb)
-    return (streak[0], "streak") if streak is not None else None
+    """(deblurred frame, "disk" or "streak") by ``find_kernel``'s kernel; None when the
+    spectrum shows neither (the caller falls back to unsharp masking or leaves the frame)."""
+    kern = find_kernel(rgb)
+    return (wiener(rgb, kern.psf, kern.k), kern.kind) if kern is not None else None
