@@ -295,7 +295,9 @@ def _polar_roughness(y: np.ndarray) -> np.ndarray:
     """Mean squared residual of a straight line in log radius fitted per direction, for
     each polar map of a stack (n x angles x radii) -> (n,)."""
     _, _, proj = _polar()
-    return np.mean((y @ proj) ** 2, axis=(1, 2))
+    # one 2-D product: numpy's stacked matmul does not call BLAS (15x slower here)
+    r = y.reshape(-1, y.shape[-1]) @ proj
+    return np.mean((r * r).reshape(len(y), -1), axis=1)
 
 
 Streak = tuple[float, int, float, str]  # angle, length, |ramp|, rotation
