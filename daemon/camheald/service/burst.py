@@ -24,10 +24,12 @@ def capture_burst(camera: Camera, count: int, corrected: bool = True,
     frame, from the other frames of the burst where the scene behind it was visible and by
     inpainting elsewhere; the global correction of the latest analysis is applied to every
     frame (one correction: the frames match). With ``restore`` (up to MAX_RESTORE_PIXELS per
-    frame, with a model) each frame is also analysed on its own and restored as
-    ``CorrectImage`` restores a still (``offline.correct_image``: denoising, deblurring or
-    sharpening where its own analysis finds noise or blur: a shaken frame among sharp ones
-    is deblurred alone). That costs seconds per blurred frame; without it a burst takes
+    frame, with a model): when the middle frame shows noise, every frame is first averaged
+    with its aligned neighbours where they agree with it (``vision.merge``, action
+    "merge"); then each frame is analysed on its own and restored as ``CorrectImage``
+    restores a still (``offline.correct_image``: denoising what noise is left, deblurring
+    or sharpening where its own analysis finds blur: a shaken frame among sharp ones is
+    deblurred alone). That costs seconds per blurred frame; without it a burst takes
     milliseconds per frame plus the inpainting.
 
     Returns:
@@ -65,14 +67,22 @@ def capture_burst(camera: Camera, count: int, corrected: bool = True,
     if restore:
         # imported here: it pulls in the detector's runtime (see ImageCorrector.correct)
         from camheald.offline import correct_image
-    images, per_frame = [], []
-    for f in got:
+        from camheald.vision.deblur import noise_sigma
+        from camheald.vision.merge import merge_burst
+    raws = [f.image for f in got]
+    per_frame: list[list[str]] = [[] for _ in got]
+    if restore and len(raws) > 1 and "noise" in det.analyze(raws[len(raws) // 2]).detected:
+        raws, used = merge_burst(raws, noise_sigma(raws[len(raws) // 2]))
+        for acts, n in zip(per_frame, used, strict=True):
+            acts += ["merge"] if n else []
+    images = []
+    for raw, acts in zip(raws, per_frame, strict=True):
         if restore:
-            img, _, actions = correct_image(det, f.image, tone=analysis)
+            img, _, actions = correct_image(det, raw, tone=analysis)
         else:
-            img, actions = camera.vision.correct(f.image, analysis)
+            img, actions = camera.vision.correct(raw, analysis)
         images.append(img)
-        per_frame.append(list(actions))
+        acts += actions
     mask = camera.defect_mask()
     if mask.shape == images[0].shape[:2] and mask.any():
         images = fill_sequence(images, mask)
