@@ -239,18 +239,29 @@ def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0
     by that kernel (after the inpainting, before the global correction): by a disk always
     (focus holds from frame to frame), by a streak only where it still explains that frame's
     spectrum (``deblur.streak_fits``: a camera's shake changes, and a wrong streak rings).
-    ``stats["deblurred"]`` counts the frames deconvolved, ``stats["kernels"]`` them by kind."""
+    ``stats["deblurred"]`` counts the frames deconvolved, ``stats["kernels"]`` them by kind.
+
+    Before all that (after the inpainting), while the detector finds noise (asked once a
+    second), each frame is averaged with its two neighbours on each side where they agree
+    with it (``vision.merge.SlidingMerge``); ``stats["merged"]`` counts those frames."""
     from camheald.vision import deblur
     from camheald.vision.correct import apply_global
+    from camheald.vision.merge import SlidingMerge
 
     inp = SequenceInpainter(mask) if mask.any() else None
     every = max(1, round(clip.fps))  # global correction re-estimated once a second
+
+    def sigma_for(rgb: np.ndarray) -> float | None:
+        return deblur.noise_sigma(rgb) if "noise" in det.analyze(rgb).detected else None
+
+    merger = SlidingMerge(sigma_for, every) if det is not None else None
     correction, kern = None, None
     bar = _progress(total, "correcting")
     n = 0
     stats = {} if stats is None else stats
     stats["deblurred"] = 0
     stats["kernels"] = {"disk": 0, "streak": 0}
+    stats["merged"] = 0
 
     def emit(frames: list[np.ndarray]) -> None:
         nonlocal n, correction, kern
@@ -272,10 +283,16 @@ def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0
             if bar is not None:
                 bar.update(1)
 
+    def merged(frames: list[np.ndarray]) -> list[np.ndarray]:
+        return frames if merger is None else [g for f in frames for g in merger.push(f)]
+
     for rgb in clip.frames():
-        emit(inp.push(rgb) if inp is not None else [rgb])
+        emit(merged(inp.push(rgb) if inp is not None else [rgb]))
     if inp is not None:
-        emit(inp.flush())
+        emit(merged(inp.flush()))
+    if merger is not None:
+        emit(merger.flush())
+        stats["merged"] = merger.merged
     if bar is not None:
         bar.close()
     return n
@@ -331,6 +348,7 @@ def correct_video(args: argparse.Namespace) -> int:
                      "bbox": list(d.bbox), "first_frame": d.first_frame} for d in found],
         "deblurred_frames": stats["deblurred"],
         "deblur_kernels": stats["kernels"],
+        "merged_frames": stats["merged"],
         "elapsed_s": round(time.monotonic() - t0, 3),
     }
     if args.json:
@@ -340,5 +358,6 @@ def correct_video(args: argparse.Namespace) -> int:
                          for d in found) or "no persistent defect"
         kinds = ", ".join(f"{k} {v}" for k, v in stats["kernels"].items() if v)
         sharp = f", {stats['deblurred']} deblurred ({kinds})" if stats["deblurred"] else ""
+        sharp += f", {stats['merged']} denoised by merging" if stats["merged"] else ""
         print(f"{src} -> {out}: {written} frames{sharp}, {what}", flush=True)
     return 0

@@ -67,10 +67,10 @@ def test_video_in_video_out_with_report_and_mask(clip, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert set(rep) == {"input", "output", "frames", "fps", "defects", "deblurred_frames",
-                        "deblur_kernels", "elapsed_s"}
+                        "deblur_kernels", "merged_frames", "elapsed_s"}
     assert rep["frames"] == N and rep["fps"] == 10.0 and rep["output"] == str(out)
     assert rep["deblurred_frames"] == 0  # (no detector in these runs)
-    assert rep["deblur_kernels"] == {"disk": 0, "streak": 0}
+    assert rep["deblur_kernels"] == {"disk": 0, "streak": 0} and rep["merged_frames"] == 0
     assert rep["defects"] and {d["kind"] for d in rep["defects"]} == {"crack"}
     for d in rep["defects"]:
         x, y, w, h = d["bbox"]
@@ -252,3 +252,30 @@ def test_a_clip_with_motion_blur_is_deconvolved_where_the_streak_fits(tmp_path: 
     # others come out as the global correction leaves them (this grey-balanced scene: ~0)
     assert min(gain[:6]) >= 2.0, gain
     assert max(abs(g) for g in gain[6:]) <= 0.5, gain
+
+
+def test_a_noisy_clip_is_denoised_by_merging_neighbouring_frames(tmp_path: Path) -> None:
+    # With the detector: a noisy pan; every frame is averaged with its aligned neighbours
+    from support import detailed_photo
+
+    n = 10
+    scene = detailed_photo(4, 360, 480 + 4 * n).mean(axis=2, keepdims=True)
+    scene = np.repeat(scene.astype(np.uint8), 3, axis=2)  # grey: no colour correction to undo
+    clean = [np.ascontiguousarray(scene[:, 4 * i:4 * i + 480]) for i in range(n)]
+    rng = np.random.default_rng(3)
+    noisy = [np.clip(f + rng.normal(0, 12, f.shape), 0, 255).astype(np.uint8) for f in clean]
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(noisy):
+        cv2.imwrite(str(src / f"f{i:02d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    out = tmp_path / "fixed"
+    env = {k: v for k, v in os.environ.items() if k != "CAMHEAL_MODEL"}  # shipped detector
+    r = subprocess.run([str(CAMHEAL), "correct-video", str(src), "-o", str(out), "--json"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["merged_frames"] == n
+    fixed = [cv2.cvtColor(cv2.imread(str(out / f"f{i:02d}.png")), cv2.COLOR_BGR2RGB)
+             for i in range(n)]
+    gain = [cv2.PSNR(a, c) - cv2.PSNR(b, c) for a, b, c in zip(fixed, noisy, clean,
+                                                              strict=True)]
+    assert min(gain) >= 3.0, gain

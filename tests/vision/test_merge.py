@@ -66,3 +66,20 @@ def test_a_frame_without_usable_neighbours_is_left_alone() -> None:
     scenes = _noisy([detailed_photo(s, 480, 640) for s in (1, 2)], 12.0)
     out, used = merge.merge_burst(scenes, 8.0)  # a cut, not a burst: nothing merged
     assert used == [0, 0] and np.array_equal(out[1], scenes[1])
+
+
+def test_a_sliding_merge_keeps_the_clip_in_order() -> None:
+    # a pan over one scene; noise is "found" at the first decision only (every 5 frames)
+    big = detailed_photo(4, 480, 760)
+    clean = [np.ascontiguousarray(big[:, 4 * i:4 * i + 640]) for i in range(9)]
+    noisy = _noisy(clean, 12.0)
+    decisions = iter([8.0, None])
+    m = merge.SlidingMerge(lambda _: next(decisions), every=5)
+    out = [g for f in noisy for g in m.push(f)]
+    assert len(out) == 9 - merge.RADIUS  # each frame waits for its later neighbours
+    out += m.flush()
+    assert len(out) == 9 and m.merged == 5
+    for i in range(5):  # merged, and each is still its own frame (not a neighbour's)
+        assert cv2.PSNR(out[i], clean[i]) > cv2.PSNR(noisy[i], clean[i]) + 3.0
+    for i in range(5, 9):
+        assert np.array_equal(out[i], noisy[i])

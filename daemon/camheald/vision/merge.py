@@ -13,6 +13,8 @@ pixels: no ghosts, less denoising there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -100,3 +102,56 @@ def merge_burst(frames: list[np.ndarray], sigma: float,
         out.append(img)
         used.append(n)
     return out, used
+
+
+class SlidingMerge:
+    """A clip's frames in order in, the same frames out ``radius`` frames later, each merged
+    with its neighbours (``merge_one``) while noise was found: every ``every`` frames
+    ``sigma_for(frame)`` decides for that frame and the ones up to the next decision (the
+    noise level in grey levels, or None: not noisy, frames pass unchanged). ``merged``
+    counts the frames that merged at least one neighbour."""
+
+    def __init__(self, sigma_for: Callable[[np.ndarray], float | None], every: int,
+                 radius: int = RADIUS) -> None:
+        self._sigma_for = sigma_for
+        self._every = max(1, every)
+        self._radius = radius
+        self._window: list[np.ndarray] = []
+        self._sigmas: list[float | None] = []
+        self._first = 0  # clip index of _window[0]
+        self._next = 0  # clip index of the next frame out
+        self._sigma: float | None = None
+        self.merged = 0
+
+    def push(self, rgb: np.ndarray) -> list[np.ndarray]:
+        """Add the next frame; returns the frames now ready (0 or 1)."""
+        i = self._first + len(self._window)
+        if i % self._every == 0:
+            self._sigma = self._sigma_for(rgb)
+        self._window.append(rgb)
+        self._sigmas.append(self._sigma)
+        out = []
+        while self._next + self._radius < self._first + len(self._window):
+            out.append(self._emit())
+        return out
+
+    def flush(self) -> list[np.ndarray]:
+        """The frames still held, at the end of the clip."""
+        out = []
+        while self._next < self._first + len(self._window):
+            out.append(self._emit())
+        return out
+
+    def _emit(self) -> np.ndarray:
+        k = self._next - self._first
+        sigma = self._sigmas[k]
+        img = self._window[k]
+        if sigma is not None:
+            img, used = merge_one(self._window, k, sigma, self._radius)
+            self.merged += used > 0
+        self._next += 1
+        while self._next - self._first > self._radius:  # no longer anyone's neighbour
+            self._window.pop(0)
+            self._sigmas.pop(0)
+            self._first += 1
+        return img
