@@ -208,7 +208,7 @@ def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict
              "The inpainting network runs only on the tiles a defect mask touches, so it "
              "has no per-frame cost to show here."]
     try:
-        from camheald.vision import deblur, restore
+        from camheald.vision import deblur, merge, restore
     except ImportError as exc:
         return [], [f"camheald.vision.restore not importable: {exc}"]
     ops: list[tuple[str, Callable[[np.ndarray], object], int]] = [
@@ -221,7 +221,11 @@ def restoration(frames: dict[str, np.ndarray], budget: float) -> tuple[list[dict
          lambda f: (deblur.estimate(f), deblur.wiener(f, deblur.disk_psf(3.0))), 2),
         ("deblur, stills (streak search + Wiener)",
          lambda f: (deblur.estimate_motion(f), deblur.wiener(f, deblur.motion_psf(15, 30.0))),
-         2)]
+         2),
+        ("deblur, video (does the streak still fit this frame?)",
+         lambda f: deblur.streak_fits(f, (30.0, 15, 0.0, "nearest")), 10),
+        ("denoise, bursts and video (merge with 4 aligned neighbours)",
+         lambda f: merge.merge_one([f] * 5, 2, 8.0), 3)]
     try:
         net = restore.LearnedRestorer.load(threads=1)
     except restore.ModelError as exc:
