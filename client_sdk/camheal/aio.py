@@ -367,9 +367,10 @@ class AsyncCamera:
                             ) -> tuple[list[Frame], dict[str, Any]]:
         """``count`` (1-16) consecutive frames corrected together (lens defects filled in).
 
-        With ``restore`` each frame where noise or blur is detected is also denoised and
-        deblurred as ``correct_image`` does (seconds per such frame); ``restore=False``
-        keeps the burst to the global correction and the defect filling.
+        With ``restore`` the frames of a noisy burst are first averaged with their aligned
+        neighbours (action "merge"), and each frame where noise or blur is still detected
+        is denoised and deblurred as ``correct_image`` does (seconds per such frame);
+        ``restore=False`` keeps the burst to the global correction and the defect filling.
 
         Returns:
             (frames, report) — report: seqs, defects, actions, restored.

@@ -6,9 +6,10 @@ Two passes over the clip (a video file, or a folder of image frames):
    video) and ends with the final defect mask and report;
 2. every frame is corrected with that final mask (so the first frames are corrected too):
    temporal fill + OpenCV inpainting (``camheald.vision.inpaint``), then, when the detector
-   model is installed, a deconvolution where it detects blur and the spectrum shows the
-   blur's kernel (a defocus disk or a linear motion streak, ``camheald.vision.deblur``) and
-   its global tone/colour correction.
+   model is installed, a merge with the neighbouring frames where it detects noise
+   (``camheald.vision.merge``), a deconvolution where it detects blur and the spectrum
+   shows the blur's kernel (a defocus disk or a linear motion streak,
+   ``camheald.vision.deblur``) and its global tone/colour correction.
 
 The output is written under a temporary name next to OUT and renamed at the end, so a
 failed run never leaves a half-written OUT.

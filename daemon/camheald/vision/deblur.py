@@ -10,13 +10,15 @@ the one that leaves the smoothest (most power-law-like) scene spectrum; it answe
 when that disk explains the spectrum far better than no blur at all, which it does not for
 a sharp frame, a motion blur (zeros along one direction only) or a smooth, Gaussian-like
 blur (no zeros), and rarely for a noisy one (the noise fills the dips). ``wiener`` then
-divides the disk's transfer function out where it stands above the regularisation.
+divides the kernel's transfer function out where it stands above the regularisation, which
+``regularisation`` keys to the frame's noise (``noise_sigma``); ``find_kernel`` gives the
+disk, else the streak, with that regularisation.
 
 On Val20's defocused photos (the calibration split) the radius came out within 0.1 px of
-the generator's on all 20. Offline only (``camheal correct``; ``correct-video`` for defocus):
-~15-30 ms to estimate a disk (at most MAX_TILES FFTs of 256x256), ~1.5 s a motion streak,
-plus one FFT pair per channel of the frame (~40 ms at 768x512 on one core). numpy/OpenCV
-only.
+the generator's on all 20. Offline only (``camheal correct``, D-Bus ``CorrectImage`` and
+``CaptureBurst``, ``correct-video``): ~15-30 ms to estimate a disk (at most MAX_TILES FFTs
+of 256x256), ~1-1.5 s a motion streak, plus two FFT pairs per channel of the frame (~0.2 s
+at 720p, ~0.55 s at 1080p on one core). numpy/OpenCV only.
 """
 
 from __future__ import annotations
@@ -196,15 +198,6 @@ def wiener(rgb: np.ndarray, psf: np.ndarray, k: float = K) -> np.ndarray:
         out[..., c] = np.fft.irfft2(np.fft.rfft2(ch) * gain, s=(h, w))
     out = np.clip(np.rint(out[p:h - p, p:w - p]), 0, 255).astype(np.uint8)
     return out.reshape(rgb.shape)
-
-
-def deblur(rgb: np.ndarray) -> tuple[np.ndarray, float] | None:
-    """(deblurred frame, disk radius) when the frame's spectrum shows a defocus disk
-    (``estimate``), else None (the caller falls back to unsharp masking)."""
-    found = estimate(rgb)
-    if found is None:
-        return None
-    return wiener(rgb, disk_psf(found[0]), regularisation(rgb)), found[0]
 
 
 # ------------------------------------------------------------------------ linear motion
@@ -406,13 +399,6 @@ def motion_kernel(rgb: np.ndarray) -> tuple[np.ndarray, Streak] | None:
                 < _gradient_sparsity(wiener(grey, psf, MOTION_K)):
             psf, ramp = turned, -r
     return psf, (a, n, ramp, rot)
-
-
-def deblur_motion(rgb: np.ndarray) -> tuple[np.ndarray, Streak] | None:
-    """(``rgb`` deconvolved by ``motion_kernel``'s streak, that streak), or None."""
-    found = motion_kernel(rgb)
-    return (wiener(rgb, found[0], regularisation(rgb, MOTION_K)), found[1]) \
-        if found is not None else None
 
 
 class Kernel(NamedTuple):
