@@ -170,6 +170,20 @@ async def test_bad_images_are_refused_and_nothing_leaks(start_daemon, bus_addres
     assert "Traceback" not in d.log()
 
 
+async def _two_bursts(start_daemon, bus_address, tmp_path, frames: list[np.ndarray],
+                      count: int) -> tuple[tuple, tuple]:
+    """A daemon on a file source looping over ``frames``: (frames, report) of one burst of
+    ``count`` with restoration, then of one without."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    start_daemon("--source", f"file:{folder}?fps=10")
+    async with AsyncClient(bus_address) as client:
+        cam = (await client.cameras())[0]
+        return await cam.capture_burst(count), await cam.capture_burst(count, restore=False)
+
+
 async def test_a_burst_of_blurred_frames_is_restored_frame_by_frame(start_daemon, bus_address,
                                                                     tmp_path):
     """CaptureBurst restores each frame as CorrectImage does (here: a defocus disk divided
@@ -177,18 +191,10 @@ async def test_a_burst_of_blurred_frames_is_restored_frame_by_frame(start_daemon
     from camheald.vision import deblur
     from support import detailed_photo
 
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for i in range(3):
-        sharp = detailed_photo(4 + i)
-        blurred = cv2.filter2D(sharp, -1, deblur.disk_psf(4.0),
-                               borderType=cv2.BORDER_REFLECT_101)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(blurred, cv2.COLOR_RGB2BGR))
-    start_daemon("--source", f"file:{folder}?fps=10")
-    async with AsyncClient(bus_address) as client:
-        cam = (await client.cameras())[0]
-        shots, report = await cam.capture_burst(2)
-        plain, report2 = await cam.capture_burst(2, restore=False)
+    blurred = [cv2.filter2D(detailed_photo(4 + i), -1, deblur.disk_psf(4.0),
+                            borderType=cv2.BORDER_REFLECT_101) for i in range(3)]
+    (shots, report), (plain, report2) = await _two_bursts(start_daemon, bus_address,
+                                                          tmp_path, blurred, 2)
     assert report["restored"] and not report2["restored"]
     assert "deblur" in report["actions"] and "deblur" not in report2["actions"]
     assert all("deblur" in s.actions for s in shots)
@@ -209,17 +215,10 @@ async def test_a_noisy_burst_is_merged(start_daemon, bus_address, tmp_path):
 
     big = detailed_photo(3, 560, 760)
     rng = np.random.default_rng(2)
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for i, (dx, dy) in enumerate([(0, 0), (3, -2), (-4, 1), (2, 5)]):
-        f = big[20 + dy:500 + dy, 40 + dx:680 + dx]
-        noisy = np.clip(f + rng.normal(0, 15, f.shape), 0, 255).astype(np.uint8)
-        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(noisy, cv2.COLOR_RGB2BGR))
-    start_daemon("--source", f"file:{folder}?fps=10")
-    async with AsyncClient(bus_address) as client:
-        cam = (await client.cameras())[0]
-        shots, report = await cam.capture_burst(4)
-        plain, report2 = await cam.capture_burst(4, restore=False)
+    noisy = [np.clip(big[20 + dy:500 + dy, 40 + dx:680 + dx] + rng.normal(0, 15, (480, 640, 3)),
+                     0, 255).astype(np.uint8) for dx, dy in [(0, 0), (3, -2), (-4, 1), (2, 5)]]
+    (shots, report), (plain, report2) = await _two_bursts(start_daemon, bus_address,
+                                                          tmp_path, noisy, 4)
     assert "merge" in report["actions"] and "merge" not in report2["actions"]
     assert all("merge" in s.actions for s in shots)
     left = [deblur.noise_sigma(s.image) for s in shots]

@@ -182,6 +182,33 @@ def test_callable_without_the_cli(tmp_path: Path, capsys, monkeypatch) -> None:
     assert capsys.readouterr().err.startswith("camheal: error: ")
 
 
+def _with_detector(tmp_path: Path, frames: list[np.ndarray]
+                   ) -> tuple[dict, list[np.ndarray]]:
+    """``camheal correct-video`` with the shipped detector on a folder of these frames:
+    (its JSON report, the frames it wrote)."""
+    src, out = tmp_path / "frames", tmp_path / "fixed"
+    src.mkdir()
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(src / f"f{i:02d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    env = {k: v for k, v in os.environ.items() if k != "CAMHEAL_MODEL"}  # shipped detector
+    r = subprocess.run([str(CAMHEAL), "correct-video", str(src), "-o", str(out), "--json"],
+                       env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return json.loads(r.stdout), [
+        cv2.cvtColor(cv2.imread(str(out / f"f{i:02d}.png")), cv2.COLOR_BGR2RGB)
+        for i in range(len(frames))]
+
+
+def _grey_pan(n: int) -> list[np.ndarray]:
+    """n 480x360 frames panning 4 px per frame over a detailed grey scene (grey: no colour
+    correction for the detector to make and the test to undo)."""
+    from support import detailed_photo
+
+    scene = detailed_photo(4, 360, 480 + 4 * n).mean(axis=2, keepdims=True)
+    scene = np.repeat(scene.astype(np.uint8), 3, axis=2)
+    return [np.ascontiguousarray(scene[:, 4 * i:4 * i + 480]) for i in range(n)]
+
+
 def test_a_defocused_clip_is_deconvolved(tmp_path: Path) -> None:
     # With the detector: a lens out of focus (a disk blur on every frame) is read off the
     # spectrum and divided out; the clean clip of the other tests gets nothing of the kind.
@@ -198,19 +225,8 @@ def test_a_defocused_clip_is_deconvolved(tmp_path: Path) -> None:
     clean = [np.ascontiguousarray(scene[:, 4 * i:4 * i + 480]) for i in range(n)]
     blurred = [cv2.filter2D(f, -1, deblur.disk_psf(3.0), borderType=cv2.BORDER_REFLECT_101)
                for f in clean]
-    src = tmp_path / "frames"
-    src.mkdir()
-    for i, f in enumerate(blurred):
-        cv2.imwrite(str(src / f"f{i:02d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    out = tmp_path / "fixed"
-    env = {k: v for k, v in os.environ.items() if k != "CAMHEAL_MODEL"}  # shipped detector
-    r = subprocess.run([str(CAMHEAL), "correct-video", str(src), "-o", str(out), "--json"],
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    rep, fixed = _with_detector(tmp_path, blurred)
     assert rep["deblurred_frames"] == n and rep["deblur_kernels"] == {"disk": n, "streak": 0}
-    fixed = [cv2.cvtColor(cv2.imread(str(out / f"f{i:02d}.png")), cv2.COLOR_BGR2RGB)
-             for i in range(n)]
     gain = [cv2.PSNR(a, c) - cv2.PSNR(b, c) for a, b, c in zip(fixed, blurred, clean,
                                                               strict=True)]
     # (an unsharp mask gives ~0.5 dB on defocus; this hard-edged scene rings a little)
@@ -222,30 +238,16 @@ def test_a_clip_with_motion_blur_is_deconvolved_where_the_streak_fits(tmp_path: 
     # it still fits (a steady motion), not out of those whose blur runs another way (a
     # camera's shake changed) nor out of sharp ones
     from camheald.vision import deblur
-    from support import detailed_photo
 
     n = 12  # at 10 fps: one analysis (frame 0) for the whole clip
-    scene = detailed_photo(4, 360, 480 + 4 * n).mean(axis=2, keepdims=True)
-    scene = np.repeat(scene.astype(np.uint8), 3, axis=2)  # grey: no colour correction to undo
-    clean = [np.ascontiguousarray(scene[:, 4 * i:4 * i + 480]) for i in range(n)]
+    clean = _grey_pan(n)
     kernel = {"same": deblur.motion_psf(15, 30.0), "other": deblur.motion_psf(15, 120.0)}
     plan = ["same"] * 6 + ["other"] * 3 + ["sharp"] * 3
     blurred = [f if k == "sharp" else
                cv2.filter2D(f, -1, kernel[k], borderType=cv2.BORDER_REFLECT_101)
                for f, k in zip(clean, plan, strict=True)]
-    src = tmp_path / "frames"
-    src.mkdir()
-    for i, f in enumerate(blurred):
-        cv2.imwrite(str(src / f"f{i:02d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    out = tmp_path / "fixed"
-    env = {k: v for k, v in os.environ.items() if k != "CAMHEAL_MODEL"}  # shipped detector
-    r = subprocess.run([str(CAMHEAL), "correct-video", str(src), "-o", str(out), "--json"],
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    rep = json.loads(r.stdout)
+    rep, fixed = _with_detector(tmp_path, blurred)
     assert rep["deblur_kernels"] == {"disk": 0, "streak": 6}, rep
-    fixed = [cv2.cvtColor(cv2.imread(str(out / f"f{i:02d}.png")), cv2.COLOR_BGR2RGB)
-             for i in range(n)]
     gain = [cv2.PSNR(a, c) - cv2.PSNR(b, c) for a, b, c in zip(fixed, blurred, clean,
                                                               strict=True)]
     # the streak's frames gain (an unsharp mask cannot: it rings along the streak); the
@@ -256,26 +258,12 @@ def test_a_clip_with_motion_blur_is_deconvolved_where_the_streak_fits(tmp_path: 
 
 def test_a_noisy_clip_is_denoised_by_merging_neighbouring_frames(tmp_path: Path) -> None:
     # With the detector: a noisy pan; every frame is averaged with its aligned neighbours
-    from support import detailed_photo
-
     n = 10
-    scene = detailed_photo(4, 360, 480 + 4 * n).mean(axis=2, keepdims=True)
-    scene = np.repeat(scene.astype(np.uint8), 3, axis=2)  # grey: no colour correction to undo
-    clean = [np.ascontiguousarray(scene[:, 4 * i:4 * i + 480]) for i in range(n)]
+    clean = _grey_pan(n)
     rng = np.random.default_rng(3)
     noisy = [np.clip(f + rng.normal(0, 12, f.shape), 0, 255).astype(np.uint8) for f in clean]
-    src = tmp_path / "frames"
-    src.mkdir()
-    for i, f in enumerate(noisy):
-        cv2.imwrite(str(src / f"f{i:02d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    out = tmp_path / "fixed"
-    env = {k: v for k, v in os.environ.items() if k != "CAMHEAL_MODEL"}  # shipped detector
-    r = subprocess.run([str(CAMHEAL), "correct-video", str(src), "-o", str(out), "--json"],
-                       env=env, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["merged_frames"] == n
-    fixed = [cv2.cvtColor(cv2.imread(str(out / f"f{i:02d}.png")), cv2.COLOR_BGR2RGB)
-             for i in range(n)]
+    rep, fixed = _with_detector(tmp_path, noisy)
+    assert rep["merged_frames"] == n
     gain = [cv2.PSNR(a, c) - cv2.PSNR(b, c) for a, b, c in zip(fixed, noisy, clean,
                                                               strict=True)]
     assert min(gain) >= 3.0, gain
