@@ -375,11 +375,12 @@ class AsyncCamera:
         Returns:
             (frames, report) — report: seqs, defects, actions, restored.
         """
+        options = {"corrected": Variant("b", corrected), "format": Variant("s", "rgb")}
+        if restore:  # (the daemon's default is false; a daemon from before it knows no key)
+            options["restore"] = Variant("b", True)
         fds, report = await self.client.call(
-            self.path, C.CAMERA_IFACE, "CaptureBurst", "ua{sv}",
-            [count, {"corrected": Variant("b", corrected), "format": Variant("s", "rgb"),
-                     "restore": Variant("b", restore)}],
-            timeout=BURST_TIMEOUT_S)
+            self.path, C.CAMERA_IFACE, "CaptureBurst", "ua{sv}", [count, options],
+            timeout=BURST_TIMEOUT_S if restore else 60.0)
         report = unpack(report)
         metas = report.pop("frames", [])
         frames = []

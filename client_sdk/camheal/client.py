@@ -30,7 +30,9 @@ class Client:
 
     Args:
         bus: "system" (the installed service), "session", or a D-Bus address.
-        timeout: seconds to wait for any one call.
+        timeout: seconds to wait for any one call; the calls that restore images
+            (``correct_image``, ``capture_burst`` with ``restore``) wait as long as their
+            own, longer limit when it is above this.
     """
 
     def __init__(self, bus: str = "system", timeout: float = 30.0) -> None:
@@ -147,7 +149,7 @@ class Camera:
                       ) -> tuple[list[Frame], dict[str, Any]]:
         """``count`` consecutive frames corrected together; see AsyncCamera.capture_burst."""
         return self._client._run(self._cam.capture_burst(count, corrected, restore),
-                                 BURST_TIMEOUT_S)
+                                 BURST_TIMEOUT_S if restore else 60.0)
 
     def defect_mask(self) -> np.ndarray:
         """The persistent lens-defect mask (HxW uint8, 255 = defect)."""

@@ -253,7 +253,7 @@ def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0
     every = max(1, round(clip.fps))  # global correction re-estimated once a second
 
     def sigma_for(rgb: np.ndarray) -> float | None:
-        return deblur.noise_sigma(rgb) if "noise" in det.analyze(rgb).detected else None
+        return deblur.noise_level(rgb) if "noise" in det.analyze(rgb).detected else None
 
     merger = SlidingMerge(sigma_for, every) if det is not None else None
     correction, kern = None, None

@@ -239,7 +239,7 @@ def test_a_clip_with_motion_blur_is_deconvolved_where_the_streak_fits(tmp_path: 
     # camera's shake changed) nor out of sharp ones
     from camheald.vision import deblur
 
-    n = 12  # at 10 fps: one analysis (frame 0) for the whole clip
+    n = 12  # at 10 fps: analyses at frames 0 (the streak) and 10 (sharp: no kernel)
     clean = _grey_pan(n)
     kernel = {"same": deblur.motion_psf(15, 30.0), "other": deblur.motion_psf(15, 120.0)}
     plan = ["same"] * 6 + ["other"] * 3 + ["sharp"] * 3

@@ -268,7 +268,7 @@ class CameraInterface(ServiceInterface):
         loop = asyncio.get_running_loop()
         shots, report = await self._wait(capture_burst, self._camera, count,
                                          opts.get("corrected", True), 10.0,
-                                         opts.get("restore", True))
+                                         opts.get("restore", False))
         fds, metas = [], []
         try:
             for shot in shots:

@@ -7,24 +7,33 @@ import time
 
 import numpy as np
 
-from camheald.errors import InvalidArgument, NotReady
+from camheald.errors import Busy, InvalidArgument, NotReady
 from camheald.service.camera import Camera, PublishedFrame
 from camheald.service.images import MAX_RESTORE_PIXELS
 from camheald.vision.inpaint import fill_sequence
+from camheald.vision.spec import MIN_SIDE
 
 MAX_BURST = 16
+# A restored burst holds three copies of its frames (raw, merged, restored) and takes ~3 s
+# per blurred 1080p frame on one core: restoration is for bursts up to this many pixels in
+# all (16 frames of 1080p), one at a time in the whole daemon (a second one gets Busy).
+MAX_BURST_RESTORE_PIXELS = 40_000_000
+_RESTORING = threading.BoundedSemaphore(1)
 
 
 def capture_burst(camera: Camera, count: int, corrected: bool = True,
-                  timeout_s: float = 10.0, restore: bool = True
+                  timeout_s: float = 10.0, restore: bool = False
                   ) -> tuple[list[PublishedFrame], dict[str, object]]:
     """Collect ``count`` consecutive frames and correct them as a burst (blocking).
 
     The persistent defect mask the camera has learned (lens dirt, crack) is filled in every
     frame, from the other frames of the burst where the scene behind it was visible and by
     inpainting elsewhere; the global correction of the latest analysis is applied to every
-    frame (one correction: the frames match). With ``restore`` (up to MAX_RESTORE_PIXELS per
-    frame, with a model): when the middle frame shows noise, every frame is first averaged
+    frame (one correction: the frames match; with ``restore``, before the camera's first
+    analysis, the middle frame's). With ``restore`` (with a model, frames of MIN_SIDE to
+    MAX_RESTORE_PIXELS, up to
+    MAX_BURST_RESTORE_PIXELS in all, one restoring burst at a time in the daemon, else
+    Busy): when the middle frame shows noise, every frame is first averaged
     with its aligned neighbours where they agree with it (``vision.merge``, action
     "merge"); then each frame is analysed on its own and restored as ``CorrectImage``
     restores a still (``offline.correct_image``: denoising what noise is left, deblurring
@@ -38,6 +47,18 @@ def capture_burst(camera: Camera, count: int, corrected: bool = True,
     """
     if not 1 <= count <= MAX_BURST:
         raise InvalidArgument(f"count must be between 1 and {MAX_BURST}")
+    if not (corrected and restore):
+        return _capture(camera, count, corrected, timeout_s, False)
+    if not _RESTORING.acquire(blocking=False):
+        raise Busy("a restoring burst is already running (restore=false is not limited)")
+    try:
+        return _capture(camera, count, corrected, timeout_s, True)
+    finally:
+        _RESTORING.release()
+
+
+def _capture(camera: Camera, count: int, corrected: bool, timeout_s: float, restore: bool
+             ) -> tuple[list[PublishedFrame], dict[str, object]]:
     got: list[PublishedFrame] = []
     done = threading.Event()
 
@@ -60,24 +81,28 @@ def capture_burst(camera: Camera, count: int, corrected: bool = True,
                                  "restored": False}
     if not corrected:
         return got, report
-    analysis = camera.current_analysis()
     det = camera.vision.detector
-    h, w = got[0].image.shape[:2]
-    restore = restore and det is not None and h * w <= MAX_RESTORE_PIXELS
+    raws = [f.image for f in got]
+    h, w = raws[0].shape[:2]
+    restore = restore and det is not None and MIN_SIDE <= min(h, w) \
+        and h * w <= MAX_RESTORE_PIXELS and count * h * w <= MAX_BURST_RESTORE_PIXELS
+    # Detector.analyze may be called beside the camera's analysis thread (its network runs
+    # under the detector's lock; the rest is per call)
+    middle = camera.vision.analyze(raws[len(raws) // 2]) if restore else None
+    analysis = camera.current_analysis() or middle
     if restore:
         # imported here: it pulls in the detector's runtime (see ImageCorrector.correct)
         from camheald.offline import correct_image
-        from camheald.vision.deblur import noise_sigma
+        from camheald.vision.deblur import noise_level
         from camheald.vision.merge import merge_burst
-    raws = [f.image for f in got]
     per_frame: list[list[str]] = [[] for _ in got]
-    if restore and len(raws) > 1 and "noise" in det.analyze(raws[len(raws) // 2]).detected:
-        raws, used = merge_burst(raws, noise_sigma(raws[len(raws) // 2]))
+    if middle is not None and len(raws) > 1 and "noise" in middle.detected:
+        raws, used = merge_burst(raws, noise_level(raws[len(raws) // 2]))
         for acts, n in zip(per_frame, used, strict=True):
             acts += ["merge"] if n else []
     images = []
     for raw, acts in zip(raws, per_frame, strict=True):
-        if restore:
+        if restore:  # (analysis is not None: middle was computed)
             img, _, actions = correct_image(det, raw, tone=analysis)
         else:
             img, actions = camera.vision.correct(raw, analysis)

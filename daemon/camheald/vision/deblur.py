@@ -11,7 +11,7 @@ when that disk explains the spectrum far better than no blur at all, which it do
 a sharp frame, a motion blur (zeros along one direction only) or a smooth, Gaussian-like
 blur (no zeros), and rarely for a noisy one (the noise fills the dips). ``wiener`` then
 divides the kernel's transfer function out where it stands above the regularisation, which
-``regularisation`` keys to the frame's noise (``noise_sigma``); ``find_kernel`` gives the
+``regularisation`` keys to the frame's noise (``noise_level``); ``find_kernel`` gives the
 disk, else the streak, with that regularisation.
 
 On Val20's defocused photos (the calibration split) the radius came out within 0.1 px of
@@ -149,7 +149,7 @@ def _taper(p: int, h: int, w: int) -> np.ndarray:
     return np.minimum(np.clip(ry, 0, 1)[:, None], np.clip(rx, 0, 1)[None, :]).astype(np.float32)
 
 
-def noise_sigma(rgb: np.ndarray) -> float:
+def noise_level(rgb: np.ndarray) -> float:
     """The frame's noise level (grey levels): the diagonal Haar detail's RMS in the flattest
     fifth of its 8x8 blocks (20th percentile of the block means of its square). On a blurred
     frame that band holds little but noise, and the flattest blocks none of the detail a
@@ -170,7 +170,7 @@ def regularisation(rgb: np.ndarray, floor: float = K_RANGE[0]) -> float:
     amplifies a noisy one's noise. A streak's kernel is a guess that is never exact and a
     uniform streak's spectrum has true zeros, so streaks keep MOTION_K as their floor (a
     noise-free 13-px streak: 22.5 dB at K = 7e-4 against 26.2 at 5e-3)."""
-    return float(np.clip(K_PER_VAR * noise_sigma(rgb) ** 2, floor, K_RANGE[1]))
+    return float(np.clip(K_PER_VAR * noise_level(rgb) ** 2, floor, K_RANGE[1]))
 
 
 def wiener(rgb: np.ndarray, psf: np.ndarray, k: float = K) -> np.ndarray:

@@ -68,7 +68,11 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
 
 
 class Detector:
-    """Per-frame anomaly detector and global-correction predictor (one caller at a time)."""
+    """Per-frame anomaly detector and global-correction predictor.
+
+    ``analyze`` may be called from several threads (a camera's analysis thread and a
+    burst's): the network's session runs under the detector's lock, the estimators'
+    ONNX Runtime sessions are thread-safe, and everything else is per call."""
 
     def __init__(self, session, name: str, thresholds: dict[str, float],
                  correction_gate: float = 0.5,

@@ -43,20 +43,43 @@ def shift(ref: np.ndarray, other: np.ndarray) -> tuple[float, float] | None:
     correlation peak) or it is larger than MAX_SHIFT of the frame."""
     a, k = _grey(ref)
     b, _ = _grey(other)
+    if min(a.shape) < 8:  # too thin a frame to correlate
+        return None
     win = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
     # copies: OpenCV 5 multiplies its inputs by the window in place (docs/defects.md)
     (tx, ty), response = cv2.phaseCorrelate(b.copy(), a.copy(), win)
     tx, ty = tx * k, ty * k
     if response < 0.05 or max(abs(tx), abs(ty)) > MAX_SHIFT * min(ref.shape[:2]):
         return None
+    if k > 1.0:  # a shrunk copy's sub-pixel error grows by k: refine at full resolution
+        tx, ty = _refine(ref, other, tx, ty)
     return float(tx), float(ty)
+
+
+def _refine(ref: np.ndarray, other: np.ndarray, tx: float, ty: float) -> tuple[float, float]:
+    """(tx, ty) refined by a phase correlation of full-resolution central crops (at most
+    _WORK_SIDE square), ``other``'s taken where the coarse shift puts it; the coarse shift
+    when the crops are too small or the residual is more than 2 px."""
+    h, w = ref.shape[:2]
+    ix, iy = round(tx), round(ty)
+    c = min(_WORK_SIDE, h - 2 * abs(iy) - 2, w - 2 * abs(ix) - 2)
+    if c < 32:
+        return tx, ty
+    y0, x0 = (h - c) // 2, (w - c) // 2
+    a = cv2.cvtColor(ref[y0:y0 + c, x0:x0 + c], cv2.COLOR_RGB2GRAY).astype(np.float32)
+    b = cv2.cvtColor(other[y0 - iy:y0 - iy + c, x0 - ix:x0 - ix + c],
+                     cv2.COLOR_RGB2GRAY).astype(np.float32)
+    (rx, ry), response = cv2.phaseCorrelate(b, a, cv2.createHanningWindow((c, c), cv2.CV_32F))
+    if response < 0.05 or max(abs(rx), abs(ry)) > 2.0:
+        return tx, ty
+    return ix + rx, iy + ry
 
 
 def merge_one(frames: list[np.ndarray], i: int, sigma: float,
               radius: int = RADIUS) -> tuple[np.ndarray, int]:
     """Frame ``i`` of ``frames`` (HxWx3 uint8 RGB, one size) averaged with its aligned
     neighbours (up to ``radius`` on each side) where they agree with it; ``sigma`` is the
-    frames' noise level in grey levels (``deblur.noise_sigma``). Returns (merged frame,
+    frames' noise level in grey levels (``deblur.noise_level``). Returns (merged frame,
     number of neighbours merged)."""
     ref = frames[i]
     h, w = ref.shape[:2]
