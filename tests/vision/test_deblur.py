@@ -198,3 +198,14 @@ def test_the_borders_are_deconvolved_without_ringing() -> None:
         return float(10 * np.log10(err[0] / err[1]))
 
     assert gain(edge) >= 1.0 and gain(~edge) >= 6.0, (gain(edge), gain(~edge))
+
+
+@pytest.mark.parametrize("interpolation", [cv2.INTER_CUBIC, cv2.INTER_LINEAR])
+def test_a_frame_scaled_up_is_not_taken_for_a_defocused_one(interpolation: int) -> None:
+    # its spectrum falls steeply past the small frame's Nyquist, as a small disk's does, but
+    # never rises again to a sidelobe: deconvolving such a "disk" lost 1.7 dB (Val20, 2x)
+    small = cv2.resize(detailed_photo(5, 480, 640), (320, 240), interpolation=cv2.INTER_AREA)
+    up = cv2.resize(small, (640, 480), interpolation=interpolation)
+    assert deblur.estimate(up) is None
+    # while a real defocus of the same frame is still found
+    assert deblur.estimate(_defocus(detailed_photo(5, 480, 640), 2.5)) is not None

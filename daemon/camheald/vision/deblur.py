@@ -38,6 +38,14 @@ RADII = np.round(np.arange(1.2, 8.55, 0.1), 2)
 # Val20: defocused photos 0.03-0.23; sharp photos and motion blurs > 1; Gaussian blurs
 # 0.14-0.84 (a few small ones pass, as disks of ~2 px).
 MAX_RESIDUAL_SHARE = 0.3
+# A frame scaled up from a smaller one (digital zoom, a low-resolution source) has a steep
+# fall in its spectrum that a small disk mimics, without a disk's zeros: Val20 and Kodak
+# scaled down and back up (bicubic or bilinear) by 2 / 2.5 / 3 gave "disks" of 1.2-1.5 /
+# 1.4-2.0 / 1.8-1.9 px in 63 / 35 / 30 of 88 cases, and deconvolving them lost 1.7 dB
+# (Val20, 2x). The generator's defocused Val20 photos gave radii >= 1.7 and, where the
+# first sidelobe lies in the band, a log-power rise to it from the first zero of 0.52-3.25.
+MIN_RADIUS = 1.6
+SIDELOBE_RISE = 0.25
 K = 5e-3  # Wiener regularisation (noise-to-signal power) where no noise level is measured
 # The regularisation that ``regularisation`` derives from the frame's noise: K_PER_VAR times
 # the noise variance (grey levels^2), within K_RANGE. Val20 (calibration), blind kernels,
@@ -134,12 +142,34 @@ def estimate(rgb: np.ndarray) -> tuple[float, float] | None:
     is smaller than one TILE."""
     if min(rgb.shape[:2]) < TILE:
         return None
-    lp = spectrum(rgb)
+    _, _, _, band = _grid()
+    full = np.log(_radial(_tile_power(rgb)) + 1e-6)
+    lp = full[band]
     without = float(_roughness(lp[None])[0])
     rough = _roughness(lp[None] - _models())
     i = int(np.argmin(rough))
     share = float(rough[i]) / max(without, 1e-9)
-    return (float(RADII[i]), share) if share <= MAX_RESIDUAL_SHARE else None
+    r = float(RADII[i])
+    if share > MAX_RESIDUAL_SHARE or r < MIN_RADIUS or not _sidelobe_shows(full, r):
+        return None
+    return r, share
+
+
+def _sidelobe_shows(full: np.ndarray, r: float) -> bool:
+    """Whether the radial log spectrum ``full`` (all _BINS bins up to 0.5 cycles per pixel)
+    rises again after the disk's first zero (0.61 / r) to its first sidelobe (0.81 / r), as
+    a defocused frame's does; True when that sidelobe lies beyond the last bin."""
+    edges = np.linspace(0.0, 0.5, _BINS + 1)
+    f = (edges[:-1] + edges[1:]) / 2
+    if 0.81 / r > f[-1]:
+        return True
+    lp = full
+
+    def at(freq: float) -> float:
+        j = int(np.argmin(np.abs(f - freq)))
+        return float(lp[max(0, j - 1):j + 2].mean())
+
+    return at(0.81 / r) - at(0.61 / r) >= SIDELOBE_RISE
 
 
 def _taper(p: int, h: int, w: int) -> np.ndarray:
