@@ -201,11 +201,12 @@ def test_the_borders_are_deconvolved_without_ringing() -> None:
 
 
 @pytest.mark.parametrize("interpolation", [cv2.INTER_CUBIC, cv2.INTER_LINEAR])
-def test_a_frame_scaled_up_is_not_taken_for_a_defocused_one(interpolation: int) -> None:
+def test_a_frame_scaled_up_is_not_taken_for_a_blurred_one(interpolation: int) -> None:
     # its spectrum falls steeply past the small frame's Nyquist, as a small disk's does, but
     # never rises again to a sidelobe: deconvolving such a "disk" lost 1.7 dB (Val20, 2x)
     small = cv2.resize(detailed_photo(5, 480, 640), (320, 240), interpolation=cv2.INTER_AREA)
     up = cv2.resize(small, (640, 480), interpolation=interpolation)
     assert deblur.estimate(up) is None
+    assert deblur.find_kernel(up) is None  # nor a short streak (separable interpolation)
     # while a real defocus of the same frame is still found
     assert deblur.estimate(_defocus(detailed_photo(5, 480, 640), 2.5)) is not None
