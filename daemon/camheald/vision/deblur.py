@@ -259,11 +259,14 @@ MOTION_FLOOR = 3e-2  # depth of a modelled zero: 1e-3 chose ramped streaks for u
 # (coherence >= directional.SHARPEN_BELOW) none < 0.78, so a looser bound applies to a
 # frame that does: 7 more of the 37 streaks pass (5 gain +3.5 to +6.9 dB, 2 lose 0.14).
 MAX_MOTION_SHARE = 0.70
-# Shorter streaks are not accepted: a frame scaled up from a smaller one (whose separable
-# interpolation cuts its spectrum off in a square, not a circle) showed a 5-px fully ramped
-# streak in 22 of 24 Kodak photos scaled up to 1920x1280, and deconvolving such streaks lost
-# ~2 dB; the generator's motion blurs found on Val20 and Kodak were all >= 7 px.
+# A streak shorter than MIN_STREAK and ramped by more than MAX_SHORT_RAMP (a smooth
+# directional low-pass without a uniform streak's zeros) is not accepted: a frame scaled up
+# from a smaller one (whose separable interpolation cuts its spectrum off in a square, not
+# a circle) showed a 5-px fully ramped streak in 22 of 24 Kodak photos scaled up to
+# 1920x1280, and deconvolving those lost ~2 dB. The short streaks found in the generator's
+# Val20 motion blurs were uniform or nearly (|ramp| <= 0.15; 3 and 5 px gained +6 dB).
 MIN_STREAK = 7
+MAX_SHORT_RAMP = 0.5
 MAX_MOTION_SHARE_DIRECTIONAL = 0.75
 MOTION_K = 5e-3  # Wiener regularisation of the sign test, and the least for a streak
 _ANGLE_SPAN = 18.0  # degrees searched either side of the structure tensor's direction
@@ -382,7 +385,8 @@ def estimate_motion(rgb: np.ndarray) -> tuple[Streak, float] | None:
                             np.arange(max(3, n - 4), n + 5, 2),
                             np.linspace(max(0.0, r - 0.2), min(1.0, r + 0.2), 5), (rot,))
     share = rough / max(without, 1e-9)
-    return (streak, share) if share <= bound and streak[1] >= MIN_STREAK else None
+    short_and_smooth = streak[1] < MIN_STREAK and streak[2] > MAX_SHORT_RAMP
+    return (streak, share) if share <= bound and not short_and_smooth else None
 
 
 def streak_fits(rgb: np.ndarray, streak: Streak) -> bool:
