@@ -130,16 +130,11 @@ def _tile_power(rgb: np.ndarray) -> np.ndarray:
     return acc / (len(ys) * len(xs))
 
 
-def spectrum(rgb: np.ndarray) -> np.ndarray:
-    """Radially averaged power spectrum of the luma over the fitted bins (log)."""
-    _, _, _, band = _grid()
-    return np.log(_radial(_tile_power(rgb))[band] + 1e-6)
-
-
 def estimate(rgb: np.ndarray) -> tuple[float, float] | None:
     """(radius px, residual share) of the defocus disk that best explains the frame's
-    spectrum, or None when none explains it well (share > MAX_RESIDUAL_SHARE) or the frame
-    is smaller than one TILE."""
+    spectrum, or None when none explains it well (share > MAX_RESIDUAL_SHARE), when it
+    looks like a frame scaled up rather than a defocus (radius < MIN_RADIUS, or no rise to
+    the first sidelobe), or when the frame is smaller than one TILE."""
     if min(rgb.shape[:2]) < TILE:
         return None
     _, _, _, band = _grid()
@@ -163,11 +158,10 @@ def _sidelobe_shows(full: np.ndarray, r: float) -> bool:
     f = (edges[:-1] + edges[1:]) / 2
     if 0.81 / r > f[-1]:
         return True
-    lp = full
 
     def at(freq: float) -> float:
         j = int(np.argmin(np.abs(f - freq)))
-        return float(lp[max(0, j - 1):j + 2].mean())
+        return float(full[max(0, j - 1):j + 2].mean())
 
     return at(0.81 / r) - at(0.61 / r) >= SIDELOBE_RISE
 
@@ -259,6 +253,7 @@ MOTION_FLOOR = 3e-2  # depth of a modelled zero: 1e-3 chose ramped streaks for u
 # (coherence >= directional.SHARPEN_BELOW) none < 0.78, so a looser bound applies to a
 # frame that does: 7 more of the 37 streaks pass (5 gain +3.5 to +6.9 dB, 2 lose 0.14).
 MAX_MOTION_SHARE = 0.70
+MAX_MOTION_SHARE_DIRECTIONAL = 0.75
 # A streak shorter than MIN_STREAK and ramped by more than MAX_SHORT_RAMP (a smooth
 # directional low-pass without a uniform streak's zeros) is not accepted: a frame scaled up
 # from a smaller one (whose separable interpolation cuts its spectrum off in a square, not
@@ -267,7 +262,6 @@ MAX_MOTION_SHARE = 0.70
 # Val20 motion blurs were uniform or nearly (|ramp| <= 0.15; 3 and 5 px gained +6 dB).
 MIN_STREAK = 7
 MAX_SHORT_RAMP = 0.5
-MAX_MOTION_SHARE_DIRECTIONAL = 0.75
 MOTION_K = 5e-3  # Wiener regularisation of the sign test, and the least for a streak
 _ANGLE_SPAN = 18.0  # degrees searched either side of the structure tensor's direction
 _POLAR_ANGLES = np.arange(-90.0, 90.0, 2.0)  # the half plane the rfft2 holds
@@ -366,7 +360,8 @@ def estimate_motion(rgb: np.ndarray) -> tuple[Streak, float] | None:
     """((angle in degrees, length px, |ramp|, rotation), residual share) of the linear
     motion streak that best explains the frame's spectrum, or None when none explains it
     well (share > MAX_MOTION_SHARE, or MAX_MOTION_SHARE_DIRECTIONAL for a frame whose
-    gradients look directional) or the frame is smaller than one TILE. The length
+    gradients look directional), when it is short and smooth (MIN_STREAK, MAX_SHORT_RAMP:
+    what a frame scaled up shows) or the frame is smaller than one TILE. The length
     comes out odd, 3-39 px. ~1.5 s for a 768x512 photo on one core: a coarse pass over
     19 directions x 16 lengths x 4 ramps x 2 rotations, then a fine one around the best
     (7 directions x 5 lengths x 5 ramps); about 2 600 candidate transfer functions."""
