@@ -17,7 +17,7 @@ disk, else the streak, with that regularisation.
 On Val20's defocused photos (the calibration split) the radius came out within 0.1 px of
 the generator's on all 20. Offline only (``camheal correct``, D-Bus ``CorrectImage`` and
 ``CaptureBurst``, ``correct-video``): ~15-30 ms to estimate a disk (at most MAX_TILES FFTs
-of 256x256), ~1-1.5 s a motion streak, plus two FFT pairs per channel of the frame (~0.2 s
+of 256x256), ~1-2 s a motion streak, plus two FFT pairs per channel of the frame (~0.2 s
 at 720p, ~0.55 s at 1080p on one core). numpy/OpenCV only.
 """
 
@@ -387,7 +387,7 @@ def estimate_motion(rgb: np.ndarray) -> tuple[Streak, float] | None:
 def streak_fits(rgb: np.ndarray, streak: Streak) -> bool:
     """Whether ``streak`` (angle, length, ramp of either sign, rotation), found in another
     frame, still explains this frame's spectrum as well as ``estimate_motion`` demands of
-    the streak it finds (same share bound). One candidate instead of ~2 600: tens of ms,
+    the streak it finds (same share bound). One candidate instead of ~2 600: ~12 ms (make bench),
     cheap enough to check every frame of a clip before deconvolving it with that streak
     (a camera's shake changes from frame to frame; a wrong streak rings)."""
     if min(rgb.shape[:2]) < TILE:

@@ -37,6 +37,14 @@ def _grey(rgb: np.ndarray) -> tuple[np.ndarray, float]:
     return g.astype(np.float32), k
 
 
+def _correlate(a: np.ndarray, b: np.ndarray) -> tuple[tuple[float, float], float]:
+    """((tx, ty), peak response) of a Hann-windowed phase correlation: ``b`` moved by t lies
+    on ``a`` (grey float32 of one size)."""
+    win = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
+    # copies: OpenCV 5 multiplies its inputs by the window in place (docs/defects.md)
+    return cv2.phaseCorrelate(b.copy(), a.copy(), win)
+
+
 def shift(ref: np.ndarray, other: np.ndarray) -> tuple[float, float] | None:
     """(tx, ty) in px: ``other`` moved by it (content at x goes to x + t) lies on ``ref``
     (HxWx3 uint8 RGB of one size); None when no single translation explains them (weak
@@ -45,9 +53,7 @@ def shift(ref: np.ndarray, other: np.ndarray) -> tuple[float, float] | None:
     b, _ = _grey(other)
     if min(a.shape) < 8:  # too thin a frame to correlate
         return None
-    win = cv2.createHanningWindow(a.shape[::-1], cv2.CV_32F)
-    # copies: OpenCV 5 multiplies its inputs by the window in place (docs/defects.md)
-    (tx, ty), response = cv2.phaseCorrelate(b.copy(), a.copy(), win)
+    (tx, ty), response = _correlate(a, b)
     tx, ty = tx * k, ty * k
     if response < 0.05 or max(abs(tx), abs(ty)) > MAX_SHIFT * min(ref.shape[:2]):
         return None
@@ -69,7 +75,7 @@ def _refine(ref: np.ndarray, other: np.ndarray, tx: float, ty: float) -> tuple[f
     a = cv2.cvtColor(ref[y0:y0 + c, x0:x0 + c], cv2.COLOR_RGB2GRAY).astype(np.float32)
     b = cv2.cvtColor(other[y0 - iy:y0 - iy + c, x0 - ix:x0 - ix + c],
                      cv2.COLOR_RGB2GRAY).astype(np.float32)
-    (rx, ry), response = cv2.phaseCorrelate(b, a, cv2.createHanningWindow((c, c), cv2.CV_32F))
+    (rx, ry), response = _correlate(a, b)
     if response < 0.05 or max(abs(rx), abs(ry)) > 2.0:
         return tx, ty
     return ix + rx, iy + ry
