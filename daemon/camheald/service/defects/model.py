@@ -73,6 +73,7 @@ class DefectConfig:
     darker: float = 0.9  # a component's mean must be below this fraction of its ring's
     confirm: int = 6  # updates a component must persist before it is reported (moving camera)
     confirm_fixed: int = 8  # ... with a fixed camera, whose cue is the weaker one
+    lens_weight: float = 0.5  # weight of the lens-defect segmenter's vote (times gamma)
     follow: float = 0.9  # a moving-camera track whose inside changes (in the image, over
     # follow_lag updates) this much of what changes in the ring around it moves with the
     # camera: scene content, not reported

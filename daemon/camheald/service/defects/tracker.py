@@ -53,6 +53,9 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
     """Per-camera persistent-defect tracker; not thread-safe (one owner), no D-Bus types."""
 
     config: DefectConfig = field(default_factory=DefectConfig)
+    # the lens-defect segmenter (``camheald.vision.lens.LensSegmenter``: ``probability(rgb)``,
+    # ``on``, ``off``) voting where time gives no evidence; None: time alone
+    lens: object | None = None
     state: str = "ok"
     state_since: float = 0.0
 
@@ -178,11 +181,16 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             self._act = np.sqrt(np.maximum(self._sq - self._smean * self._smean, 0.0))
             self._travel(gn)
         if self._nm > cfg.warmup:
-            self._vote(gn, self._moving, obstruction_mask)
+            lens = None
+            if self.lens is not None and not self._moving:
+                # one frame's look: only for a fixed view, where time gives the least
+                lens = self.lens.probability(small)
+            self._vote(gn, self._moving, obstruction_mask, lens)
         else:
             self._target = np.full((self._ws[1], self._ws[0]), -1.0, np.float32)
         return events + self._components(now, idx)
-    def _vote(self, gn: np.ndarray, moving: bool, obstruction_mask: np.ndarray | None) -> None:
+    def _vote(self, gn: np.ndarray, moving: bool, obstruction_mask: np.ndarray | None,
+              lens: np.ndarray | None = None) -> None:
         cfg = self.config
         ww, wh = self._ws
         # Lens dirt and cracks are darker than what is seen around them (long-term mean).
@@ -199,6 +207,13 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._target = target  # kept: "no vote" holds reported defects (``_components``)
         known = target >= 0
         weight *= np.where(known, np.float32(cfg.gamma), np.float32(0.0))
+        if lens is not None:  # the segmenter's look, where time has nothing to say
+            free = ~known
+            on, off = lens >= self.lens.on, lens < self.lens.off
+            target[free & on] = 1.0
+            target[free & off] = 0.0
+            weight[free & (on | off)] = cfg.gamma * cfg.lens_weight
+            known = target >= 0
         if obstruction_mask is not None and obstruction_mask.size:
             pm = cv2.resize(np.asarray(obstruction_mask, np.float32), (ww, wh),
                             interpolation=cv2.INTER_LINEAR)
