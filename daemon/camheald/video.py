@@ -208,8 +208,12 @@ def _progress(total: int, desc: str):
 
 def track(clip: _Clip, det=None, tracker: DefectTracker | None = None
           ) -> tuple[DefectTracker, int]:
-    """Pass 1: run the tracker over the clip; return it and the number of frames."""
-    tracker = tracker or DefectTracker()
+    """Pass 1: run the tracker over the clip; return it and the number of frames. With the
+    detector installed, the lens-defect segmenter (when its weights are there) votes too."""
+    if tracker is None:
+        from camheald.vision import lens
+
+        tracker = DefectTracker(lens=lens.shared() if det is not None else None)
     step = max(1, round(clip.fps / TRACK_HZ))
     if clip.count and clip.count // step < 40:  # short clip: use every frame
         step = 1

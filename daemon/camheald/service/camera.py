@@ -176,6 +176,8 @@ class Camera:
         with self._lock:
             self.health.model = self.vision.name or self.vision.error
             self.health.thresholds = self.vision.thresholds
+        with self._defects_lock:
+            self.defects.lens = self.vision.lens
 
     def health_report(self) -> dict[str, object]:
         """Source state, anomalies, persistent lens defects and scene state, as plain types.

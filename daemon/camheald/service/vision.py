@@ -24,10 +24,12 @@ class VisionEngine:
 
     def __init__(self, model_path: str | None = None, threads: int = 1,
                  backend: str = "onnxruntime", engine_cache: str | None = None,
-                 estimators: bool = True) -> None:
+                 estimators: bool = True, lens: bool = True) -> None:
         self.model_path = model_path
         self.threads = threads
         self.estimators = estimators
+        self.use_lens = lens
+        self.lens = None  # the lens-defect segmenter (camheald.vision.lens), when loaded
         self.backend = backend
         self.engine_cache = engine_cache
         self.detector = None
@@ -56,6 +58,13 @@ class VisionEngine:
                 logger.warning("%s; running the detector network alone", self.error)
                 self.detector = load(False)
             self._apply = apply_global
+            if self.use_lens:  # optional: the defect tracker works from time without it
+                try:
+                    from camheald.vision import lens
+
+                    self.lens = lens.shared()
+                except Exception as exc:  # noqa: BLE001 - never costs the detector
+                    logger.warning("lens-defect segmenter unavailable: %s", exc)
         except BackendError as exc:
             if self.backend not in ("auto", "onnxruntime"):
                 raise ConfigError(f"backend {self.backend}: {exc}") from None

@@ -74,6 +74,12 @@ class DefectConfig:
     confirm: int = 6  # updates a component must persist before it is reported (moving camera)
     confirm_fixed: int = 8  # ... with a fixed camera, whose cue is the weaker one
     lens_weight: float = 0.5  # weight of the lens-defect segmenter's vote (times gamma)
+    lens_still: float = 5.0  # ... which says "defect" only where the pixel's temporal std
+    # (grey levels, fixed view) is below this: a lens defect does not change, people
+    # standing and talking do
+    lens_every: int = 2  # the segmenter runs on every n-th update of a fixed view (its map
+    # is reused in between: the view is fixed)
+    lens_beta: float = 0.1  # its maps are averaged with this weight (after the first 10)
     follow: float = 0.9  # a moving-camera track whose inside changes (in the image, over
     # follow_lag updates) this much of what changes in the ring around it moves with the
     # camera: scene content, not reported

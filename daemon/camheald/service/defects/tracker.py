@@ -103,6 +103,8 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._p = np.zeros((wh, ww), np.float32)
         self._on = np.zeros((wh, ww), bool)
         self._grown = self._on
+        self._lens_p: np.ndarray | None = None  # the segmenter's mean map (fixed view)
+        self._lens_n = 0  # maps in it
         self._mask = np.zeros((wh, ww), np.uint8)
         self._tracks.clear()
         self._n = 0
@@ -184,7 +186,19 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             lens = None
             if self.lens is not None and not self._moving:
                 # one frame's look: only for a fixed view, where time gives the least
-                lens = self.lens.probability(small)
+                # averaged over the fixed view's updates (~10): someone who stands still
+                # for a moment is not a lens defect, a lens defect keeps its look
+                if self._lens_p is None or self._ns % max(1, cfg.lens_every) == 0:
+                    look = self.lens.probability(small)
+                    self._lens_n += 1
+                    if self._lens_p is None:
+                        self._lens_p = look
+                    else:
+                        self._lens_p += np.float32(max(1.0 / self._lens_n, cfg.lens_beta)) * (
+                            look - self._lens_p)
+                lens = self._lens_p
+            else:
+                self._lens_p, self._lens_n = None, 0
             self._vote(gn, self._moving, obstruction_mask, lens)
         else:
             self._target = np.full((self._ws[1], self._ws[0]), -1.0, np.float32)
@@ -209,7 +223,10 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         weight *= np.where(known, np.float32(cfg.gamma), np.float32(0.0))
         if lens is not None:  # the segmenter's look, where time has nothing to say
             free = ~known
-            on, off = lens >= self.lens.on, lens < self.lens.off
+            on = (lens >= self.lens.on) & self._dark & (self._act < cfg.lens_still)
+            # "clear" only where the pixel is not dark either (a cleaned lens): a crack's
+            # pixels between their rare temporal votes must not be cleared by its look
+            off = (lens < self.lens.off) & ~self._dark
             target[free & on] = 1.0
             target[free & off] = 0.0
             weight[free & (on | off)] = cfg.gamma * cfg.lens_weight
