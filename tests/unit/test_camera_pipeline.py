@@ -167,3 +167,13 @@ def test_a_broken_estimator_falls_back_to_the_network_alone(tmp_path):
     assert vision.ready and vision.detector.estimators == {}
     assert vision.error.startswith("estimators unavailable: ") and "camheal_cast" in vision.error
     assert "\n" not in vision.error
+
+
+@pytest.mark.parametrize("lens", [True, False])
+def test_the_cameras_defect_tracker_gets_the_lens_segmenter_as_configured(lens):
+    vision = VisionEngine(None, lens=lens)
+    cam = Camera("t", parse_source("demo"), vision)
+    assert cam.defects.lens is None  # nothing loaded yet
+    vision.load()
+    cam.model_changed()  # what the manager does after loading
+    assert (vision.lens is not None) == lens and cam.defects.lens is vision.lens

@@ -374,3 +374,80 @@ def test_cleaning_a_fixed_camera_clears_the_dirt() -> None:
     events = feed(tr, frames[70:], start=70)
     assert [e for e in events if e.kind == "cleared"]
     assert tr.defects() == [] and tr.mask().max() == 0
+
+
+# ---------------------------------------------------------------- the lens-defect segmenter
+def still_demo(n: int, t: float, seed: int = 1) -> list[np.ndarray]:
+    """A fixed camera over the demo scene frozen at time ``t`` (sensor noise only): nothing
+    moves, so time alone gives no evidence anywhere."""
+    src = DemoSource(width=W, height=H)
+    src.open()
+    img = src.render(t).astype(np.int16)
+    rng = np.random.default_rng(seed)
+    return [np.clip(img + rng.integers(-3, 4, img.shape), 0, 255).astype(np.uint8)
+            for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def lens():
+    from camheald.vision.lens import LensSegmenter
+
+    return LensSegmenter.load()  # the shipped network (models/LENS_CARD.md)
+
+
+def test_the_lens_segmenter_finds_dirt_on_a_still_view_within_30_frames(lens) -> None:
+    frames = still_demo(30, 8.0)
+    scores = []
+    for seed in (1, 2, 3):
+        defect = inject.dirt(W, H, seed)
+        with_lens, alone = DefectTracker(lens=lens), DefectTracker()
+        feed(with_lens, frames, defect)
+        feed(alone, frames, defect)
+        assert not alone.defects()  # time alone: no evidence where nothing moves
+        found = with_lens.defects()
+        assert found and all(d.kind == "dirt" for d in found)
+        for d in found:
+            x, y, w, h = d.bbox
+            assert defect.mask[y:y + h, x:x + w].any()
+        scores.append(iou(with_lens.mask_at(W, H), defect.mask))
+    # measured 0.62 / 0.73 / 0.73 (the shipped network, 2026-12-03)
+    assert min(scores) >= 0.5 and float(np.mean(scores)) >= 0.6, scores
+
+
+@pytest.mark.parametrize("t", [8.0, 20.0])
+def test_the_lens_segmenter_raises_no_alarm_on_a_clean_still_view(lens, t: float) -> None:
+    tr = DefectTracker(lens=lens)
+    events = feed(tr, still_demo(60, t))
+    assert not [e for e in events if e.kind == "detected"] and not tr.defects()
+
+
+def test_dirt_found_by_the_lens_segmenter_clears_when_the_lens_is_cleaned(lens) -> None:
+    frames = still_demo(100, 8.0)
+    defect = inject.dirt(W, H, 2)
+    tr = DefectTracker(lens=lens)
+    events = feed(tr, frames[:30], defect)
+    found = len(tr.defects())
+    assert found >= 3
+    events = feed(tr, frames[30:], t0=1000.0, start=30)  # cleaned: the same view, no dirt
+    cleared = [e for e in events if e.kind == "cleared"]
+    # measured: 4 of 5 cleared within 45 updates; the fifth sits where the clean scene
+    # itself looks half like dirt to the network, so neither vote comes and it is held
+    assert len(cleared) >= found - 1 and len(tr.defects()) <= 1
+
+
+def test_the_lens_segmenter_is_not_asked_while_the_camera_moves(lens) -> None:
+    calls = []
+
+    class Counting:
+        on, off = lens.on, lens.off
+
+        def probability(self, rgb):
+            calls.append(rgb.shape)
+            return lens.probability(rgb)
+
+    tr = DefectTracker(lens=Counting())
+    feed(tr, panning(20))
+    assert not calls
+    feed(tr, still_demo(20, 8.0), start=20)
+    # once the camera counts as still (2 px over the last 8 updates), on every second update
+    assert 2 <= len(calls) <= 10 and calls[0] == (tr.work_size[1], tr.work_size[0], 3)

@@ -105,6 +105,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._grown = self._on
         self._lens_p: np.ndarray | None = None  # the segmenter's mean map (fixed view)
         self._lens_n = 0  # maps in it
+        self._lens_voted = np.zeros((wh, ww), bool)  # pixels the look has voted "defect" for
         self._mask = np.zeros((wh, ww), np.uint8)
         self._tracks.clear()
         self._n = 0
@@ -224,9 +225,11 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         if lens is not None:  # the segmenter's look, where time has nothing to say
             free = ~known
             on = (lens >= self.lens.on) & self._dark & (self._act < cfg.lens_still)
-            # "clear" only where the pixel is not dark either (a cleaned lens): a crack's
-            # pixels between their rare temporal votes must not be cleared by its look
-            off = (lens < self.lens.off) & ~self._dark
+            # "clear" where the pixel is not dark either, or where the look itself had voted
+            # "defect" (a cleaned lens): a crack found by time alone must not be cleared by
+            # the look between its rare temporal votes
+            self._lens_voted |= free & on
+            off = (lens < self.lens.off) & (~self._dark | self._lens_voted)
             target[free & on] = 1.0
             target[free & off] = 0.0
             weight[free & (on | off)] = cfg.gamma * cfg.lens_weight
