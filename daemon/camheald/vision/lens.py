@@ -1,7 +1,7 @@
 """Lens-defect segmenter: which pixels of one frame something on the lens hides.
 
 ``camheal_lens.onnx`` (camheal_weights package; trained by ``camheal_train.lens_train``, see
-models/RESTORE_CARD.md) is a small fully convolutional network run at the defect tracker's
+models/LENS_CARD.md) is a small fully convolutional network run at the defect tracker's
 working resolution (<= 320 px wide). It sees one frame, so it cannot tell a lens defect from
 scene content that merely looks like one; the tracker (``camheald.service.defects``) uses it
 only where time gives no evidence, and only as a vote among its own.
