@@ -186,9 +186,9 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         if self._nm > cfg.warmup:
             lens = None
             if self.lens is not None and not self._moving:
-                # one frame's look: only for a fixed view, where time gives the least
-                # averaged over the fixed view's updates (~10): someone who stands still
-                # for a moment is not a lens defect, a lens defect keeps its look
+                # one frame's look, only for a fixed view (where time gives the least),
+                # averaged over the view's updates (~10): someone who stands still for a
+                # moment is not a lens defect, a lens defect keeps its look
                 if self._lens_p is None or self._ns % max(1, cfg.lens_every) == 0:
                     look = self.lens.probability(small)
                     self._lens_n += 1
