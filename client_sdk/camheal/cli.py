@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="video file, or folder for a folder of frames")
     v.add_argument("--json", action="store_true", help="print one JSON report")
     v.add_argument("--mask-out", metavar="MASK.png", help="write the persistent defect mask")
+    v.add_argument("--lens", action="store_true",
+                   help="also let the lens-defect segmenter find dirt where nothing moves "
+                   "(fixed camera; can mistake dark, smooth scene patches for dirt: "
+                   "models/LENS_CARD.md)")
 
     b = sub.add_parser("build-engine", help="build the TensorRT engine of the detector ahead "
                        "of the first start (Jetson; minutes)")

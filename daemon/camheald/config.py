@@ -42,7 +42,7 @@ class ModelConfig:
     backend: str = "auto"
     engine_cache: str = "/var/cache/camheal/engines"
     estimators: bool = True  # the stacked colour-cast / contrast estimators the sidecar names
-    lens: bool = True  # the lens-defect segmenter voting in the defect tracker (fixed views)
+    lens: bool = False  # the lens-defect segmenter voting in the defect tracker (fixed views)
 
 
 @dataclass

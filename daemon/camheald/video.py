@@ -1,4 +1,4 @@
-"""``camheal correct-video IN -o OUT [--json] [--mask-out MASK.png]`` (offline, no daemon).
+"""``camheal correct-video IN -o OUT [--json] [--mask-out MASK.png] [--lens]`` (offline).
 
 Two passes over the clip (a video file, or a folder of image frames):
 
@@ -206,14 +206,18 @@ def _progress(total: int, desc: str):
     return tqdm(total=total or None, desc=desc, unit="frame", file=sys.stderr, leave=False)
 
 
-def track(clip: _Clip, det=None, tracker: DefectTracker | None = None
+def track(clip: _Clip, det=None, tracker: DefectTracker | None = None, use_lens: bool = False
           ) -> tuple[DefectTracker, int]:
-    """Pass 1: run the tracker over the clip; return it and the number of frames. With the
-    detector installed, the lens-defect segmenter (when its weights are there) votes too."""
+    """Pass 1: run the tracker over the clip; return it and the number of frames. With
+    ``use_lens``, the lens-defect segmenter votes too (when its weights are installed)."""
     if tracker is None:
         from camheald.vision import lens
 
-        tracker = DefectTracker(lens=lens.shared() if det is not None else None)
+        seg = lens.shared() if use_lens else None
+        if use_lens and seg is None:
+            raise VideoError("--lens: the lens-defect segmenter (camheal_lens.onnx) is not "
+                             "installed")
+        tracker = DefectTracker(lens=seg)
     step = max(1, round(clip.fps / TRACK_HZ))
     if clip.count and clip.count // step < 40:  # short clip: use every frame
         step = 1
@@ -328,7 +332,7 @@ def correct_video(args: argparse.Namespace) -> int:
             raise VideoError(f"{out}: is a folder (the input is a video file)")
         sink = _Sink(clip, out)
         det = _detector()
-        tracker, frames = track(clip, det)
+        tracker, frames = track(clip, det, use_lens=getattr(args, "lens", False))
         mask = tracker.mask_at(clip.width, clip.height)
         stats: dict = {}
         written = correct(clip, mask, sink, det, frames, stats)

@@ -11,7 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from test_defects import H, W, iou, panning
+from test_defects import H, W, iou, panning, still_demo
 
 from camheald.capture import inject
 
@@ -267,3 +267,20 @@ def test_a_noisy_clip_is_denoised_by_merging_neighbouring_frames(tmp_path: Path)
     gain = [cv2.PSNR(a, c) - cv2.PSNR(b, c) for a, b, c in zip(fixed, noisy, clean,
                                                               strict=True)]
     assert min(gain) >= 3.0, gain
+
+
+def test_lens_finds_dirt_on_a_still_clip_only_when_asked(tmp_path: Path) -> None:
+    defect = inject.dirt(W, H, 1)
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(still_demo(30, 8.0)):
+        cv2.imwrite(str(src / f"f{i:03d}.png"), cv2.cvtColor(defect.apply(f), cv2.COLOR_RGB2BGR))
+    alone = run(str(src), "-o", str(tmp_path / "a"), "--json")
+    assert alone.returncode == 0, alone.stderr
+    assert json.loads(alone.stdout)["defects"] == []  # nothing moves: time has no evidence
+    res = run(str(src), "-o", str(tmp_path / "b"), "--json", "--lens", "--mask-out",
+              str(tmp_path / "m.png"))
+    assert res.returncode == 0, res.stderr
+    found = json.loads(res.stdout)["defects"]
+    assert found and {d["kind"] for d in found} == {"dirt"}
+    assert iou(cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_GRAYSCALE), defect.mask) >= 0.5

@@ -24,7 +24,7 @@ class VisionEngine:
 
     def __init__(self, model_path: str | None = None, threads: int = 1,
                  backend: str = "onnxruntime", engine_cache: str | None = None,
-                 estimators: bool = True, lens: bool = True) -> None:
+                 estimators: bool = True, lens: bool = False) -> None:
         self.model_path = model_path
         self.threads = threads
         self.estimators = estimators
