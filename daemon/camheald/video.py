@@ -209,14 +209,15 @@ def _progress(total: int, desc: str):
 def track(clip: _Clip, det=None, tracker: DefectTracker | None = None, use_lens: bool = False
           ) -> tuple[DefectTracker, int]:
     """Pass 1: run the tracker over the clip; return it and the number of frames. With
-    ``use_lens``, the lens-defect segmenter votes too (when its weights are installed)."""
+    ``use_lens`` (and no ``tracker`` given, which keeps its own), the lens-defect segmenter
+    votes too; VideoError when it cannot be loaded."""
     if tracker is None:
         from camheald.vision import lens
 
         seg = lens.shared() if use_lens else None
         if use_lens and seg is None:
-            raise VideoError("--lens: the lens-defect segmenter (camheal_lens.onnx) is not "
-                             "installed")
+            raise VideoError("--lens: the lens-defect segmenter (camheal_lens.onnx) is "
+                             "missing or cannot be loaded")
         tracker = DefectTracker(lens=seg)
     step = max(1, round(clip.fps / TRACK_HZ))
     if clip.count and clip.count // step < 40:  # short clip: use every frame

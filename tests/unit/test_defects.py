@@ -451,3 +451,11 @@ def test_the_lens_segmenter_is_not_asked_while_the_camera_moves(lens) -> None:
     feed(tr, still_demo(20, 8.0), start=20)
     # once the camera counts as still (2 px over the last 8 updates), on every second update
     assert 2 <= len(calls) <= 10 and calls[0] == (tr.work_size[1], tr.work_size[0], 3)
+
+
+def test_a_new_view_restarts_the_lens_segmenters_average(lens) -> None:
+    tr = DefectTracker(DefectConfig(moved_s=1.0), lens=lens)
+    feed(tr, still_demo(20, 8.0), inject.dirt(W, H, 1))
+    assert tr._lens_n > 0 and tr._lens_voted.any()
+    tr._restart_view()  # what a "moved" view change does
+    assert tr._lens_p is None and tr._lens_n == 0 and not tr._lens_voted.any()

@@ -40,6 +40,7 @@ class VisionEngine:
     def load(self) -> None:
         """Load and warm up the model (slow: call off the event loop)."""
         t0 = time.monotonic()
+        self._load_lens()
         try:
             from camheald.vision.correct import apply_global
             from camheald.vision.detector import Detector, EstimatorError
@@ -58,13 +59,6 @@ class VisionEngine:
                 logger.warning("%s; running the detector network alone", self.error)
                 self.detector = load(False)
             self._apply = apply_global
-            if self.use_lens:  # optional: the defect tracker works from time without it
-                try:
-                    from camheald.vision import lens
-
-                    self.lens = lens.shared()
-                except Exception as exc:  # noqa: BLE001 - never costs the detector
-                    logger.warning("lens-defect segmenter unavailable: %s", exc)
         except BackendError as exc:
             if self.backend not in ("auto", "onnxruntime"):
                 raise ConfigError(f"backend {self.backend}: {exc}") from None
@@ -80,6 +74,22 @@ class VisionEngine:
         self.name = getattr(self.detector, "name", "detector")
         self.backend = getattr(self.detector, "backend", self.backend)
         logger.info("model %s loaded in %.0f ms", self.name, (time.monotonic() - t0) * 1e3)
+
+    def _load_lens(self) -> None:
+        """The lens-defect segmenter when configured (``[model] lens``); the defect tracker
+        works from time alone without it, so a failure is a warning, not an error."""
+        if not self.use_lens:
+            return
+        try:
+            from camheald.vision import lens
+
+            self.lens = lens.shared()
+        except Exception as exc:  # noqa: BLE001 - never costs the detector
+            logger.warning("lens-defect segmenter unavailable: %s", exc)
+            return
+        if self.lens is None:
+            logger.warning("[model] lens = true, but the lens-defect segmenter "
+                           "(camheal_lens.onnx) could not be loaded: defects from time alone")
 
     @property
     def ready(self) -> bool:

@@ -27,15 +27,17 @@ logger = logging.getLogger(__name__)
 
 LENS_FILE = "camheal_lens.onnx"
 MAX_SIDE = 1024  # larger frames are refused: the network is meant for working resolution
+ON, OFF = 0.98, 0.2  # the vote levels without a sidecar (the shipped sidecar's)
 
 
 class LensSegmenter:
     """Thread-safe wrapper of the lens-defect network (one inference at a time)."""
 
-    def __init__(self, net: TiledNet, on: float = 0.5, off: float = 0.2):
+    def __init__(self, net: TiledNet, on: float = ON, off: float = OFF):
         self._net = net
         self.name = net.name
         self.on, self.off = on, off
+        self.max_side = MAX_SIDE
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1) -> LensSegmenter:
@@ -49,7 +51,7 @@ class LensSegmenter:
         net = TiledNet.load("lens", p, threads, "onnxruntime", tile=MAX_SIDE, overlap=0)
         side = read_sidecar(p)
         try:
-            on, off = float(side.get("on", 0.5)), float(side.get("off", 0.2))
+            on, off = float(side.get("on", ON)), float(side.get("off", OFF))
         except (TypeError, ValueError):
             raise ModelError(f"{p.with_suffix('.json')}: on/off must be numbers") from None
         if not 0.0 <= off < on <= 1.0:
@@ -68,7 +70,7 @@ class LensSegmenter:
             raise ValueError(f"frame {rgb.shape[1]}x{rgb.shape[0]} is larger than "
                              f"{MAX_SIDE} px: pass the working-resolution frame")
         logits = self._net.run(rgb.astype(np.float32) * np.float32(1 / 255))[..., 0]
-        return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32)
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
 
 
 _shared: list[LensSegmenter | None] = []

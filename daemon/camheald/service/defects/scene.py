@@ -69,6 +69,7 @@ class SceneStates:
         self._nm = self._ns = 0
         self._ring.clear()
         self._key = None
+        self._lens_restart()
         keep = np.zeros(self._p.shape, bool)
         for tid in [t.id for t in self._tracks.values() if not t.reported]:
             del self._tracks[tid]

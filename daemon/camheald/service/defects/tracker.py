@@ -15,6 +15,9 @@ At a small working resolution (<= 320 px wide), after removing the global bright
   along the local direction of travel (dense optical flow): what passes along a lane or a
   path through it. A pixel that stays still while things (brighter than it) pass through
   it votes "defect"; swaying leaves define no path, a kerb is beside one, not on it;
+* fixed camera, opt-in (``lens``): the lens-defect segmenter's map, averaged over the view,
+  votes where time has no evidence (dark, still pixels it is sure of); unlike time, it can
+  raise an alarm on a still scene (models/LENS_CARD.md);
 * the detector's coarse obstruction mask, when given, votes where time gives no evidence;
 * votes are a leaky mean with hysteresis; with a moving camera on-pixels grow into adjacent
   still pixels about as dark; connected pieces near each other form one tracked defect
@@ -26,7 +29,8 @@ Scene states: "covered" (nearly every cell of the view flat for ``covered_s``) a
 (the edge map of the ~1 s mean view left its reference abruptly and the new view stayed
 stable for ``moved_s``; a panning camera never counts as moved).
 
-Limits: a fixed camera finds a defect only where traffic passes through it; an object that
+Limits: a fixed camera finds a defect only where traffic passes through it (with the
+segmenter, also dark blobs where nothing moves, but no thin cracks); an object that
 moves with the camera looks like a defect for as long as it does; a dark defect over dark
 scene content has no contrast (docs/defects.md).
 """
@@ -103,9 +107,8 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._p = np.zeros((wh, ww), np.float32)
         self._on = np.zeros((wh, ww), bool)
         self._grown = self._on
-        self._lens_p: np.ndarray | None = None  # the segmenter's mean map (fixed view)
-        self._lens_n = 0  # maps in it
         self._lens_voted = np.zeros((wh, ww), bool)  # pixels the look has voted "defect" for
+        self._lens_restart()
         self._mask = np.zeros((wh, ww), np.uint8)
         self._tracks.clear()
         self._n = 0
@@ -124,6 +127,13 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._uncov_since: float | None = None
         self._covered = False
         self._moved_until = -1.0
+
+    def _lens_restart(self) -> None:
+        """A new fixed view (the camera moved, or the view changed): the segmenter's averaged
+        map and the pixels it voted for start again."""
+        self._lens_p: np.ndarray | None = None  # the segmenter's mean map (fixed view)
+        self._lens_n = 0  # maps in it
+        self._lens_voted[:] = False
 
     @property
     def work_size(self) -> tuple[int, int]:
@@ -185,7 +195,8 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             self._travel(gn)
         if self._nm > cfg.warmup:
             lens = None
-            if self.lens is not None and not self._moving:
+            if self.lens is not None and not self._moving and self._ns > cfg.warmup \
+                    and max(self._ws) <= getattr(self.lens, "max_side", max(self._ws)):
                 # one frame's look, only for a fixed view (where time gives the least),
                 # averaged over the view's updates (~10): someone who stands still for a
                 # moment is not a lens defect, a lens defect keeps its look
@@ -198,8 +209,8 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
                         self._lens_p += np.float32(max(1.0 / self._lens_n, cfg.lens_beta)) * (
                             look - self._lens_p)
                 lens = self._lens_p
-            else:
-                self._lens_p, self._lens_n = None, 0
+            elif self._moving:
+                self._lens_restart()
             self._vote(gn, self._moving, obstruction_mask, lens)
         else:
             self._target = np.full((self._ws[1], self._ws[0]), -1.0, np.float32)
