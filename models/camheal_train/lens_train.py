@@ -128,8 +128,7 @@ def make_sample(photo: np.ndarray, rng: np.random.Generator, crop: int = CROP
         clean = img
         img, alpha = obstruction.KINDS[kind](img, rng)
         if kind in ("crack", "scratch") and rng.random() < DARK_LINES:
-            a = alpha[..., None]
-            img = clean * (1 - a) + np.float32(rng.uniform(0.0, 0.25)) * a
+            img = obstruction._composite(clean, np.float32(rng.uniform(0.0, 0.25)), alpha)
     img = camera(np.clip(img, 0, 1), rng)
     vh, vw = img.shape[:2]
     # crops that hold some of the defect more often than chance
@@ -144,6 +143,13 @@ def make_sample(photo: np.ndarray, rng: np.random.Generator, crop: int = CROP
             ((alpha[y:y + crop, x:x + crop] > 0.25) * 255).astype(np.uint8))
 
 
+def to_tensors(img: np.ndarray, tgt: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``make_sample``'s uint8 arrays (one sample or a stack) as float tensors in [0, 1]:
+    (..., 3, H, W) image and (..., 1, H, W) target."""
+    x = torch.from_numpy(img).movedim(-1, -3).float() / 255.0
+    return x, torch.from_numpy(tgt).unsqueeze(-3).float() / 255.0
+
+
 class LensDataset(IterableDataset):
     """Endless on-the-fly samples from photos (each worker its own random stream)."""
 
@@ -154,9 +160,8 @@ class LensDataset(IterableDataset):
         info = get_worker_info()
         rng = np.random.default_rng([self.seed, info.id if info else 0, os.getpid()])
         while True:
-            img, tgt = make_sample(self.photos[int(rng.integers(len(self.photos)))], rng)
-            yield (torch.from_numpy(img).permute(2, 0, 1).float() / 255.0,
-                   torch.from_numpy(tgt)[None].float() / 255.0)
+            yield to_tensors(*make_sample(self.photos[int(rng.integers(len(self.photos)))],
+                                          rng))
 
 
 def load_photos(folder: Path, exclude: Sequence[str], include: Sequence[str] = (),
@@ -183,8 +188,7 @@ def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 def validation_set(photos: Sequence[np.ndarray], n: int) -> tuple[torch.Tensor, torch.Tensor]:
     rng = np.random.default_rng(VAL_SEED)
     xs, ys = zip(*(make_sample(photos[i % len(photos)], rng) for i in range(n)), strict=True)
-    return (torch.from_numpy(np.stack(xs)).permute(0, 3, 1, 2).float() / 255.0,
-            torch.from_numpy(np.stack(ys))[:, None].float() / 255.0)
+    return to_tensors(np.stack(xs), np.stack(ys))
 
 
 @torch.no_grad()

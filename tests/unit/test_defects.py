@@ -439,7 +439,7 @@ def test_the_lens_segmenter_is_not_asked_while_the_camera_moves(lens) -> None:
     calls = []
 
     class Counting:
-        on, off = lens.on, lens.off
+        on, off, max_side = lens.on, lens.off, lens.max_side
 
         def probability(self, rgb):
             calls.append(rgb.shape)

@@ -58,7 +58,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
 
     config: DefectConfig = field(default_factory=DefectConfig)
     # the lens-defect segmenter (``camheald.vision.lens.LensSegmenter``: ``probability(rgb)``,
-    # ``on``, ``off``) voting where time gives no evidence; None: time alone
+    # ``on``, ``off``, ``max_side``) voting where time gives no evidence; None: time alone
     lens: object | None = None
     state: str = "ok"
     state_since: float = 0.0
@@ -196,7 +196,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         if self._nm > cfg.warmup:
             lens = None
             if self.lens is not None and not self._moving and self._ns > cfg.warmup \
-                    and max(self._ws) <= getattr(self.lens, "max_side", max(self._ws)):
+                    and max(self._ws) <= self.lens.max_side:
                 # one frame's look, only for a fixed view (where time gives the least),
                 # averaged over the view's updates (~10): someone who stands still for a
                 # moment is not a lens defect, a lens defect keeps its look
@@ -209,7 +209,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
                         self._lens_p += np.float32(max(1.0 / self._lens_n, cfg.lens_beta)) * (
                             look - self._lens_p)
                 lens = self._lens_p
-            elif self._moving:
+            elif self._moving and self._lens_p is not None:
                 self._lens_restart()
             self._vote(gn, self._moving, obstruction_mask, lens)
         else:
