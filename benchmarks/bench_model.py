@@ -48,13 +48,18 @@ def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: flo
                   path: Path, label: str, estimators: str = "shipped") -> list[dict]:
     """ONNX Runtime through the daemon's own Detector (load, analyze, and the parts).
 
-    ``estimators``: "shipped" runs the stacked estimators as the sidecar says (only where the
-    network does not rule their anomaly out; each row records how many ran on its frame),
-    "always" on every frame (the worst case, rows' backend ALL_ESTIMATORS), "none" leaves
-    them out (rows' backend NETWORK_ONLY: the same work as the PyTorch rows).
+    ``estimators``: "shipped" runs the stacked estimators as a camera does (only where the
+    network does not rule their anomaly out, and not those of the scores its health judges
+    elsewhere: obstruction; each row records how many ran on its frame), "always" every one
+    on every frame (the worst case, as offline ``camheal diagnose`` may; rows' backend
+    ALL_ESTIMATORS), "none" leaves them out (rows' backend NETWORK_ONLY: the same work as
+    the PyTorch rows).
     """
+    from camheald.service.health import HealthTracker
     from camheald.vision import spec
     from camheald.vision.detector import Detector
+
+    skip = HealthTracker.judged_elsewhere if estimators == "shipped" else frozenset()
 
     rows = []
     before = cv2.getNumThreads()
@@ -69,12 +74,12 @@ def detector_onnx(frames: dict[str, np.ndarray], threads: list[int], budget: flo
             prep = spec.prepare(rgb)
             inputs = spec.to_model_inputs(prep)
             run = det._session.run  # the inference alone, without pre/post-processing
-            ran = len(det.estimators_to_run(det.run(rgb)["logits"][0]))
+            ran = len(set(det.estimators_to_run(det.run(rgb)["logits"][0])) - skip)
             rows.append({
                 "backend": {"shipped": "onnxruntime", "always": ALL_ESTIMATORS,
                             "none": NETWORK_ONLY}[estimators],
                 "model": label, "threads": n, "res": res, "estimators_run": ran,
-                "analyze": time_call(lambda d=det, f=rgb: d.analyze(f), budget).as_dict(),
+                "analyze": time_call(lambda d=det, f=rgb: d.analyze(f, skip), budget).as_dict(),
                 "prepare": time_call(lambda f=rgb: spec.prepare(f), budget / 3).as_dict(),
                 "infer": time_call(lambda r=run, i=inputs: r(list(spec.OUTPUTS), i),
                                    budget).as_dict(),

@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from camheal.constants import ANOMALIES
 from camheald.service.defects import DefectTracker
 from camheald.vision import imageio
 from camheald.vision.inpaint import SequenceInpainter
@@ -40,6 +41,9 @@ logger = logging.getLogger(__name__)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 TRACK_HZ = 10.0  # tracker updates per second of video
 FOLDER_FPS = 10.0  # assumed frame rate of a folder of frames
+# scores the correction pass does not read (it uses the global correction, blur and noise):
+# their estimators need not run
+_UNUSED = ("obstruction",)
 
 
 class VideoError(Exception):
@@ -232,7 +236,7 @@ def track(clip: _Clip, det=None, tracker: DefectTracker | None = None, use_lens:
             continue
         mask = None
         if det is not None:
-            mask = det.analyze(rgb).mask
+            mask = det.analyze(rgb, ANOMALIES).mask  # the network's mask: no estimator
         tracker.update(rgb, mask, now=i / clip.fps, frame_index=i)
     if bar is not None:
         bar.close()
@@ -262,7 +266,8 @@ def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0
     every = max(1, round(clip.fps))  # global correction re-estimated once a second
 
     def sigma_for(rgb: np.ndarray) -> float | None:
-        return deblur.noise_level(rgb) if "noise" in det.analyze(rgb).detected else None
+        return deblur.noise_level(rgb) if "noise" in det.analyze(rgb, _UNUSED).detected \
+            else None
 
     merger = SlidingMerge(sigma_for, every) if det is not None else None
     correction, kern = None, None
@@ -278,7 +283,7 @@ def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0
         for f in frames:
             if det is not None:
                 if n % every == 0:
-                    a = det.analyze(f)
+                    a = det.analyze(f, _UNUSED)
                     correction = a.correction
                     kern = deblur.find_kernel(f) if "blur" in a.detected else None
                 if kern is not None and (kern.kind == "disk"

@@ -6,8 +6,10 @@
         --export models/weights/camheal_cast.onnx
 
 ``--task``: ``cast`` (colour cast: white-balance gains), ``contrast`` (low contrast:
-per-channel affine levels) or ``noise`` (detection only: a score from native-resolution grain
-statistics, ``camheald.vision.grain``).
+per-channel affine levels), ``noise`` (detection only: a score from native-resolution grain
+statistics, ``camheald.vision.grain``) or ``obstruction`` (detection only: statistics of the
+lens-defect segmenter's map of the thumbnail and of the detector's mask,
+``camheald.vision.obstruct``).
 
 1. Samples: random views of the photos, degraded by our generator (40 % the task's anomaly
    alone, 15 % it plus another anomaly, 25 % clean with camera jitter, 20 % another anomaly
@@ -115,8 +117,9 @@ def _photo_samples(job: tuple[str, str, str, list[int], int]) -> dict[str, np.nd
         d = degrade(view, rng, anomalies, jitter=True)
         thumb = spec.thumbnail(d.image)
         small, small_target = cast.small(thumb), cast.small(spec.thumbnail(d.target))
-        feats.append(task.features(Views(d.image, thumb)))
-        logits.append(_DETECTOR.run(d.image)["logits"][0])
+        out = _DETECTOR.run(d.image)
+        feats.append(task.features(Views(d.image, thumb, mask=out["mask"][0, 0])))
+        logits.append(out["logits"][0])
         params.append(task.target(small, small_target))
         pixels.append(np.stack([cv2.resize(im, (PIXELS, PIXELS), interpolation=cv2.INTER_AREA)
                                 for im in (small, small_target)]))

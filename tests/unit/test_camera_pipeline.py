@@ -177,3 +177,24 @@ def test_the_cameras_defect_tracker_gets_the_lens_segmenter_as_configured(lens):
     vision.load()
     cam.model_changed()  # what the manager does after loading
     assert (vision.lens is not None) == lens and cam.defects.lens is vision.lens
+
+
+def test_a_cameras_analysis_leaves_out_the_estimators_of_scores_judged_elsewhere(tmp_path):
+    class Recording(VisionEngine):
+        def analyze(self, rgb, skip=()):
+            skips.append(frozenset(skip))
+            return super().analyze(rgb, skip)
+
+    skips: list[frozenset] = []
+    folder = tmp_path / "frames"
+    make_folder(folder, 2)
+    vision = Recording(None)
+    vision.load()
+    cam = Camera("t", parse_source(f"file:{folder}?fps=50"), vision, analyze_fps=20)
+    cam.start()
+    try:
+        assert wait_for(lambda: len(skips) >= 2)
+    finally:
+        cam.stop()
+    # obstruction: the defect tracker decides it, so its estimator (a segmenter pass) never runs
+    assert set(skips) == {cam.health.judged_elsewhere} and "obstruction" in skips[0]

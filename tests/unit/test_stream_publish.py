@@ -36,7 +36,7 @@ class FixedVision(VisionEngine):
         self.correction = correction
         self.calls = 0
 
-    def analyze(self, rgb: np.ndarray) -> Analysis:
+    def analyze(self, rgb: np.ndarray, skip=()) -> Analysis:
         self.calls += 1
         actions = ("tone_curve", "color_matrix") if self.correction is not None else ()
         return Analysis({"color_cast": 0.9}, ("color_cast",), self.correction, None, actions)

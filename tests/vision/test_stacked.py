@@ -1,4 +1,5 @@
-"""Stacked estimators (colour cast, low contrast, noise): features, corrections, wiring."""
+"""Stacked estimators (colour cast, low contrast, noise, obstruction): features, corrections,
+wiring (the obstruction features: test_obstruct.py)."""
 
 from __future__ import annotations
 

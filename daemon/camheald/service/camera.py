@@ -441,7 +441,9 @@ class Camera:
             image = frame.image
             t0 = time.perf_counter()
             try:
-                analysis = self.vision.analyze(image)
+                # the scores health judges elsewhere (obstruction: the defect tracker) need
+                # no estimator
+                analysis = self.vision.analyze(image, self.health.judged_elsewhere)
             except Exception as exc:  # noqa: BLE001
                 logger.exception("camera %s: analysis failed", self.id)
                 self.stats.last_error = f"analysis failed: {exc}"

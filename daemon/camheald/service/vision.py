@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Collection
 
 import numpy as np
 
@@ -100,11 +101,12 @@ class VisionEngine:
         """The loaded model's calibrated per-anomaly thresholds ({} without them)."""
         return dict(getattr(self.detector, "thresholds", None) or {})
 
-    def analyze(self, rgb: np.ndarray) -> Analysis | None:
-        """Run the detector on one frame (HxWx3 uint8 RGB); None without a model."""
+    def analyze(self, rgb: np.ndarray, skip: Collection[str] = ()) -> Analysis | None:
+        """Run the detector on one frame (HxWx3 uint8 RGB); None without a model. ``skip``:
+        anomalies whose estimators need not run (``Detector.analyze``)."""
         if self.detector is None:
             return None
-        return self.detector.analyze(rgb)
+        return self.detector.analyze(rgb, skip)
 
     def correct(self, rgb: np.ndarray, analysis: Analysis | None,
                 out: np.ndarray | None = None) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -225,11 +226,15 @@ class Detector:
                         np.eye(3, dtype=np.float32))
         return out["curves"][0].astype(np.float32), out["matrix"][0].astype(np.float32)
 
-    def analyze(self, rgb: np.ndarray) -> Analysis:
+    def analyze(self, rgb: np.ndarray, skip: Collection[str] = ()) -> Analysis:
         """Analyse one frame.
 
         Args:
             rgb: HxWx3 uint8 RGB, at least 16x16 (ValueError otherwise).
+            skip: anomalies whose estimators do not run on this frame (the network's score
+                stands): for callers that do not use those scores (the camera, whose
+                obstruction is judged by its defect tracker, skips the obstruction
+                estimator's segmenter pass).
 
         Returns:
             Analysis with scores for every anomaly, detections, a Correction (or None when
@@ -242,8 +247,10 @@ class Detector:
         out = self._run(prep)
         logits = out["logits"][0].astype(np.float64)
         params = {}
-        views = Views(rgb, prep["thumb"], prep["texture"])
+        views = Views(rgb, prep["thumb"], prep["texture"], out["mask"][0, 0])
         for anomaly in self.estimators_to_run(out["logits"][0]):
+            if anomaly in skip:
+                continue
             params[anomaly], logits[ANOMALIES.index(anomaly)] = \
                 self.estimators[anomaly](views, out["logits"][0])
         probs = _sigmoid(logits)

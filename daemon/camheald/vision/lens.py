@@ -64,13 +64,17 @@ class LensSegmenter:
         Args:
             rgb: HxWx3 uint8 RGB, at most MAX_SIDE on each side (ValueError otherwise).
         """
+        logits = self.logits(rgb)
+        return (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
+
+    def logits(self, rgb: np.ndarray) -> np.ndarray:
+        """The network's per-pixel logits (HxW float32) behind ``probability``."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected HxWx3 uint8, got {rgb.dtype} {rgb.shape}")
         if max(rgb.shape[:2]) > MAX_SIDE:
             raise ValueError(f"frame {rgb.shape[1]}x{rgb.shape[0]} is larger than "
                              f"{MAX_SIDE} px: pass the working-resolution frame")
-        logits = self._net.run(rgb.astype(np.float32) * np.float32(1 / 255))[..., 0]
-        return (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
+        return self._net.run(rgb.astype(np.float32) * np.float32(1 / 255))[..., 0]
 
 
 _shared: list[LensSegmenter | None] = []

@@ -7,9 +7,10 @@ frame (``Views``: the detector's thumbnail, its 64x64 copy, native-resolution cr
 the network's seven logits that returns a logit for its anomaly, which replaces the
 network's, and for the global anomalies the parameters of that anomaly's correction, which
 become ordinary tone curves (``Task.curves``), so ``apply_global`` applies them unchanged.
-A detection-only task (noise) returns no parameters. Trained by
-``camheal_train.stacked_train``; each ONNX has a JSON sidecar naming the detector (sha256)
-whose logits it was trained on.
+A detection-only task (noise; obstruction, whose statistics come from a pass of the
+lens-defect segmenter and the network's coarse mask, ``Views.mask``) returns no parameters.
+Trained by ``camheal_train.stacked_train``; each ONNX has a JSON sidecar naming the detector
+(sha256) whose logits it was trained on.
 
 ONNX: inputs ``features`` (B x n_features), ``logits`` (B x 7); outputs ``params``
 (B x n_params), ``logit`` (B x 1); metadata ``camheal.task`` and ``camheal.features``.
@@ -26,16 +27,17 @@ from pathlib import Path
 
 import numpy as np
 
-from camheald.vision import cast, grain, spec, tone
+from camheald.vision import cast, grain, obstruct, spec, tone
 
 
 class Views:
     """What the estimators look at in one frame, each computed once and only when asked."""
 
     def __init__(self, rgb: np.ndarray, thumb: np.ndarray,
-                 texture: np.ndarray | None = None) -> None:
+                 texture: np.ndarray | None = None, mask: np.ndarray | None = None) -> None:
         self.rgb = rgb  # the frame, HxWx3 uint8 RGB
         self.thumb = thumb  # its detector thumbnail (``spec.thumbnail``)
+        self.mask = mask  # the detector's coarse obstruction mask (logits), when run
         if texture is not None:  # ``spec.prepare`` computed it already
             self.texture = texture
 
@@ -71,6 +73,22 @@ def _no_params(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return np.zeros(0, np.float32)
 
 
+def _segmenter():
+    """The shipped lens-defect segmenter, or None (``camheald.vision.lens.shared``)."""
+    from camheald.vision import lens  # imports the detector module, which imports this one
+
+    return lens.shared()
+
+
+def _obstruction_features(v: Views) -> np.ndarray:
+    if v.mask is None:
+        raise ValueError("the obstruction estimator needs the detector's mask")
+    seg = _segmenter()
+    if seg is None:
+        raise ValueError("the obstruction estimator needs the lens-defect segmenter")
+    return obstruct.features(v.thumb, v.mask, seg)
+
+
 TASKS: dict[str, Task] = {
     "cast": Task("color_cast", lambda v: cast.features(v.small), cast.N_FEATURES, 3,
                  cast.gain_curves, cast.oracle_log_gain),
@@ -78,6 +96,8 @@ TASKS: dict[str, Task] = {
                      tone.N_PARAMS, tone.affine_curves, tone.oracle_affine),
     "noise": Task("noise", lambda v: grain.features(v.rgb, v.thumb, v.texture),
                   grain.N_FEATURES, 0, None, _no_params, grain.VERSION),
+    "obstruction": Task("obstruction", _obstruction_features, obstruct.N_FEATURES, 0, None,
+                        _no_params, obstruct.VERSION),
 }
 INPUTS = ("features", "logits")
 OUTPUTS = ("params", "logit")
@@ -121,6 +141,9 @@ class StackedModel:
         if tuple(sess.inputs) != INPUTS or tuple(sess.outputs) != OUTPUTS or task not in TASKS \
                 or sess.metadata.get("camheal.features") != str(TASKS[task].n_features):
             raise ValueError(f"{path}: not a camheal estimator for these features")
+        if task == "obstruction" and _segmenter() is None:
+            raise ValueError(f"{path}: needs the lens-defect segmenter (camheal_lens.onnx), "
+                             "which is missing or cannot be loaded")
         return cls(task, sess, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
 
     def __call__(self, views: Views, logits: np.ndarray) -> tuple[np.ndarray, float]:
