@@ -44,7 +44,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheald.vision import cast, spec
-from camheald.vision.stacked import INPUTS, OUTPUTS, TASKS, Views
+from camheald.vision.stacked import INPUTS, OUTPUTS, TASKS, Views, segmenter
 
 logger = logging.getLogger(__name__)
 
@@ -381,8 +381,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["val"] = metrics(model, val)
     print(json.dumps(report, indent=2))
     if a.export:
+        seg = segmenter() if a.task == "obstruction" else None
         export(model, a.task, Path(a.export), {
-            "task": a.task, "detector_sha256": det_sha, "samples": int(len(train["label"])),
+            "task": a.task, "detector_sha256": det_sha,
+            **({"segmenter": seg.name} if seg is not None else {}),
+            "samples": int(len(train["label"])),
             "photos": len(photos), "per_photo": a.per_photo, "steps": a.steps,
             "seed": a.seed, "temperature": round(temperature, 4), "metrics": report,
             "command": "python -m camheal_train.stacked_train " + " ".join(

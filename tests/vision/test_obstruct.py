@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -85,3 +87,21 @@ def test_a_skipped_estimator_leaves_the_networks_score():
     assert det.analyze(rgb).scores["obstruction"] != pytest.approx(net, abs=1e-3)
     # the other estimators still run
     assert det.analyze(rgb).scores["noise"] == pytest.approx(skipped.scores["noise"])
+
+
+def test_an_obstruction_estimator_for_another_segmenter_is_refused(tmp_path):
+    det = Detector.load()
+    if "obstruction" not in det.estimators:
+        pytest.skip("the shipped detector has no obstruction estimator")
+    from camheald.vision.detector import EstimatorError, read_sidecar
+    from support import copy_detector
+
+    path = copy_detector(tmp_path)
+    name = read_sidecar(path)["estimators"]["obstruction"]
+    side = tmp_path / name.replace(".onnx", ".json")
+    meta = json.loads(side.read_text())
+    assert meta["segmenter"] == lens.shared().name  # the shipped pair matches
+    meta["segmenter"] = "camheal_lens.onnx@00000000"
+    side.write_text(json.dumps(meta))
+    with pytest.raises(EstimatorError, match="another lens-defect segmenter"):
+        Detector.load(path)

@@ -73,8 +73,9 @@ def _no_params(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return np.zeros(0, np.float32)
 
 
-def _segmenter():
-    """The shipped lens-defect segmenter, or None (``camheald.vision.lens.shared``)."""
+def segmenter():
+    """The shipped lens-defect segmenter, or None (``camheald.vision.lens.shared``): the
+    obstruction estimator's features come from it."""
     from camheald.vision import lens  # imports the detector module, which imports this one
 
     return lens.shared()
@@ -83,7 +84,7 @@ def _segmenter():
 def _obstruction_features(v: Views) -> np.ndarray:
     if v.mask is None:
         raise ValueError("the obstruction estimator needs the detector's mask")
-    seg = _segmenter()
+    seg = segmenter()
     if seg is None:
         raise ValueError("the obstruction estimator needs the lens-defect segmenter")
     return obstruct.features(v.thumb, v.mask, seg)
@@ -141,9 +142,14 @@ class StackedModel:
         if tuple(sess.inputs) != INPUTS or tuple(sess.outputs) != OUTPUTS or task not in TASKS \
                 or sess.metadata.get("camheal.features") != str(TASKS[task].n_features):
             raise ValueError(f"{path}: not a camheal estimator for these features")
-        if task == "obstruction" and _segmenter() is None:
-            raise ValueError(f"{path}: needs the lens-defect segmenter (camheal_lens.onnx), "
-                             "which is missing or cannot be loaded")
+        if task == "obstruction":  # its features come from the segmenter it was trained on
+            seg = segmenter()
+            if seg is None:
+                raise ValueError(f"{path}: needs the lens-defect segmenter (camheal_lens.onnx), "
+                                 "which is missing or cannot be loaded")
+            if side.get("segmenter", seg.name) != seg.name:
+                raise ValueError(f"{path}: made for another lens-defect segmenter "
+                                 f"({side['segmenter']}, this one {seg.name})")
         return cls(task, sess, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
 
     def __call__(self, views: Views, logits: np.ndarray) -> tuple[np.ndarray, float]:
