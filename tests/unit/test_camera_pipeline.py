@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 
@@ -157,16 +158,30 @@ def test_the_engine_loads_the_stacked_estimators_as_configured(estimators):
     assert bool(vision.detector.estimators) is estimators
 
 
-def test_a_broken_estimator_falls_back_to_the_network_alone(tmp_path):
-    from camheald.vision.detector import shipped_weights
+def test_a_broken_estimator_costs_only_itself(tmp_path):
+    from camheald.vision.detector import read_sidecar, shipped_weights
 
     copy_detector(tmp_path)
     (tmp_path / "camheal_cast.onnx").write_bytes(b"not a model" * 10)
     vision = VisionEngine(str(tmp_path / shipped_weights().name))
     vision.load()
-    assert vision.ready and vision.detector.estimators == {}
+    others = {t for t in read_sidecar(shipped_weights())["estimators"] if t != "cast"}
+    assert vision.ready and "color_cast" not in vision.detector.estimators
+    assert {e.task_name for e in vision.detector.estimators.values()} == others
     assert vision.error.startswith("estimators unavailable: ") and "camheal_cast" in vision.error
     assert "\n" not in vision.error
+
+
+def test_two_broken_estimators_fall_back_to_the_network_alone(tmp_path):
+    from camheald.vision.detector import shipped_weights
+
+    copy_detector(tmp_path)
+    for name in ("camheal_cast.onnx", "camheal_contrast.onnx"):
+        (tmp_path / name).write_bytes(b"not a model" * 10)
+    vision = VisionEngine(str(tmp_path / shipped_weights().name))
+    vision.load()
+    assert vision.ready and vision.detector.estimators == {}
+    assert vision.error.startswith("estimators unavailable: ") and "\n" not in vision.error
 
 
 @pytest.mark.parametrize("lens", [True, False])
@@ -198,3 +213,23 @@ def test_a_cameras_analysis_leaves_out_the_estimators_of_scores_judged_elsewhere
         cam.stop()
     # obstruction: the defect tracker decides it, so its estimator (a segmenter pass) never runs
     assert set(skips) == {cam.health.judged_elsewhere} and "obstruction" in skips[0]
+
+
+def test_a_configured_but_unloadable_lens_segmenter_costs_only_what_needs_it(monkeypatch,
+                                                                             caplog):
+    from camheald.vision import lens
+
+    monkeypatch.setattr(lens, "_shared", [None])  # as after camheal_lens.onnx failed to load
+    vision = VisionEngine(None, lens=True)
+    with caplog.at_level(logging.WARNING):
+        vision.load()
+    # the detector runs; the obstruction estimator (built on the segmenter) is refused and
+    # left out, the others stay, and the health report says why
+    assert vision.ready and "obstruction" not in vision.detector.estimators
+    assert {"color_cast", "low_contrast", "noise"} <= set(vision.detector.estimators)
+    assert vision.error.startswith("estimators unavailable: ") and "segmenter" in vision.error
+    assert "\n" not in vision.error
+    assert vision.lens is None and "camheal_lens.onnx" in caplog.text
+    cam = Camera("t", parse_source("demo"), vision)
+    cam.model_changed()
+    assert cam.defects.lens is None  # the tracker works from time alone

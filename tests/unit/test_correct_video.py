@@ -284,3 +284,26 @@ def test_lens_finds_dirt_on_a_still_clip_only_when_asked(tmp_path: Path) -> None
     found = json.loads(res.stdout)["defects"]
     assert found and {d["kind"] for d in found} == {"dirt"}
     assert iou(cv2.imread(str(tmp_path / "m.png"), cv2.IMREAD_GRAYSCALE), defect.mask) >= 0.5
+
+
+def test_lens_without_the_segmenters_weights_is_a_one_line_error(tmp_path: Path) -> None:
+    from camheald.vision.restore import shipped
+
+    # a weights package like the installed one, but without camheal_lens.onnx
+    pkg = tmp_path / "shadow" / "camheal_weights"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    assert shipped("camheal_lens.onnx").is_file()
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(still_demo(4, 8.0)):
+        cv2.imwrite(str(src / f"f{i:03d}.png"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    env = dict(os.environ, CAMHEAL_MODEL="/nonexistent/model.onnx",
+               PYTHONPATH=str(tmp_path / "shadow"))
+    res = subprocess.run([str(CAMHEAL), "correct-video", str(src), "-o", str(tmp_path / "o"),
+                          "--lens"], env=env, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--lens" in lines[0] and "camheal_lens.onnx" in lines[0], \
+        res.stderr
+    assert not (tmp_path / "o").exists()  # nothing half-written

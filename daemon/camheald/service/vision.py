@@ -46,19 +46,27 @@ class VisionEngine:
             from camheald.vision.correct import apply_global
             from camheald.vision.detector import Detector, EstimatorError
 
-            def load(estimators: bool):
+            def load(estimators: bool, without: tuple[str, ...] = ()):
                 return Detector.load(self.model_path, threads=self.threads,
                                      backend=self.backend, cache_dir=self.engine_cache,
-                                     with_estimators=estimators)
+                                     with_estimators=estimators, without=without)
 
             try:
                 self.detector = load(self.estimators)
             except EstimatorError as exc:
-                # a broken estimator costs its better colour-cast / contrast handling, not
-                # the whole model: run the network alone and say so in the health report
+                # a broken estimator costs its own better score (and correction), not the
+                # whole model nor the other estimators: run without it and say so in the
+                # health report; the network alone when the others fail too
                 self.error = f"estimators unavailable: {exc}".splitlines()[0]
-                logger.warning("%s; running the detector network alone", self.error)
-                self.detector = load(False)
+                try:
+                    if exc.task is None:
+                        raise
+                    self.detector = load(True, (exc.task,))
+                    logger.warning("%s; running the detector without the %s estimator",
+                                   self.error, exc.task)
+                except EstimatorError:
+                    logger.warning("%s; running the detector network alone", self.error)
+                    self.detector = load(False)
             self._apply = apply_global
         except BackendError as exc:
             if self.backend not in ("auto", "onnxruntime"):

@@ -42,7 +42,14 @@ class ModelError(Exception):
 
 
 class EstimatorError(ModelError):
-    """A stacked estimator named by the detector's sidecar cannot be used (the detector can)."""
+    """A stacked estimator named by the detector's sidecar cannot be used (the detector can).
+
+    ``task``: the sidecar's task name of that estimator (None: the list itself is malformed).
+    """
+
+    def __init__(self, message: str, task: str | None = None) -> None:
+        super().__init__(message)
+        self.task = task
 
 
 def shipped_weights() -> Path:
@@ -106,12 +113,13 @@ class Detector:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
              backend: str = "onnxruntime", cache_dir: str | os.PathLike | None = None,
-             with_estimators: bool = True) -> Detector:
+             with_estimators: bool = True, without: Collection[str] = ()) -> Detector:
         """Load a detector ONNX (None = shipped weights) and run one warm-up inference.
 
         ``backend``: see camheald.inference.backends (auto, onnxruntime, tensorrt); the one in
         use is in ``.backend``. The estimators named by the sidecar's ``estimators`` (task ->
-        file beside the model) are loaded too unless ``with_estimators`` is False.
+        file beside the model) are loaded too unless ``with_estimators`` is False, except the
+        tasks in ``without``.
 
         Raises:
             ModelError: missing/corrupt file, external data, or outputs not matching the spec;
@@ -156,13 +164,15 @@ class Detector:
         if not isinstance(named, dict):
             raise EstimatorError(f"{p}: sidecar 'estimators' must map tasks to file names")
         for task, fname in named.items():
+            if task in without:
+                continue
             try:
                 est = StackedModel.load(p.parent / str(fname), sha)
             except ValueError as e:
-                raise EstimatorError(str(e)) from None
+                raise EstimatorError(str(e), task) from None
             if est.task_name != task:
                 raise EstimatorError(f"{p.parent / str(fname)}: a {est.task_name} estimator, "
-                                     f"listed as {task}")
+                                     f"listed as {task}", task)
             estimators[est.task.anomaly] = est
         # the name says which estimators ride along (Stats "model", reports, the log)
         name = "+".join([name, *(e.name for e in estimators.values())])
