@@ -128,3 +128,36 @@ def test_calibrating_one_class_keeps_the_others(tmp_path):
     assert {k: v for k, v in after["thresholds"].items() if k != "color_cast"} == \
         {k: 0.77 for k in before["thresholds"] if k != "color_cast"}
     assert after["estimators"] == before["estimators"]
+
+
+def test_clean_video_check_counts_detections_per_clip(tmp_path, capsys):
+    pytest.importorskip("torch", reason="evaluate imports the degradation library (torch)")
+    import cv2
+
+    from camheal.constants import ANOMALIES
+    from camheal_train.evaluate import clean_video, main
+    from camheald.vision.detector import Detector
+    from support import make_photo
+
+    photo = cv2.cvtColor(make_photo(3), cv2.COLOR_RGB2BGR)
+    clips = {"clean.avi": photo, "dark.avi": (photo * 0.08).astype(np.uint8)}
+    for name, frame in clips.items():
+        out = cv2.VideoWriter(str(tmp_path / name), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                              (frame.shape[1], frame.shape[0]))
+        for _ in range(21):
+            out.write(frame)
+        out.release()
+    (tmp_path / "notes.txt").write_text("not a clip")
+    lines = clean_video(Detector.load(), tmp_path)
+    rows = {r.split(" | ")[0][2:]: r.strip(" |").split(" | ") for r in lines[2:]}
+    assert list(rows) == ["clean.avi", "dark.avi"]
+    assert all(r[1] == "3" for r in rows.values())  # frames 0, 10 and 20
+    under = 2 + ANOMALIES.index("underexposed")
+    assert float(rows["dark.avi"][under]) == 1.0 and float(rows["dark.avi"][-1]) == 1.0
+    assert float(rows["clean.avi"][under]) == 0.0
+    assert main(["--clean-video", str(tmp_path)]) == 0
+    assert "| dark.avi | 3 |" in capsys.readouterr().out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SystemExit, match="no video clips"):
+        main(["--clean-video", str(empty)])
