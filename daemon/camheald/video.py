@@ -61,7 +61,7 @@ def _public(path: Path) -> None:
 
 
 # ---------------------------------------------------------------- sources and sinks
-class _Clip:
+class Clip:
     """Frames of a video file or a folder of images, readable more than once."""
 
     def __init__(self, path: Path) -> None:
@@ -121,7 +121,7 @@ class _Clip:
 class _Sink:
     """Writes the corrected clip under a temporary name; ``commit`` renames it to OUT."""
 
-    def __init__(self, clip: _Clip, out: Path) -> None:
+    def __init__(self, clip: Clip, out: Path) -> None:
         self.out, self.clip = out, clip
         parent = out.parent if str(out.parent) else Path(".")
         if not parent.is_dir():
@@ -192,8 +192,8 @@ def _detector():
         from camheald.vision.detector import Detector, ModelError
     except ImportError:
         return None
-    try:
-        return Detector.load(os.environ.get("CAMHEAL_MODEL") or None)
+    try:  # without the estimators of scores no pass reads (obstruction: a segmenter pass)
+        return Detector.load(os.environ.get("CAMHEAL_MODEL") or None, without=_UNUSED)
     except (ModelError, ImportError, OSError) as e:
         logger.info("no detector model (%s): persistent defects from temporal evidence only",
                     e)
@@ -210,7 +210,7 @@ def _progress(total: int, desc: str):
     return tqdm(total=total or None, desc=desc, unit="frame", file=sys.stderr, leave=False)
 
 
-def track(clip: _Clip, det=None, tracker: DefectTracker | None = None, use_lens: bool = False
+def track(clip: Clip, det=None, tracker: DefectTracker | None = None, use_lens: bool = False
           ) -> tuple[DefectTracker, int]:
     """Pass 1: run the tracker over the clip; return it and the number of frames. With
     ``use_lens`` (and no ``tracker`` given, which keeps its own), the lens-defect segmenter
@@ -243,7 +243,7 @@ def track(clip: _Clip, det=None, tracker: DefectTracker | None = None, use_lens:
     return tracker, n
 
 
-def correct(clip: _Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0,
+def correct(clip: Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0,
             stats: dict | None = None) -> int:
     """Pass 2: correct every frame with the final mask; return the number written.
 
@@ -333,7 +333,7 @@ def correct_video(args: argparse.Namespace) -> int:
     try:
         if src.exists() and out.exists() and src.resolve() == out.resolve():
             raise VideoError(f"{out}: output would overwrite the input")
-        clip = _Clip(src)
+        clip = Clip(src)
         if clip.files is None and out.exists() and out.is_dir():
             raise VideoError(f"{out}: is a folder (the input is a video file)")
         sink = _Sink(clip, out)

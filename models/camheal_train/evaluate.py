@@ -229,28 +229,26 @@ def clean_video(det: Detector, folder: Path, every: int = 10) -> list[str]:
     """Markdown lines: per clip of ``folder`` (clean real video), on every ``every``-th frame,
     the share of frames in which each anomaly is detected (the full analysis, every
     estimator allowed, as offline ``diagnose`` runs it)."""
-    import cv2
+    from camheald.video import FOURCC, Clip, VideoError
 
     lines = ["| clip | frames | " + " | ".join(ANOMALIES) + " | any |",
              "| --- | --- | " + " | ".join("---" for _ in ANOMALIES) + " | --- |"]
-    clips = sorted(p for p in folder.iterdir() if p.suffix.lower() in
-                   (".avi", ".mp4", ".mkv", ".mov", ".m4v"))
+    if not folder.is_dir():
+        raise SystemExit(f"--clean-video {folder}: not a folder")
+    clips = sorted(p for p in folder.iterdir() if p.suffix.lower() in FOURCC)
     if not clips:
         raise SystemExit(f"--clean-video {folder}: no video clips there")
-    for clip in clips:
-        cap = cv2.VideoCapture(str(clip))
-        hits, i = [], 0
-        while True:
-            ok, bgr = cap.read()
-            if not ok:
-                break
-            if i % every == 0:
-                found = det.analyze(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).detected
-                hits.append([a in found for a in ANOMALIES])
-            i += 1
-        cap.release()
+    for path in clips:
+        hits = []
+        try:
+            for i, rgb in enumerate(Clip(path).frames()):
+                if i % every == 0:
+                    found = det.analyze(rgb).detected
+                    hits.append([a in found for a in ANOMALIES])
+        except VideoError as e:
+            raise SystemExit(f"--clean-video: {e}") from None
         h = np.array(hits, bool).reshape(-1, len(ANOMALIES))
-        lines.append(f"| {clip.name} | {len(h)} | "
+        lines.append(f"| {path.name} | {len(h)} | "
                      + " | ".join(f"{v:.3f}" for v in h.mean(0))
                      + f" | {h.any(1).mean():.3f} |")
     return lines

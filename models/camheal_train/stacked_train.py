@@ -359,6 +359,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(a.out)
     det_sha = hashlib.sha256(det.read_bytes()).hexdigest()
     version = TASKS[a.task].version
+    seg = segmenter() if a.task == "obstruction" else None
+    if a.task == "obstruction":
+        if seg is None:
+            raise SystemExit("--task obstruction: the lens-defect segmenter (camheal_lens.onnx) "
+                             "is missing or cannot be loaded")
+        version += "-" + seg.name.rsplit("@", 1)[-1]  # its features are the segmenter's
     tag = f"{a.task}-{version}-{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"
     train = make_samples(a.task, photos, str(det), a.per_photo, a.seed, a.workers,
                          out / f"samples-{tag}.npz", not a.no_progress)
@@ -381,7 +387,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["val"] = metrics(model, val)
     print(json.dumps(report, indent=2))
     if a.export:
-        seg = segmenter() if a.task == "obstruction" else None
         export(model, a.task, Path(a.export), {
             "task": a.task, "detector_sha256": det_sha,
             **({"segmenter": seg.name} if seg is not None else {}),

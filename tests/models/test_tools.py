@@ -161,3 +161,8 @@ def test_clean_video_check_counts_detections_per_clip(tmp_path, capsys):
     empty.mkdir()
     with pytest.raises(SystemExit, match="no video clips"):
         main(["--clean-video", str(empty)])
+    with pytest.raises(SystemExit, match="not a folder"):
+        main(["--clean-video", str(tmp_path / "nope")])
+    (empty / "broken.avi").write_bytes(b"not a video")
+    with pytest.raises(SystemExit, match="broken.avi: not a readable video"):
+        main(["--clean-video", str(empty)])

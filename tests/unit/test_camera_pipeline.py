@@ -172,7 +172,7 @@ def test_a_broken_estimator_costs_only_itself(tmp_path):
     assert "\n" not in vision.error
 
 
-def test_two_broken_estimators_fall_back_to_the_network_alone(tmp_path):
+def test_two_broken_estimators_cost_only_themselves_and_both_are_named(tmp_path):
     from camheald.vision.detector import shipped_weights
 
     copy_detector(tmp_path)
@@ -180,8 +180,11 @@ def test_two_broken_estimators_fall_back_to_the_network_alone(tmp_path):
         (tmp_path / name).write_bytes(b"not a model" * 10)
     vision = VisionEngine(str(tmp_path / shipped_weights().name))
     vision.load()
-    assert vision.ready and vision.detector.estimators == {}
+    assert vision.ready
+    assert {"color_cast", "low_contrast"}.isdisjoint(vision.detector.estimators)
+    assert {"noise", "obstruction"} <= set(vision.detector.estimators)
     assert vision.error.startswith("estimators unavailable: ") and "\n" not in vision.error
+    assert "camheal_cast" in vision.error and "camheal_contrast" in vision.error
 
 
 @pytest.mark.parametrize("lens", [True, False])

@@ -307,3 +307,16 @@ def test_lens_without_the_segmenters_weights_is_a_one_line_error(tmp_path: Path)
     assert len(lines) == 1 and "--lens" in lines[0] and "camheal_lens.onnx" in lines[0], \
         res.stderr
     assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_correct_video_loads_no_estimator_whose_score_it_does_not_read(monkeypatch) -> None:
+    from camheald import video
+    from camheald.vision import lens
+
+    monkeypatch.delenv("CAMHEAL_MODEL", raising=False)
+    det = video._detector()
+    assert det is not None and "obstruction" not in det.estimators
+    assert {"color_cast", "low_contrast", "noise"} <= set(det.estimators)
+    # so a missing segmenter costs correct-video nothing: the detector still loads
+    monkeypatch.setattr(lens, "_shared", [None])
+    assert video._detector() is not None

@@ -55,9 +55,6 @@ def test_dark_blobs_raise_the_segmenter_statistics(segmenter):
 
 
 def test_an_obstruction_estimator_needs_the_segmenter(tmp_path, monkeypatch):
-    det = Detector.load()
-    if "obstruction" not in det.estimators:
-        pytest.skip("the shipped detector has no obstruction estimator")
     from camheald.vision.detector import EstimatorError
     from support import copy_detector
 
@@ -76,23 +73,33 @@ def test_the_task_is_detection_only():
 
 def test_a_skipped_estimator_leaves_the_networks_score():
     det = Detector.load()
-    if "obstruction" not in det.estimators:
-        pytest.skip("the shipped detector has no obstruction estimator")
+    assert "obstruction" in det.estimators  # shipped
     i = ANOMALIES.index("obstruction")
     rgb = dirty(detailed_photo(5, 360, 480))
     net = float(1 / (1 + np.exp(-det.run(rgb)["logits"][0, i])))
     assert det.estimators_to_run(det.run(rgb)["logits"][0]).count("obstruction") == 1
     skipped = det.analyze(rgb, ("obstruction",))
     assert skipped.scores["obstruction"] == pytest.approx(net, abs=1e-6)
-    assert det.analyze(rgb).scores["obstruction"] != pytest.approx(net, abs=1e-3)
+    full = det.analyze(rgb)
+    assert full.scores["obstruction"] != pytest.approx(net, abs=1e-3)
     # the other estimators still run
-    assert det.analyze(rgb).scores["noise"] == pytest.approx(skipped.scores["noise"])
+    assert full.scores["noise"] == pytest.approx(skipped.scores["noise"])
+    # a skipped anomaly is never detected: its threshold is the estimator's, not the network's
+    det.thresholds["obstruction"] = 0.0
+    assert "obstruction" in det.analyze(rgb).detected
+    assert "obstruction" not in det.analyze(rgb, ("obstruction",)).detected
+
+
+def test_names_that_are_no_anomaly_are_refused():
+    det = Detector.load(with_estimators=False)
+    with pytest.raises(ValueError, match="not anomalies: cast"):
+        det.analyze(detailed_photo(1, 64, 64), ("cast",))
+    with pytest.raises(ValueError, match="not anomalies: contrast"):
+        Detector.load(without=("contrast",))
+    assert "color_cast" not in Detector.load(without=("color_cast",)).estimators
 
 
 def test_an_obstruction_estimator_for_another_segmenter_is_refused(tmp_path):
-    det = Detector.load()
-    if "obstruction" not in det.estimators:
-        pytest.skip("the shipped detector has no obstruction estimator")
     from camheald.vision.detector import EstimatorError, read_sidecar
     from support import copy_detector
 

@@ -44,29 +44,17 @@ class VisionEngine:
         self._load_lens()
         try:
             from camheald.vision.correct import apply_global
-            from camheald.vision.detector import Detector, EstimatorError
+            from camheald.vision.detector import Detector
 
-            def load(estimators: bool, without: tuple[str, ...] = ()):
-                return Detector.load(self.model_path, threads=self.threads,
-                                     backend=self.backend, cache_dir=self.engine_cache,
-                                     with_estimators=estimators, without=without)
-
-            try:
-                self.detector = load(self.estimators)
-            except EstimatorError as exc:
-                # a broken estimator costs its own better score (and correction), not the
-                # whole model nor the other estimators: run without it and say so in the
-                # health report; the network alone when the others fail too
-                self.error = f"estimators unavailable: {exc}".splitlines()[0]
-                try:
-                    if exc.task is None:
-                        raise
-                    self.detector = load(True, (exc.task,))
-                    logger.warning("%s; running the detector without the %s estimator",
-                                   self.error, exc.task)
-                except EstimatorError:
-                    logger.warning("%s; running the detector network alone", self.error)
-                    self.detector = load(False)
+            # a broken estimator costs its own better score (and correction), not the whole
+            # model nor the other estimators: it is left out and the health report says why
+            broken: list[str] = []
+            self.detector = Detector.load(self.model_path, threads=self.threads,
+                                          backend=self.backend, cache_dir=self.engine_cache,
+                                          with_estimators=self.estimators, errors=broken)
+            if broken:
+                self.error = "estimators unavailable: " + "; ".join(broken)
+                logger.warning("%s; running the detector without them", self.error)
             self._apply = apply_global
         except BackendError as exc:
             if self.backend not in ("auto", "onnxruntime"):

@@ -21,7 +21,7 @@ from camheal.constants import ANOMALIES
 from camheald.inference import backends
 from camheald.vision import directional, spec
 from camheald.vision.correct import Correction
-from camheald.vision.stacked import StackedModel, Views
+from camheald.vision.stacked import TASKS, StackedModel, Views
 from camheald.vision.types import Analysis
 
 logger = logging.getLogger(__name__)
@@ -42,14 +42,7 @@ class ModelError(Exception):
 
 
 class EstimatorError(ModelError):
-    """A stacked estimator named by the detector's sidecar cannot be used (the detector can).
-
-    ``task``: the sidecar's task name of that estimator (None: the list itself is malformed).
-    """
-
-    def __init__(self, message: str, task: str | None = None) -> None:
-        super().__init__(message)
-        self.task = task
+    """A stacked estimator named by the detector's sidecar cannot be used (the detector can)."""
 
 
 def shipped_weights() -> Path:
@@ -71,8 +64,15 @@ def read_sidecar(path: Path) -> dict:
     return data
 
 
-def _sigmoid(x: np.ndarray) -> np.ndarray:
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """Logistic function of logits, clipped to +-30 (no overflow warnings)."""
     return 1.0 / (1.0 + np.exp(-np.clip(x, -30.0, 30.0)))
+
+
+def _check_anomalies(names: Collection[str], what: str) -> None:
+    unknown = sorted(set(names) - set(ANOMALIES))
+    if unknown:
+        raise ValueError(f"{what}: not anomalies: {', '.join(unknown)}")
 
 
 class Detector:
@@ -80,7 +80,10 @@ class Detector:
 
     ``analyze`` may be called from several threads (a camera's analysis thread and a
     burst's): the network's session runs under the detector's lock, the estimators'
-    ONNX Runtime sessions are thread-safe, and everything else is per call."""
+    ONNX Runtime sessions are thread-safe, and everything else is per call, except the
+    obstruction estimator's lens-defect segmenter: one per process
+    (``camheald.vision.lens.shared``), also used by every camera's defect tracker, one
+    inference at a time."""
 
     def __init__(self, session, name: str, thresholds: dict[str, float],
                  correction_gate: float = 0.5,
@@ -113,13 +116,16 @@ class Detector:
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, threads: int = 1,
              backend: str = "onnxruntime", cache_dir: str | os.PathLike | None = None,
-             with_estimators: bool = True, without: Collection[str] = ()) -> Detector:
+             with_estimators: bool = True, without: Collection[str] = (),
+             errors: list[str] | None = None) -> Detector:
         """Load a detector ONNX (None = shipped weights) and run one warm-up inference.
 
         ``backend``: see camheald.inference.backends (auto, onnxruntime, tensorrt); the one in
         use is in ``.backend``. The estimators named by the sidecar's ``estimators`` (task ->
-        file beside the model) are loaded too unless ``with_estimators`` is False, except the
-        tasks in ``without``.
+        file beside the model) are loaded too unless ``with_estimators`` is False, except
+        those of the anomalies in ``without`` (ValueError for a name that is none). With an
+        ``errors`` list, an estimator that cannot be used is left out and its one-line
+        reason appended there, instead of raising EstimatorError.
 
         Raises:
             ModelError: missing/corrupt file, external data, or outputs not matching the spec;
@@ -159,21 +165,29 @@ class Detector:
         side = read_sidecar(p)
         sha = hashlib.sha256(data).hexdigest()
         name = f"{p.name}@{sha[:8]}"
+        _check_anomalies(without, "without")
         estimators = {}
+        problems: list[str] = []
         named = side.get("estimators", {}) if with_estimators else {}
         if not isinstance(named, dict):
-            raise EstimatorError(f"{p}: sidecar 'estimators' must map tasks to file names")
+            problems.append(f"{p}: sidecar 'estimators' must map tasks to file names")
+            named = {}
         for task, fname in named.items():
-            if task in without:
+            if task in TASKS and TASKS[task].anomaly in without:
                 continue
             try:
                 est = StackedModel.load(p.parent / str(fname), sha)
+                if est.task_name != task:
+                    raise ValueError(f"{p.parent / str(fname)}: a {est.task_name} estimator, "
+                                     f"listed as {task}")
             except ValueError as e:
-                raise EstimatorError(str(e), task) from None
-            if est.task_name != task:
-                raise EstimatorError(f"{p.parent / str(fname)}: a {est.task_name} estimator, "
-                                     f"listed as {task}", task)
+                problems.append(str(e).splitlines()[0])
+                continue
             estimators[est.task.anomaly] = est
+        if problems and errors is None:
+            raise EstimatorError(problems[0])
+        if errors is not None:
+            errors.extend(problems)
         # the name says which estimators ride along (Stats "model", reports, the log)
         name = "+".join([name, *(e.name for e in estimators.values())])
         det = cls(sess, name, side.get("thresholds", {}), side.get("correction_gate", 0.5),
@@ -208,7 +222,7 @@ class Detector:
         network all but rules out (probability < ``estimator_skip_below``; their network
         score stands)."""
         return [a for a in self.estimators
-                if _sigmoid(float(logits[ANOMALIES.index(a)])) >= self.estimator_skip_below]
+                if sigmoid(float(logits[ANOMALIES.index(a)])) >= self.estimator_skip_below]
 
     def _global_params(self, out: dict[str, np.ndarray], scores: dict[str, float],
                        params: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray] | None:
@@ -226,7 +240,7 @@ class Detector:
             # than the network's curves on overexposed frames it took for low contrast).
             # A detection-only estimator (no curves) leaves the network's correction, under
             # the same first condition.
-            net = {a: _sigmoid(float(out["logits"][0, ANOMALIES.index(a)]))
+            net = {a: sigmoid(float(out["logits"][0, ANOMALIES.index(a)]))
                    for a in spec.GLOBAL_ANOMALIES}
             if net[only] < self.estimator_network_gate:
                 return None
@@ -241,10 +255,11 @@ class Detector:
 
         Args:
             rgb: HxWx3 uint8 RGB, at least 16x16 (ValueError otherwise).
-            skip: anomalies whose estimators do not run on this frame (the network's score
-                stands): for callers that do not use those scores (the camera, whose
-                obstruction is judged by its defect tracker, skips the obstruction
-                estimator's segmenter pass).
+            skip: anomalies whose estimators do not run on this frame, for callers that do
+                not use those anomalies (the camera, whose obstruction is judged by its
+                defect tracker, skips the obstruction estimator's segmenter pass): their
+                score is the network's, and they are never in ``detected`` (the thresholds
+                are the estimators'). ValueError for a name that is no anomaly.
 
         Returns:
             Analysis with scores for every anomaly, detections, a Correction (or None when
@@ -253,6 +268,7 @@ class Detector:
             ("tone_curve", "color_matrix"); ``extra`` holds "severity.<anomaly>" in [0, 1]
             and, when blur is detected, "blur.coherence" (``vision.directional``).
         """
+        _check_anomalies(skip, "skip")
         prep = spec.prepare(rgb)
         out = self._run(prep)
         logits = out["logits"][0].astype(np.float64)
@@ -263,9 +279,10 @@ class Detector:
                 continue
             params[anomaly], logits[ANOMALIES.index(anomaly)] = \
                 self.estimators[anomaly](views, out["logits"][0])
-        probs = _sigmoid(logits)
+        probs = sigmoid(logits)
         scores = {a: float(p) for a, p in zip(ANOMALIES, probs, strict=True)}
-        detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a])
+        detected = tuple(a for a in ANOMALIES if scores[a] >= self.thresholds[a]
+                         and not (a in skip and a in self.estimators))
         actions: list[str] = []
         correction = None
         glob = self._global_params(out, scores, params)
@@ -283,6 +300,6 @@ class Detector:
         extra = {f"severity.{a}": float(s) for a, s in zip(ANOMALIES, sev, strict=True)}
         if "blur" in detected:  # motion or defocus? (whether an unsharp mask can help)
             extra["blur.coherence"] = directional.coherence(rgb)
-        mask = _sigmoid(out["mask"][0, 0]).astype(np.float32)
+        mask = sigmoid(out["mask"][0, 0]).astype(np.float32)
         return Analysis(scores=scores, detected=detected, correction=correction, mask=mask,
                         actions=tuple(actions), model=self.name, extra=extra)

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from camheald.inference import backends
-from camheald.vision.detector import ModelError, read_sidecar
+from camheald.vision.detector import ModelError, read_sidecar, sigmoid
 from camheald.vision.restore import TiledNet, shipped
 
 logger = logging.getLogger(__name__)
@@ -64,11 +64,14 @@ class LensSegmenter:
         Args:
             rgb: HxWx3 uint8 RGB, at most MAX_SIDE on each side (ValueError otherwise).
         """
-        logits = self.logits(rgb)
-        return (1.0 / (1.0 + np.exp(-np.clip(logits, -30.0, 30.0)))).astype(np.float32)
+        return sigmoid(self.logits(rgb)).astype(np.float32)
 
     def logits(self, rgb: np.ndarray) -> np.ndarray:
-        """The network's per-pixel logits (HxW float32) behind ``probability``."""
+        """The network's per-pixel logits (HxW float32) behind ``probability``.
+
+        Args:
+            rgb: HxWx3 uint8 RGB, at most MAX_SIDE on each side (ValueError otherwise).
+        """
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
             raise ValueError(f"expected HxWx3 uint8, got {rgb.dtype} {rgb.shape}")
         if max(rgb.shape[:2]) > MAX_SIDE:

@@ -16,15 +16,23 @@ whatever the frame size.
 
 from __future__ import annotations
 
+import math
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 N_FEATURES = 15
 VERSION = "o1"  # bump when the features change (training caches samples under it)
 _TOP = (50, 500)  # the mean of the k highest segmenter logits, for each k
+_LN4 = math.log(4.0)
 
 
-def features(thumb: np.ndarray, mask: np.ndarray, segmenter) -> np.ndarray:
+if TYPE_CHECKING:
+    from camheald.vision.lens import LensSegmenter
+
+
+def features(thumb: np.ndarray, mask: np.ndarray, segmenter: LensSegmenter) -> np.ndarray:
     """Feature vector (N_FEATURES float32) of one frame.
 
     Args:
@@ -49,13 +57,13 @@ def features(thumb: np.ndarray, mask: np.ndarray, segmenter) -> np.ndarray:
     dark = float(luma[hot].mean() / (luma.mean() + 1.0)) if hot.any() else 1.0
     m = np.asarray(mask, np.float32)
     mflat = np.sort(m.ravel())
-    prob = 1.0 / (1.0 + np.exp(-np.clip(m, -30.0, 30.0)))
-    wide = cv2.resize((prob > 0.5).astype(np.uint8), (z.shape[1], z.shape[0]),
+    # probability above 0.5 / 0.8 <=> logit above 0 / ln 4
+    wide = cv2.resize((m > 0.0).astype(np.uint8), (z.shape[1], z.shape[0]),
                       interpolation=cv2.INTER_NEAREST).astype(bool)
     agree = float((hot & wide).sum() / hot.sum()) if hot.any() else 0.0
     return np.array([
         z.max(), cv2.GaussianBlur(z, (0, 0), 3.0).max(),
         *(top[-k:].mean() for k in _TOP),
         (z > 0.0).mean(), hot.mean(), (z > 8.0).mean(), z.mean(), dark,
-        mflat[-1], mflat.mean(), mflat[-10:].mean(), (prob > 0.5).mean(), (prob > 0.8).mean(),
+        mflat[-1], mflat.mean(), mflat[-10:].mean(), (m > 0.0).mean(), (m > _LN4).mean(),
         agree], np.float32)

@@ -24,10 +24,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from camheald.vision import cast, grain, obstruct, spec, tone
+
+if TYPE_CHECKING:
+    from camheald.vision.lens import LensSegmenter
 
 
 class Views:
@@ -73,7 +77,7 @@ def _no_params(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
     return np.zeros(0, np.float32)
 
 
-def segmenter():
+def segmenter() -> LensSegmenter | None:
     """The shipped lens-defect segmenter, or None (``camheald.vision.lens.shared``): the
     obstruction estimator's features come from it."""
     from camheald.vision import lens  # imports the detector module, which imports this one
@@ -147,9 +151,10 @@ class StackedModel:
             if seg is None:
                 raise ValueError(f"{path}: needs the lens-defect segmenter (camheal_lens.onnx), "
                                  "which is missing or cannot be loaded")
-            if side.get("segmenter", seg.name) != seg.name:
+            if side.get("segmenter") != seg.name:
                 raise ValueError(f"{path}: made for another lens-defect segmenter "
-                                 f"({side['segmenter']}, this one {seg.name})")
+                                 f"({side.get('segmenter') or 'none recorded'}, "
+                                 f"this one {seg.name})")
         return cls(task, sess, f"{path.name}@{hashlib.sha256(data).hexdigest()[:8]}")
 
     def __call__(self, views: Views, logits: np.ndarray) -> tuple[np.ndarray, float]:
