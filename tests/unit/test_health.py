@@ -66,15 +66,18 @@ def test_obstruction_is_reported_by_the_defect_tracker_not_by_its_score():
     h = HealthTracker(HealthConfig(alpha=1.0, confirm=1), thresholds={"obstruction": 0.88})
     for t in range(5):
         assert h.observe_analysis(scores(obstruction=0.99), now=t) == []
-    assert h.snapshot()["scores"]["obstruction"] == 0.99 and h.snapshot()["detected"] == []
+    # the score is the tracker's too: a single-frame score near 1 on a clean view shows 0
+    assert h.snapshot()["scores"]["obstruction"] == 0.0 and h.snapshot()["detected"] == []
     ev = h.set_detected("obstruction", True, 0.8, now=6)
     assert [(e.kind, e.name, e.score) for e in ev] == [("detected", "obstruction", 0.8)]
     assert h.set_detected("obstruction", True, 0.9, now=7) == []  # no repeat
+    assert h.snapshot()["scores"]["obstruction"] == 0.9  # the tracker's latest confidence
     assert h.observe_analysis(scores(obstruction=0.0), now=8) == []  # the score cannot clear it
     assert h.snapshot()["detected"] == ["obstruction"] and h.snapshot()["since"]["obstruction"] == 6
+    assert h.snapshot()["scores"]["obstruction"] == 0.9
     ev = h.set_detected("obstruction", False, now=9)
     assert [(e.kind, e.name) for e in ev] == [("cleared", "obstruction")]
-    assert h.snapshot()["detected"] == []
+    assert h.snapshot()["detected"] == [] and h.snapshot()["scores"]["obstruction"] == 0.0
 
 
 def test_a_steady_score_crosses_a_threshold_near_one_about_as_fast_as_0_6():

@@ -56,8 +56,9 @@ class HealthTracker:
     # the detector's calibrated per-anomaly thresholds (its sidecar's): an anomaly is
     # reported where the detector itself would report it, not at a level shared by all
     thresholds: dict[str, float] = field(default_factory=dict)
-    # anomalies reported by another judge through ``set_detected`` instead of by their
-    # scores: a lens obstruction by the persistent-defect tracker (the detector network's
+    # anomalies reported (and scored) by another judge through ``set_detected`` instead of
+    # by the detector's scores: a lens obstruction by the persistent-defect tracker (the
+    # detector network's
     # single-frame obstruction score scored F1 0.0 on Kodak and sat at 0.56-0.88 on clean
     # real clips, where it raised an alarm within a few analyses; the obstruction estimator,
     # F1 0.14, is therefore not run on a camera's analyses)
@@ -81,11 +82,11 @@ class HealthTracker:
         cfg = self.config
         events: list[HealthEvent] = []
         for name in ANOMALIES:
+            if name in self.judged_elsewhere:  # its score is the other judge's too
+                continue
             z = (1 - cfg.alpha) * _logit(self.scores[name]) \
                 + cfg.alpha * _logit(float(scores.get(name, 0.0)))
             s = self.scores[name] = _sigmoid(z)
-            if name in self.judged_elsewhere:
-                continue
             on, off = self.levels(name)
             if name in self.detected:
                 # cleared after `confirm` analyses in a row below `off`: on log-odds one
@@ -116,8 +117,10 @@ class HealthTracker:
     def set_detected(self, name: str, present: bool, score: float = 1.0,
                      now: float | None = None) -> list[HealthEvent]:
         """Report or clear ``name`` on another judge's word (``judged_elsewhere``); returns
-        the event, if the state changed."""
+        the event, if the state changed. Its score becomes ``score`` while present, else 0
+        (for a lens obstruction: the tracker's confidence in its strongest defect)."""
         now = time.time() if now is None else now
+        self.scores[name] = float(score) if present else 0.0
         if present and name not in self.detected:
             self.detected[name] = now
             return [HealthEvent("detected", name, now, score)]
