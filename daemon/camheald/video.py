@@ -41,8 +41,8 @@ logger = logging.getLogger(__name__)
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "MJPG"}
 TRACK_HZ = 10.0  # tracker updates per second of video
 FOLDER_FPS = 10.0  # assumed frame rate of a folder of frames
-# scores the correction pass does not read (it uses the global correction, blur and noise):
-# their estimators need not run
+# scores no pass reads (the correction uses the global correction, blur and noise): their
+# estimators are not loaded
 _UNUSED = ("obstruction",)
 
 
@@ -266,8 +266,7 @@ def correct(clip: Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0,
     every = max(1, round(clip.fps))  # global correction re-estimated once a second
 
     def sigma_for(rgb: np.ndarray) -> float | None:
-        return deblur.noise_level(rgb) if "noise" in det.analyze(rgb, _UNUSED).detected \
-            else None
+        return deblur.noise_level(rgb) if "noise" in det.analyze(rgb).detected else None
 
     merger = SlidingMerge(sigma_for, every) if det is not None else None
     correction, kern = None, None
@@ -283,7 +282,7 @@ def correct(clip: Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0,
         for f in frames:
             if det is not None:
                 if n % every == 0:
-                    a = det.analyze(f, _UNUSED)
+                    a = det.analyze(f)
                     correction = a.correction
                     kern = deblur.find_kernel(f) if "blur" in a.detected else None
                 if kern is not None and (kern.kind == "disk"

@@ -359,10 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(a.out)
     det_sha = hashlib.sha256(det.read_bytes()).hexdigest()
     version = TASKS[a.task].version
-    seg = segmenter() if a.task == "obstruction" else None
-    if a.task == "obstruction":
+    seg = segmenter() if TASKS[a.task].uses_segmenter else None
+    if TASKS[a.task].uses_segmenter:
         if seg is None:
-            raise SystemExit("--task obstruction: the lens-defect segmenter (camheal_lens.onnx) "
+            raise SystemExit(f"--task {a.task}: the lens-defect segmenter (camheal_lens.onnx) "
                              "is missing or cannot be loaded")
         version += "-" + seg.name.rsplit("@", 1)[-1]  # its features are the segmenter's
     tag = f"{a.task}-{version}-{det_sha[:8]}-s{a.seed}-n{a.per_photo}-{len(photos)}"

@@ -52,7 +52,7 @@ def test_train_export_and_load_beside_the_detector(photos, tmp_path, task):
         assert z["params"].shape == (18, TASKS[task].n_params)
     meta = json.loads((det_dir / "mine.json").read_text())
     assert meta["parity_max_abs"] < 1e-4 and meta["samples"] == 18
-    if task == "obstruction":  # its features come from this segmenter: the sidecar says which
+    if TASKS[task].uses_segmenter:  # its features come from the segmenter: the sidecar says which
         from camheald.vision import lens
 
         assert meta["segmenter"] == lens.shared().name

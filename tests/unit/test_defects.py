@@ -425,7 +425,7 @@ def test_dirt_found_by_the_lens_segmenter_clears_when_the_lens_is_cleaned(lens) 
     frames = still_demo(100, 8.0)
     defect = inject.dirt(W, H, 2)
     tr = DefectTracker(lens=lens)
-    events = feed(tr, frames[:30], defect)
+    feed(tr, frames[:30], defect)
     found = len(tr.defects())
     assert found >= 3
     events = feed(tr, frames[30:], t0=1000.0, start=30)  # cleaned: the same view, no dirt

@@ -58,10 +58,9 @@ class HealthTracker:
     thresholds: dict[str, float] = field(default_factory=dict)
     # anomalies reported (and scored) by another judge through ``set_detected`` instead of
     # by the detector's scores: a lens obstruction by the persistent-defect tracker (the
-    # detector network's
-    # single-frame obstruction score scored F1 0.0 on Kodak and sat at 0.56-0.88 on clean
-    # real clips, where it raised an alarm within a few analyses; the obstruction estimator,
-    # F1 0.14, is therefore not run on a camera's analyses)
+    # detector network's single-frame obstruction score scored F1 0.0 on Kodak and sat at
+    # 0.56-0.88 on clean real clips, where it raised an alarm within a few analyses; the
+    # obstruction estimator, F1 0.14, is therefore not run on a camera's analyses)
     judged_elsewhere: frozenset[str] = frozenset({"obstruction"})
     # The smoothing runs on log-odds (clipped to +-LOGIT_CLIP), kept as probabilities: a
     # steady score then crosses a threshold near 1 (noise 0.98, colour cast 0.985) about as

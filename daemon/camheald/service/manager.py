@@ -79,7 +79,7 @@ class CameraManager:
     def _vision(self) -> VisionEngine:
         m = self.config.model
         return VisionEngine(m.path or None, m.threads, m.backend, m.engine_cache,
-                            m.estimators, m.lens)
+                            estimators=m.estimators, lens=m.lens)
 
     def load_state(self) -> None:
         """Restore runtime settings changed over D-Bus; tidy the sample store (blocking)."""

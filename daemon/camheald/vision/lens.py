@@ -64,7 +64,7 @@ class LensSegmenter:
         Args:
             rgb: HxWx3 uint8 RGB, at most MAX_SIDE on each side (ValueError otherwise).
         """
-        return sigmoid(self.logits(rgb)).astype(np.float32)
+        return sigmoid(self.logits(rgb)).astype(np.float32, copy=False)
 
     def logits(self, rgb: np.ndarray) -> np.ndarray:
         """The network's per-pixel logits (HxW float32) behind ``probability``.

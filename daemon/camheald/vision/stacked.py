@@ -71,6 +71,9 @@ class Task:
     curves: Callable[[np.ndarray], np.ndarray] | None  # params -> 3 x N_KNOTS tone curves
     target: Callable[[np.ndarray, np.ndarray], np.ndarray]  # (degraded, clean) small -> params
     version: str = "v2"  # of the features: training caches its samples under it
+    # the features come from the lens-defect segmenter (``segmenter()``): an estimator is
+    # tied to the one it was trained on (its sidecar names it)
+    uses_segmenter: bool = False
 
 
 def _no_params(degraded: np.ndarray, clean: np.ndarray) -> np.ndarray:
@@ -102,7 +105,7 @@ TASKS: dict[str, Task] = {
     "noise": Task("noise", lambda v: grain.features(v.rgb, v.thumb, v.texture),
                   grain.N_FEATURES, 0, None, _no_params, grain.VERSION),
     "obstruction": Task("obstruction", _obstruction_features, obstruct.N_FEATURES, 0, None,
-                        _no_params, obstruct.VERSION),
+                        _no_params, obstruct.VERSION, uses_segmenter=True),
 }
 INPUTS = ("features", "logits")
 OUTPUTS = ("params", "logit")
@@ -146,7 +149,7 @@ class StackedModel:
         if tuple(sess.inputs) != INPUTS or tuple(sess.outputs) != OUTPUTS or task not in TASKS \
                 or sess.metadata.get("camheal.features") != str(TASKS[task].n_features):
             raise ValueError(f"{path}: not a camheal estimator for these features")
-        if task == "obstruction":  # its features come from the segmenter it was trained on
+        if TASKS[task].uses_segmenter:
             seg = segmenter()
             if seg is None:
                 raise ValueError(f"{path}: needs the lens-defect segmenter (camheal_lens.onnx), "

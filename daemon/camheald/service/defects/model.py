@@ -71,7 +71,9 @@ class DefectConfig:
     min_area: float = 0.0015  # fraction of the working frame
     darker_px: float = 0.92  # a voting pixel's mean must be below this fraction of the local
     darker: float = 0.9  # a component's mean must be below this fraction of its ring's
-    confirm: int = 4  # updates a component must persist before it is reported (moving camera)
+    # updates a component must persist before it is reported (moving camera); also the
+    # extra wait after which a still-growing one is reported anyway (both cameras)
+    confirm: int = 4
     confirm_fixed: int = 8  # ... with a fixed camera, whose cue is the weaker one
     lens_weight: float = 0.5  # weight of the lens-defect segmenter's vote (times gamma)
     lens_still: float = 5.0  # ... which says "defect" only where the pixel's temporal std

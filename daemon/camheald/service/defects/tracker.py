@@ -195,10 +195,11 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             self._travel(gn)
         if self._nm > cfg.warmup:
             lens = None
-            if self.lens is not None and not self._moving and self._ns > cfg.warmup \
+            # (``_ns``, the updates since the camera last moved, is 0 while it moves)
+            if self.lens is not None and self._ns > cfg.warmup \
                     and max(self._ws) <= self.lens.max_side:
                 # one frame's look, only for a fixed view (where time gives the least),
-                # averaged over the view's updates (~10): someone who stands still for a
+                # averaged over ~10 maps (~20 updates): someone who stands still for a
                 # moment is not a lens defect, a lens defect keeps its look
                 if self._lens_p is None or self._ns % max(1, cfg.lens_every) == 0:
                     look = self.lens.probability(small)
