@@ -12,10 +12,23 @@ from typing import Any
 import numpy as np
 from dbus_fast import BusType, Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
-from dbus_fast.errors import AuthError, InvalidAddressError
+from dbus_fast.errors import (
+    AuthError,
+    InvalidAddressError,
+    InvalidSignatureError,
+    SignatureBodyMismatchError,
+)
+from dbus_fast.signature import get_signature_tree
 
 from camheal import constants as C
-from camheal.errors import CamhealError, ServiceLost, ServiceUnavailable, StreamEnded, from_dbus
+from camheal.errors import (
+    CamhealError,
+    InvalidArgument,
+    ServiceLost,
+    ServiceUnavailable,
+    StreamEnded,
+    from_dbus,
+)
 from camheal.frame import Frame, encode_ppm, frame_from_fd, read_fd
 from camheal.stream import AsyncStream, StreamReader
 
@@ -27,6 +40,34 @@ BURST_TIMEOUT_S = 180.0  # CaptureBurst: up to 16 frames, each restored when it 
 HealthCallback = Callable[[str, str, dict[str, Any]], None]
 """Called as ``callback(camera_id, event, payload)``; event is one of 'health',
 'anomaly_detected', 'anomaly_cleared', 'state'."""
+
+
+def _flag(name: str, value: Any) -> bool:
+    """``value`` as a D-Bus boolean; InvalidArgument unless it is one (a "no" is truthy)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InvalidArgument(f"{name} must be True or False, got {value!r}")
+
+
+def _integer(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int from ``low`` to ``high`` (the D-Bus type's range; the daemon checks
+    its own, narrower limits); InvalidArgument otherwise."""
+    if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)) \
+            or value < low:
+        raise InvalidArgument(f"{name} must be an integer of at least {low}, got {value!r}")
+    if value > high:
+        raise InvalidArgument(f"{name} is too large: {value}")
+    return int(value)
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidArgument(f"{name} must be a string, got {value!r}")
+    return value
+
+
+_INT32_MAX = 2**31 - 1
+_UINT32_MAX = 2**32 - 1
 
 
 def unpack(value: Any) -> Any:
@@ -101,11 +142,17 @@ class AsyncClient:
                     body: list[Any] | None = None, unix_fds: list[int] | None = None,
                     timeout: float = 30.0) -> tuple[list[Any], str]:
         """:meth:`call`, also returning the unique bus name of the daemon that replied."""
+        try:  # checked before anything is sent: a body that fails to marshal while being
+            # sent leaves dbus_fast waiting for a reply that never comes
+            get_signature_tree(signature).verify(body or [])
+            msg = Message(destination=C.BUS_NAME, path=path, interface=interface,
+                          member=member, signature=signature, body=body or [],
+                          unix_fds=unix_fds or [])
+        except (SignatureBodyMismatchError, InvalidSignatureError) as exc:
+            raise InvalidArgument(f"{member}: {exc}") from None
         if self._bus is None:
             await self.connect()
         assert self._bus is not None
-        msg = Message(destination=C.BUS_NAME, path=path, interface=interface, member=member,
-                      signature=signature, body=body or [], unix_fds=unix_fds or [])
         pending = asyncio.ensure_future(self._bus.call(msg))
         try:
             reply = await asyncio.wait_for(asyncio.shield(pending), timeout)
@@ -154,6 +201,7 @@ class AsyncClient:
         Raises:
             InvalidImage, TooLarge, Busy, NotReady, ServiceUnavailable (camheal.errors).
         """
+        restore = _flag("restore", restore)
         if isinstance(image, np.ndarray):
             data = encode_ppm(image)
         else:
@@ -164,7 +212,7 @@ class AsyncClient:
             os.write(fd, data)
             result_fd, report = await self.call(
                 C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage", "ha{sv}",
-                [0, {"format": Variant("s", "rgb"), "restore": Variant("b", bool(restore))}],
+                [0, {"format": Variant("s", "rgb"), "restore": Variant("b", restore)}],
                 unix_fds=[fd], timeout=RESTORE_TIMEOUT_S if restore else 30.0)
         finally:
             os.close(fd)
@@ -179,6 +227,8 @@ class AsyncClient:
 
     async def camera(self, cam_id: str | None = None) -> AsyncCamera:
         """The camera with this id (the first one when None)."""
+        if cam_id is not None:
+            _text("cam_id", cam_id)
         cams = await self.cameras()
         if not cams:
             raise from_dbus(C.ERROR_UNKNOWN_CAMERA, "camheald runs no camera")
@@ -325,9 +375,10 @@ class AsyncCamera:
 
     async def capture(self, corrected: bool = True, timeout_ms: int = 3000) -> Frame:
         """One still: the newest frame, corrected or raw, as a Frame that owns its pixels."""
-        fd, meta = await self.client.call(
-            self.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
-            [{"corrected": Variant("b", corrected), "timeout_ms": Variant("i", timeout_ms)}])
+        options = {"corrected": Variant("b", _flag("corrected", corrected)),
+                   "timeout_ms": Variant("i", _integer("timeout_ms", timeout_ms, 0, _INT32_MAX))}
+        fd, meta = await self.client.call(self.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
+                                          [options])
         return frame_from_fd(fd, unpack(meta))
 
     async def subscribe(self, corrected: bool = True) -> StreamReader:
@@ -336,10 +387,10 @@ class AsyncCamera:
         The reader is ended (:meth:`StreamReader.end`) when the daemon ends the stream or
         leaves the bus; close it and :meth:`unsubscribe` when done.
         """
+        options = {"corrected": Variant("b", _flag("corrected", corrected))}
         await self.client._watch_streams()
         (ring_fd, wake_fd, info), owner = await self.client._call(
-            self.path, C.CAMERA_IFACE, "Subscribe", "a{sv}",
-            [{"corrected": Variant("b", corrected)}])
+            self.path, C.CAMERA_IFACE, "Subscribe", "a{sv}", [options])
         info = unpack(info)
         reader = StreamReader(int(info["id"]), ring_fd, wake_fd, info, owner)
         self.client._register(self.path, reader)
@@ -374,9 +425,15 @@ class AsyncCamera:
 
         Returns:
             (frames, report) — report: seqs, defects, actions, restored.
+
+        Raises:
+            InvalidArgument: ``count`` not an integer from 1 to 16, a flag not a bool.
         """
-        options = {"corrected": Variant("b", corrected), "format": Variant("s", "rgb")}
-        if restore:  # (the daemon's default is false; a daemon from before it knows no key)
+        count = _integer("count", count, 1, _UINT32_MAX)
+        options = {"corrected": Variant("b", _flag("corrected", corrected)),
+                   "format": Variant("s", "rgb")}
+        if _flag("restore", restore):  # (the daemon's default is false; a daemon from
+            # before it knows no key)
             options["restore"] = Variant("b", True)
         fds, report = await self.client.call(
             self.path, C.CAMERA_IFACE, "CaptureBurst", "ua{sv}", [count, options],
@@ -407,10 +464,12 @@ class AsyncCamera:
                               quality: int = 90, timeout_ms: int = 3000
                               ) -> tuple[bytes, dict[str, Any]]:
         """One still encoded by the daemon as "png" or "jpeg": (file bytes, metadata)."""
-        fd, meta = await self.client.call(
-            self.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
-            [{"corrected": Variant("b", corrected), "format": Variant("s", fmt),
-              "quality": Variant("i", quality), "timeout_ms": Variant("i", timeout_ms)}])
+        options = {"corrected": Variant("b", _flag("corrected", corrected)),
+                   "format": Variant("s", _text("fmt", fmt)),
+                   "quality": Variant("i", _integer("quality", quality, 1, _INT32_MAX)),
+                   "timeout_ms": Variant("i", _integer("timeout_ms", timeout_ms, 0, _INT32_MAX))}
+        fd, meta = await self.client.call(self.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
+                                          [options])
         meta = unpack(meta)
         return read_fd(fd, int(meta["size"])), meta
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -14,10 +14,29 @@ from typing import Any
 
 from camheal.constants import VERSION
 from camheal.errors import CamhealError
+from camheal.files import write_atomic
 
 
 def _bus_default() -> str:
     return os.environ.get("CAMHEAL_BUS", "system")
+
+
+def _seconds(text: str, positive: bool = False) -> float:
+    """argparse type: a finite number of seconds, 0 or more (above 0 with ``positive``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a number of seconds {'above' if positive else 'of at least'} 0, "
+            f"got {text!r}")
+    return value
+
+
+def _positive_seconds(text: str) -> float:
+    """argparse type: a finite number of seconds above 0."""
+    return _seconds(text, positive=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,16 +55,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--camera", metavar="ID", help="camera id (default: the first)")
 
     w = sub.add_parser("watch", help="print health events as they happen")
-    w.add_argument("--duration", type=float, default=0.0, metavar="S",
+    w.add_argument("--duration", type=_seconds, default=0.0, metavar="S",
                    help="stop after S seconds (default: run until interrupted)")
 
     st = sub.add_parser("stream", help="receive a frame stream and show fps, latency, drops")
     st.add_argument("--stats", action="store_true", help="print live statistics (default)")
     st.add_argument("--raw", action="store_true", help="the uncorrected stream")
     st.add_argument("--camera", metavar="ID", help="camera id (default: the first)")
-    st.add_argument("--duration", type=float, default=0.0, metavar="S",
+    st.add_argument("--duration", type=_seconds, default=0.0, metavar="S",
                     help="stop after S seconds (default: run until interrupted)")
-    st.add_argument("--interval", type=float, default=1.0, metavar="S",
+    st.add_argument("--interval", type=_positive_seconds, default=1.0, metavar="S",
                     help="seconds between statistics lines (default 1)")
 
     d = sub.add_parser("diagnose", help="detect anomalies in image files (offline)")
@@ -79,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hil", help="hardware-in-the-loop run: inject anomalies into a live "
                        "camera path and measure detection")
     h.add_argument("--profile", default="generic-usb", help="board profile name")
-    h.add_argument("--duration", type=float, default=60.0, metavar="S",
+    h.add_argument("--duration", type=_seconds, default=60.0, metavar="S",
                    help="seconds to run (default 60)")
     h.add_argument("--report-dir", default="hil-report", metavar="DIR",
                    help="folder for report.json and report.md")
@@ -95,8 +114,9 @@ def _fmt_health(h: dict[str, Any]) -> str:
     if defects:
         text += ", lens defects: " + ", ".join(
             f"{d['kind']} at {tuple(d['bbox'])} ({d['confidence']:.2f})" for d in defects)
-    if h.get("model_error"):
-        text += f" ({h['model_error']})"
+    for key in ("model_error", "analysis_error"):
+        if h.get(key):
+            text += f" ({h[key]})"
     return text
 
 
@@ -122,21 +142,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename (no half-written files)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def cmd_capture(args: argparse.Namespace) -> int:
     from camheal.client import Client
 
@@ -147,6 +152,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     with Client(args.bus) as client:
         cam = client.camera(args.camera)
         data, meta = cam.capture_encoded(fmt, corrected=not args.raw)
+    out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(out, data)
     if not meta.get("corrected"):
         kind = "raw"
@@ -243,7 +249,16 @@ COMMANDS = {"status": cmd_status, "capture": cmd_capture, "watch": cmd_watch,
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        rc = COMMANDS[args.command](args)
+        sys.stdout.flush()  # (here, so that a closed pipe is seen below, not at exit)
+        return rc
+    except BrokenPipeError:
+        # the reader went away (`camheal diagnose *.jpg | head -1`): stop quietly; stdout is
+        # pointed at /dev/null so that Python's own flush at exit fails no more (Python docs,
+        # "Note on SIGPIPE")
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except CamhealError as exc:
         print(f"camheal: error: {exc}", file=sys.stderr)
         return 1

@@ -50,7 +50,7 @@ def camera_path(camera_id: str) -> str:
 # docs/dbus-api.md. Keys not listed are packed by their Python type.
 HEALTH_TYPES: dict[str, str] = {
     "state": "s", "state_since": "d", "detected": "as", "since": "a{sd}", "scores": "a{sd}",
-    "model": "s", "model_error": "s", "defects": "aa{sv}",
+    "model": "s", "model_error": "s", "analysis_error": "s", "defects": "aa{sv}",
 }
 DEFECT_TYPES: dict[str, str] = {
     "id": "u", "kind": "s", "confidence": "d", "bbox": "ai", "since": "d", "first_frame": "u",

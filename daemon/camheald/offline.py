@@ -145,6 +145,11 @@ def correct_image(det: Detector, rgb: np.ndarray, tone: Analysis | None = None
 def _targets(inputs: list[str], output: str) -> list[tuple[str, Path]] | None:
     as_dir = len(inputs) > 1 or output.endswith(("/", os.sep)) or Path(output).is_dir()
     if not as_dir:
+        try:  # a file name: its extension must name a format (before any work is done)
+            imageio.output_family(output)
+        except imageio.ImageError as e:
+            _error(output, str(e))
+            return None
         return [(inputs[0], Path(output))]
     outdir = Path(output)
     try:
@@ -155,8 +160,22 @@ def _targets(inputs: list[str], output: str) -> list[tuple[str, Path]] | None:
     return [(f, outdir / Path(f).name) for f in inputs]
 
 
+def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, else None: hard links and other names of one
+    file compare equal."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def correct(args: argparse.Namespace) -> int:
-    """`camheal correct [--json] IN... -o OUT`: write corrected images; 1 if any file failed."""
+    """`camheal correct [--json] IN... -o OUT`: write corrected images; 1 if any file failed.
+
+    In a folder, each output keeps its input's name (and its input's format where that name's
+    extension names none); no output may replace an input.
+    """
     targets = _targets(list(args.inputs), args.output)
     if targets is None:
         return 1
@@ -165,17 +184,25 @@ def correct(args: argparse.Namespace) -> int:
         return 1
     failed = 0
     seen: set[Path] = set()
+    inputs = {i for i in map(_identity, args.inputs) if i is not None}
     for file, dest in targets:
         if dest.resolve() in seen:
             _error(file, f"another input already writes {dest}")
             failed += 1
             continue
         seen.add(dest.resolve())
+        if _identity(dest) in inputs:
+            which = "the input" if _identity(dest) == _identity(file) else "another input"
+            _error(file, f"output {dest} would overwrite {which}")
+            failed += 1
+            continue
         try:
             rgb, family = imageio.read_rgb(file)
+            imageio.check_size(imageio.family_of(dest) or family, rgb.shape[1], rgb.shape[0])
             fixed, a, done = correct_image(det, rgb)
-            if not done and imageio.family_of(dest) in (None, family):
-                imageio.write_bytes_atomic(dest, Path(file).read_bytes())  # bit-exact copy
+            data = None if done else Path(file).read_bytes()
+            if data is not None and imageio.copyable(dest, family, data):
+                imageio.write_bytes_atomic(dest, data)  # bit-exact copy
             else:
                 imageio.write_rgb(dest, fixed, family)
         except (imageio.ImageError, ValueError) as e:

@@ -32,9 +32,11 @@ import cv2
 import numpy as np
 
 from camheal.constants import ANOMALIES
+from camheal.files import public
 from camheald.service.defects import DefectTracker
 from camheald.vision import imageio
 from camheald.vision.inpaint import SequenceInpainter
+from camheald.vision.spec import MIN_SIDE
 
 logger = logging.getLogger(__name__)
 
@@ -48,16 +50,6 @@ _UNUSED = ("obstruction",)
 
 class VideoError(Exception):
     """A clip cannot be read or the output cannot be written (message names the path)."""
-
-
-def _public(path: Path) -> None:
-    """Give a temp file/folder (0600/0700 from mkstemp/mkdtemp) the usual umask modes."""
-    umask = os.umask(0)
-    os.umask(umask)
-    path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-    if path.is_dir():
-        for p in path.iterdir():
-            p.chmod(0o666 & ~umask)
 
 
 # ---------------------------------------------------------------- sources and sinks
@@ -90,6 +82,9 @@ class Clip:
             cap.release()
             first = bgr
         self.height, self.width = first.shape[:2]
+        if min(self.width, self.height) < MIN_SIDE:  # (the detector and the tracker need it)
+            raise VideoError(f"{self.files[0] if self.files else path}: frame must be at "
+                             f"least {MIN_SIDE}x{MIN_SIDE}, got {self.width}x{self.height}")
 
     def _read_image(self, p: Path) -> tuple[np.ndarray, str]:
         try:
@@ -172,7 +167,7 @@ class _Sink:
                 raise VideoError(f"{self.out}: the video writer produced no data")
         elif self.out.is_dir():
             self.out.rmdir()  # empty (checked in __init__)
-        _public(self.tmp)
+        public(self.tmp)
         os.replace(self.tmp, self.out)
 
     def abort(self) -> None:
@@ -312,14 +307,33 @@ def correct(clip: Clip, mask: np.ndarray, sink: _Sink, det=None, total: int = 0,
     return n
 
 
-def _write_mask(path: str, mask: np.ndarray) -> None:
-    ext = Path(path).suffix.lower() or ".png"
-    ok, buf = cv2.imencode(ext if imageio.family_of(path) else ".png", mask)
-    if not ok:
-        raise VideoError(f"{path}: cannot encode the mask")
+def _check_mask_path(path: Path, src: Path, out: Path, clip: Clip) -> None:
+    """Refuse, before any work, a --mask-out that would replace the input (the clip or one of
+    its frames) or the output, or that cannot be written."""
+    mask = path.resolve()
+    if mask == out.resolve():
+        raise VideoError(f"{path}: --mask-out would overwrite the output")
+    if out.resolve() in mask.parents:  # (that folder is replaced at the end)
+        raise VideoError(f"{path}: --mask-out is inside the output folder {out}")
+    inputs = clip.files if clip.files is not None else [src]
+    if path.exists() and any(path.samefile(p) for p in inputs):
+        raise VideoError(f"{path}: --mask-out would overwrite the input")
+    if path.is_dir():
+        raise VideoError(f"{path}: --mask-out: is a folder")
     try:
-        imageio.write_bytes_atomic(path, buf.tobytes())
-        _public(Path(path))
+        imageio.output_family(path, clip.width, clip.height)
+    except imageio.ImageError as e:
+        raise VideoError(f"{path}: --mask-out: {e}") from None
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise VideoError(f"{path}: --mask-out: folder {parent} does not exist")
+
+
+def _write_mask(path: str, mask: np.ndarray) -> None:
+    try:
+        imageio.write_bytes_atomic(path, imageio.encode(Path(path).suffix.lower(), mask))
+    except imageio.ImageError as e:
+        raise VideoError(f"{path}: cannot encode the mask ({e})") from None
     except OSError as e:
         raise VideoError(f"{path}: cannot write ({e.strerror or e})") from None
 
@@ -335,6 +349,8 @@ def correct_video(args: argparse.Namespace) -> int:
         clip = Clip(src)
         if clip.files is None and out.exists() and out.is_dir():
             raise VideoError(f"{out}: is a folder (the input is a video file)")
+        if args.mask_out:
+            _check_mask_path(Path(args.mask_out), src, out, clip)
         sink = _Sink(clip, out)
         det = _detector()
         tracker, frames = track(clip, det, use_lens=getattr(args, "lens", False))

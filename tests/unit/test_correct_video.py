@@ -320,3 +320,84 @@ def test_correct_video_loads_no_estimator_whose_score_it_does_not_read(monkeypat
     # so a missing segmenter costs correct-video nothing: the detector still loads
     monkeypatch.setattr(lens, "_shared", [None])
     assert video._detector() is not None
+
+
+def _frames(folder: Path, frames: list[np.ndarray], ext: str = ".png") -> Path:
+    folder.mkdir()
+    for i, f in enumerate(frames):
+        assert cv2.imwrite(str(folder / f"f{i:02d}{ext}"), cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.mark.parametrize("case", ["tiny_frames", "tiny_video", "corrupt_pnm"])
+def test_unreadable_frames_one_error_line_and_no_output(case: str, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    if case == "tiny_frames":
+        src = _frames(tmp_path / "frames", panning(3, 8, 8))
+        bad, text = src / "f00.png", "frame must be at least 16x16, got 8x8"
+    elif case == "tiny_video":
+        src, out = tmp_path / "tiny.avi", tmp_path / "out.avi"
+        w = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (8, 8))
+        for f in panning(3, 8, 8):
+            w.write(f)
+        w.release()
+        bad, text = src, "frame must be at least 16x16, got 8x8"
+    else:
+        src = _frames(tmp_path / "frames", panning(4, 64, 48), ".ppm")
+        bad = src / "f02.ppm"
+        bad.write_bytes(b"P6\nabc def\n255\n" + bytes(64 * 48 * 3))
+        text = "corrupt PNM header (size 'abc def')"
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    r = run(str(src), "-o", str(out))
+    assert r.returncode == 1 and r.stdout == ""
+    assert r.stderr.splitlines() == [f"camheal: error: {bad}: {text}"]
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before
+
+
+@pytest.mark.parametrize("case", ["input_clip", "input_frame", "output_video", "in_output_folder",
+                                  "unsupported_type"])
+def test_mask_out_never_replaces_the_input_or_the_output(case: str, clip, tmp_path: Path
+                                                         ) -> None:
+    src, out = tmp_path / "clip.avi", tmp_path / "out.avi"
+    src.write_bytes(clip[0].read_bytes())
+    if case == "input_clip":
+        mask, text = src, "--mask-out would overwrite the input"
+    elif case == "input_frame":
+        src = _frames(tmp_path / "frames", panning(4, 64, 48))
+        out, mask = tmp_path / "fixed", src / "f01.png"
+        text = "--mask-out would overwrite the input"
+    elif case == "output_video":
+        mask, text = out, "--mask-out would overwrite the output"
+    elif case == "in_output_folder":
+        src = _frames(tmp_path / "frames", panning(4, 64, 48))
+        out = tmp_path / "fixed"
+        out.mkdir()
+        mask, text = out / "mask.png", "--mask-out is inside the output folder"
+    else:
+        mask, text = tmp_path / "mask.gif", "--mask-out: unsupported output type .gif"
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    names = sorted(p.name for p in tmp_path.rglob("*"))
+    r = run(str(src), "-o", str(out), "--mask-out", str(mask))
+    assert r.returncode == 1 and r.stdout == ""
+    lines = r.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"camheal: error: {mask}: {text}"), r.stderr
+    assert sorted(p.name for p in tmp_path.rglob("*")) == names
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_pgm_frames_are_written_grey_and_outputs_get_the_umask_modes(tmp_path: Path) -> None:
+    src = tmp_path / "frames"
+    src.mkdir()
+    for i, f in enumerate(panning(6, 64, 48)):
+        assert cv2.imwrite(str(src / f"f{i}.pgm"), cv2.cvtColor(f, cv2.COLOR_RGB2GRAY))
+    out, mask = tmp_path / "fixed", tmp_path / "mask.pgm"
+    env = dict(os.environ, CAMHEAL_MODEL="/nonexistent/model.onnx")
+    r = subprocess.run([str(CAMHEAL), "correct-video", str(src), "-o", str(out),
+                        "--mask-out", str(mask)], env=env, capture_output=True, text=True,
+                       timeout=120, umask=0o027)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"f{i}.pgm" for i in range(6)]
+    for p in out.iterdir():
+        assert p.read_bytes().startswith(b"P5") and (p.stat().st_mode & 0o777) == 0o640
+    assert (out.stat().st_mode & 0o777) == 0o750
+    assert mask.read_bytes().startswith(b"P5") and (mask.stat().st_mode & 0o777) == 0o640

@@ -7,12 +7,14 @@ announcing 50000x50000 pixels is refused instead of allocating gigabytes.
 from __future__ import annotations
 
 import os
+import stat
 import struct
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from camheal.files import write_atomic
 
 MAX_PIXELS = 80_000_000
 MAX_BYTES = 512 * 1024 * 1024
@@ -20,6 +22,8 @@ MAX_BYTES = 512 * 1024 * 1024
 # format family -> file extensions OpenCV writes for it
 FAMILIES = {"png": (".png",), "jpeg": (".jpg", ".jpeg", ".jpe"), "bmp": (".bmp",),
             "tiff": (".tif", ".tiff"), "webp": (".webp",), "pnm": (".ppm", ".pgm", ".pnm")}
+# the largest side each encoder takes (OpenCV's WebP and libjpeg refuse more)
+MAX_SIDE = {"webp": 16383, "jpeg": 65500}
 
 
 class ImageError(Exception):
@@ -98,6 +102,9 @@ def _pnm(b: bytes) -> tuple[int, int]:
     for line in b[:1024].split(b"\n"):
         toks += line.split(b"#")[0].split()
         if len(toks) >= 3:
+            if not (toks[1].isdigit() and toks[2].isdigit()):
+                size = b" ".join(toks[1:3]).decode("ascii", "replace")
+                raise ImageError(f"corrupt PNM header (size {size!r})")
             return int(toks[1]), int(toks[2])
     raise ImageError("truncated PNM header")
 
@@ -120,14 +127,36 @@ def sniff(data: bytes) -> tuple[str, int, int]:
         return ("tiff", *_tiff(data))
     if data[:2] in (b"P5", b"P6"):
         return ("pnm", *_pnm(data))
-    raise ImageError("not a supported image (PNG, JPEG, BMP, WebP, TIFF, PPM)")
+    raise ImageError("not a supported image (PNG, JPEG, BMP, WebP, TIFF, PPM, PGM)")
+
+
+def _jpeg_ends(b: bytes) -> bool:
+    """Whether a JPEG file's end-of-image marker follows its first scan.
+
+    The headers before the scan are skipped by their lengths, so that the end marker of an
+    EXIF thumbnail does not count; in the entropy-coded data no 0xFF 0xD9 can occur.
+    """
+    i = 2
+    while i + 4 <= len(b):
+        marker = b[i + 1]
+        if b[i] != 0xFF or marker == 0xDA:  # the scan (or stray bytes: search from there)
+            return b.find(b"\xff\xd9", i) >= 0
+        if marker == 0xFF:
+            i += 1
+        elif marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+        else:
+            i += 2 + struct.unpack(">H", b[i + 2 : i + 4])[0]
+    return False
 
 
 def check_complete(family: str, data: bytes) -> None:
-    """Raise ImageError when a PNG/JPEG file visibly ends early (decoders would pad it)."""
-    if family == "png" and b"IEND" not in data[-32:]:
+    """Raise ImageError when a PNG/JPEG file ends before its end marker (decoders would pad
+    it). Data after the marker is allowed: a Motion Photo is a JPEG with a video after it."""
+    # a PNG's IEND chunk: length 0, then its type
+    if family == "png" and data.find(b"\x00\x00\x00\x00IEND", 33) < 0:
         raise ImageError("truncated PNG file (no IEND chunk)")
-    if family == "jpeg" and b"\xff\xd9" not in data[-64:]:
+    if family == "jpeg" and not _jpeg_ends(data):
         raise ImageError("truncated JPEG file (no end-of-image marker)")
 
 
@@ -142,12 +171,17 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.
     """
     p = Path(path)
     try:
-        if p.is_dir():
+        st = p.stat()
+        if stat.S_ISDIR(st.st_mode):
             raise ImageError("is a directory")
-        size = p.stat().st_size
-        if size > MAX_BYTES:
-            raise ImageError(f"file too large ({size} bytes)")
-        data = p.read_bytes()
+        if not stat.S_ISREG(st.st_mode):  # a device or pipe: no size to check (/dev/zero)
+            raise ImageError("not a regular file")
+        if st.st_size > MAX_BYTES:
+            raise ImageError(f"file too large ({st.st_size} bytes)")
+        with p.open("rb") as f:
+            data = f.read(MAX_BYTES + 1)  # (it may have grown since)
+        if len(data) > MAX_BYTES:
+            raise ImageError(f"file too large (over {MAX_BYTES} bytes)")
     except FileNotFoundError:
         raise ImageError("no such file") from None
     except PermissionError:
@@ -174,29 +208,70 @@ def family_of(path: str | os.PathLike) -> str | None:
     return next((f for f, exts in FAMILIES.items() if ext in exts), None)
 
 
+def output_family(path: str | os.PathLike, width: int = 0, height: int = 0) -> str:
+    """The format family an output file name asks for, checked before any work is done.
+
+    Raises:
+        ImageError: the extension names no format written here, or the image
+            (``width`` x ``height``, when given) is larger than that format allows.
+    """
+    fam = family_of(path)
+    if fam is None:
+        ext = Path(path).suffix.lower() or "(none)"
+        known = ", ".join(e for exts in FAMILIES.values() for e in exts)
+        raise ImageError(f"unsupported output type {ext} (use {known})")
+    check_size(fam, width, height)
+    return fam
+
+
+def check_size(family: str, width: int, height: int) -> None:
+    """Raise ImageError when a ``width`` x ``height`` image is too large for ``family``."""
+    side = MAX_SIDE.get(family)
+    if side is not None and max(width, height) > side:
+        raise ImageError(f"{width}x{height} is too large for {family.upper()} "
+                         f"(at most {side} pixels a side)")
+
+
+def encode(ext: str, image: np.ndarray, quality: int = 95) -> bytes:
+    """Encode an HxWx3 RGB or HxW grey uint8 image as the format of ``ext`` (".png", ...).
+
+    A ".pgm" file is grey (the luma of an RGB image), a ".ppm" file RGB.
+    """
+    fam = family_of(f"x{ext}") or "png"
+    check_size(fam, image.shape[1], image.shape[0])
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY if ext == ".pgm" else cv2.COLOR_RGB2BGR)
+    elif ext in (".ppm", ".pnm"):
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if fam == "jpeg" else []
+    ok, buf = cv2.imencode(ext, image, params)
+    if not ok:
+        raise ImageError(f"cannot encode as {fam.upper()}")
+    return buf.tobytes()
+
+
+def copyable(path: str | os.PathLike, family: str, data: bytes) -> bool:
+    """Whether an image file of ``family`` (its bytes ``data``) can be copied unchanged to
+    ``path``: that name's extension names no format or this one (for PNM, ".pgm" grey P5,
+    ".ppm"/".pnm" RGB P6, as ``write_rgb`` writes them)."""
+    fam = family_of(path)
+    if fam is None or fam != family:
+        return fam is None
+    return fam != "pnm" or (Path(path).suffix.lower() == ".pgm") == data.startswith(b"P5")
+
+
 def write_rgb(path: str | os.PathLike, rgb: np.ndarray, family: str | None = None) -> None:
     """Encode and write an RGB image atomically (temp file in the same folder + rename).
 
-    The format follows the file extension; ``family`` is used when the extension is unknown.
+    The format follows the file extension (".pgm": grey); ``family`` is used when the
+    extension names no format.
     """
     p = Path(path)
-    fam = family_of(p) or family or "png"
-    ext = FAMILIES[fam][0] if family_of(p) is None else p.suffix.lower()
-    params = [cv2.IMWRITE_JPEG_QUALITY, 95] if fam == "jpeg" else []
-    ok, buf = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
-    if not ok:
-        raise ImageError(f"cannot encode as {fam}")
-    write_bytes_atomic(p, buf.tobytes())
+    ext = p.suffix.lower() if family_of(p) is not None else FAMILIES[family or "png"][0]
+    write_bytes_atomic(p, encode(ext, rgb))
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file and rename (never a partial file)."""
-    p = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, p)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` to ``path`` via a temporary file and rename (never a partial file),
+    with the modes of a normally created file."""
+    write_atomic(path, data, sync=False)
