@@ -20,6 +20,8 @@ else:  # pragma: no cover - Python 3.10 (JetPack 6)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 DEFAULT_PATH = Path("/etc/camheal/camheald.toml")
 _CAMERA_ID = re.compile(r"^[A-Za-z0-9_]{1,32}$")
+#: a config file is a few KiB; anything past this is not one
+MAX_BYTES = 1024 * 1024
 
 
 @dataclass
@@ -150,7 +152,13 @@ def load(path: str | Path | None) -> Config:
         return validate(Config())
     p = Path(path)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
+        with open(p, "rb") as f:
+            raw = f.read(MAX_BYTES + 1)  # bounded: /dev/zero or a huge file never ends
+        if len(raw) > MAX_BYTES:
+            raise ConfigError(f"config {p}: larger than {MAX_BYTES >> 20} MiB; "
+                              "not a camheald config")
+        # utf-8-sig: a byte-order mark (as some Windows editors save) is not an error
+        data = tomllib.loads(raw.decode("utf-8-sig"))
     except FileNotFoundError:
         raise ConfigError(f"config {p}: no such file") from None
     except IsADirectoryError:

@@ -172,6 +172,29 @@ async def test_bad_images_are_refused_and_nothing_leaks(start_daemon, bus_addres
     assert "Traceback" not in d.log()
 
 
+async def test_images_under_16_pixels_a_side_are_invalid(start_daemon, bus_address):
+    """The detector needs 16x16: a smaller image is InvalidImage naming its size, not an
+    internal error (with or without restoration); 16x16 itself is corrected."""
+    d = start_daemon("--source", DEMO)
+    img = scene()
+    async with AsyncClient(bus_address) as client:
+        for h, w in [(1, 1), (8, 8), (15, 200), (200, 15)]:
+            for restore in (True, False):
+                fd = memfd(png_bytes(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)))
+                try:
+                    with pytest.raises(InvalidImage,
+                                       match=f"at least 16x16, got {w}x{h}$"):
+                        await client.call(C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage",
+                                          "ha{sv}", [0, {"restore": Variant("b", restore)}],
+                                          unix_fds=[fd])
+                finally:
+                    os.close(fd)
+        out, report = await client.correct_image(img[:16, :16])
+        assert out.shape == (16, 16, 3) and report["width"] == 16
+    log = d.log()
+    assert "Traceback" not in log and "internal error" not in log
+
+
 @contextlib.asynccontextmanager
 async def _burst_camera(start_daemon, bus_address, tmp_path, frames: list[np.ndarray]):
     """The camera of a daemon whose file source loops over ``frames``."""

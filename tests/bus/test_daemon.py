@@ -18,7 +18,7 @@ from dbus_fast.aio import MessageBus
 import camheald
 from camheal import AsyncClient
 from camheal import constants as C
-from camheal.errors import InvalidArgument, ServiceUnavailable
+from camheal.errors import InvalidArgument, NotReady, ServiceUnavailable, UnknownCamera
 from support import BIN, run_cli
 
 XML = Path(camheald.__file__).parent / "bus" / "io.camheal.Camheal1.xml"
@@ -190,6 +190,7 @@ async def test_client_error_when_daemon_absent(bus_address):
     (["--source", "demo:?fps=fast"], "fps must be"),
     (["--source", "v4l2:/dev/sda"], "v4l2:/dev/videoN"),
     (["--config", "/nonexistent/camheald.toml"], "no such file"),
+    (["--config", "/dev/zero", "--check-config"], "larger than 1 MiB"),  # once hung
 ])
 def test_bad_arguments_exit_2_with_one_line(args, needle, bus_env):
     res = run_cli("--bus", "session", *args, env=bus_env, exe="camheald", timeout=30)
@@ -234,3 +235,48 @@ def test_second_instance_refuses_the_name(start_daemon, bus_env):
     res = subprocess.run([str(BIN / "camheald"), "--bus", "session", "--demo"], env=bus_env,
                          capture_output=True, text=True, timeout=30)
     assert res.returncode == 2 and "already owned" in res.stderr
+
+
+def test_check_config_refuses_a_file_source_that_is_no_video(bus_env, tmp_path):
+    text = tmp_path / "notes.avi"
+    text.write_text("not a video\n" * 20)
+    conf = tmp_path / "c.toml"
+    conf.write_text(f'[daemon]\nbus = "session"\n[[camera]]\nid = "c"\nsource = "file:{text}"\n')
+    res = run_cli("--config", str(conf), "--check-config", env=bus_env, exe="camheald")
+    assert res.returncode == 2 and "notes.avi is not a readable video" in res.stderr
+    assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
+    conf.write_text('\ufeff[daemon]\nbus = "session"\n')  # a byte-order mark is fine
+    res = run_cli("--config", str(conf), "--check-config", env=bus_env, exe="camheald")
+    assert res.returncode == 0 and "configuration OK" in res.stdout, res.stderr
+
+
+async def test_no_frame_yet_and_unknown_cameras_get_the_documented_errors(start_daemon,
+                                                                          bus_address):
+    d = start_daemon("--source", "v4l2:/dev/video987")  # never delivers a frame
+    async with AsyncClient(bus_address) as client:
+        cam = await client.camera("cam0")
+        with pytest.raises(NotReady, match="no frame yet"):
+            await client.call(cam.path, C.CAMERA_IFACE, "GetDefectMask", "a{sv}", [{}])
+        with pytest.raises(NotReady, match="no frame yet"):
+            await client.call(cam.path, C.CAMERA_IFACE, "CaptureFrame", "a{sv}",
+                              [{"timeout_ms": Variant("i", 0)}])
+        gone = C.camera_path("nope")
+        with pytest.raises(UnknownCamera, match="no camera 'nope'"):
+            await client.call(gone, C.CAMERA_IFACE, "CaptureFrame", "a{sv}", [{}])
+        with pytest.raises(UnknownCamera, match="no camera 'nope'"):
+            await client.call(gone, "org.freedesktop.DBus.Properties", "Get", "ss",
+                              [C.CAMERA_IFACE, "Health"])
+        r, w = os.pipe()
+        try:  # fds sent to a camera that is not there are closed as well
+            fds_before = len(os.listdir(f"/proc/{d.proc.pid}/fd"))
+            with pytest.raises(UnknownCamera):
+                await client.call(gone, C.CAMERA_IFACE, "CaptureFrame", "a{sv}", [{}],
+                                  unix_fds=[r])
+            assert len(os.listdir(f"/proc/{d.proc.pid}/fd")) <= fds_before
+        finally:
+            os.close(r)
+            os.close(w)
+        # the manager and the existing camera still answer as before
+        assert (await client.call(cam.path, "org.freedesktop.DBus.Properties", "Get", "ss",
+                                  [C.CAMERA_IFACE, "Id"]))[0].value == "cam0"
+    assert "Traceback" not in d.log()

@@ -78,3 +78,34 @@ def test_stop_during_a_reload_is_clean(start_daemon, tmp_path):
         log = d.log()
         assert "Traceback" not in log and "terminate called" not in log, log[-3000:]
         conf.write_text(head + CAM0)
+
+
+def test_a_reload_with_a_bad_camera_changes_nothing_not_even_the_log_level(start_daemon,
+                                                                          bus_address,
+                                                                          tmp_path):
+    import cv2
+    import numpy as np
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), np.full((48, 64, 3), 90, np.uint8))
+    text = tmp_path / "notes.avi"
+    text.write_text("not a video\n" * 20)
+    conf = tmp_path / "c.toml"
+    cam0 = f'[[camera]]\nid = "cam0"\nsource = "file:{folder}?fps=20"\n'
+    conf.write_text('[daemon]\nbus = "session"\n' + cam0)
+    d = start_daemon("--config", str(conf))
+    with Client(bus_address) as client:
+        assert wait_for(lambda: client.camera("cam0").stats()["frames"] > 2)
+        conf.write_text('[daemon]\nbus = "session"\nlog_level = "error"\n' + cam0
+                        + f'[[camera]]\nid = "cam1"\nsource = "file:{text}"\n')
+        d.proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: "keeping the running cameras" in d.log())
+        assert [c.id for c in client.cameras()] == ["cam0"]
+        # still at "info": the camera's warning when its images go away is logged
+        (folder / "0.png").unlink()
+        assert wait_for(lambda: "camera cam0: " in d.log() and "no images" in d.log())
+    log = d.log()
+    assert "notes.avi is not a readable video" in log and "SIGHUP: reloaded" not in log
+    assert "keeping the running cameras and log level" in log
+    assert "Traceback" not in log

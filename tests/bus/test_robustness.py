@@ -44,6 +44,32 @@ def test_broken_model_file_means_raw_passthrough_not_a_crash(start_daemon, bus_a
     assert d.proc.poll() is None
 
 
+def test_a_camera_of_tiny_frames_says_so_once_and_keeps_serving(start_daemon, bus_address,
+                                                                tmp_path):
+    """8x8 frames cannot be analysed: one log line, the reason in Health, no tracebacks
+    (the detector and the defect tracker used to fail on every analysis)."""
+    import cv2
+    import numpy as np
+
+    tiny = tmp_path / "tiny8.png"
+    cv2.imwrite(str(tiny), np.random.default_rng(1).integers(0, 255, (8, 8, 3), np.uint8))
+    d = start_daemon("--source", f"file:{tiny}?fps=30")
+    with Client(bus_address) as client:
+        cam = client.camera()
+        deadline = time.monotonic() + 15
+        while "analysis_error" not in cam.health() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        health = cam.health()
+        assert health["analysis_error"].startswith("frames are 8x8; analysis needs at least")
+        time.sleep(2.0)  # ~10 analysis periods
+        assert cam.capture(corrected=True).image.shape == (8, 8, 3)
+        assert cam.defect_mask().shape == (8, 8)
+        assert cam.stats()["analyses"] == 0
+    log = d.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    assert log.count("analysis needs at least 16x16") == 1, log[-3000:]
+
+
 def test_external_data_model_is_refused(start_daemon, bus_address, tmp_path):
     onnx = pytest.importorskip("onnx")
     import numpy as np

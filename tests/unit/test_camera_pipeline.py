@@ -236,3 +236,49 @@ def test_a_configured_but_unloadable_lens_segmenter_costs_only_what_needs_it(mon
     cam = Camera("t", parse_source("demo"), vision)
     cam.model_changed()
     assert cam.defects.lens is None  # the tracker works from time alone
+
+
+def test_frames_too_small_to_analyse_are_reported_once_not_analysed(tmp_path, caplog):
+    """Frames under 16x16 pass through; the detector and the defect tracker (which fail on
+    them) are not run, the log says so once per size and the health report says why."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (8, 8, 3), np.uint8))
+    vision = VisionEngine(None)
+    vision.load()
+    assert vision.ready, vision.error
+    events = []
+    cam = Camera("t", parse_source(f"file:{folder}?fps=50"), vision, analyze_fps=20,
+                 on_events=lambda c, evs: events.extend(evs))
+    with caplog.at_level(logging.INFO):
+        cam.start()
+        try:
+            assert wait_for(lambda: "analysis_error" in cam.health_report())
+            frames = cam.stats.frames
+            assert wait_for(lambda: cam.stats.frames > frames + 40)  # ~20 analysis periods
+        finally:
+            cam.stop()
+    report = cam.health_report()
+    assert report["analysis_error"].startswith("frames are 8x8; analysis needs at least 16x16")
+    assert report["state"] == "ok" and cam.latest(False).image.shape == (8, 8, 3)
+    assert cam.stats.analyses == 0 and "16x16" in cam.stats.last_error
+    assert [(e.kind, e.name) for e in events if e.kind == "analysis"] == \
+        [("analysis", "unavailable")]
+    problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(problems) == 1 and "frames are 8x8" in problems[0].getMessage(), \
+        [r.getMessage() for r in problems]
+    assert not any(r.exc_info for r in caplog.records)
+    # frames big enough again: analysed again, the report's note is gone
+    for i in range(2):
+        cv2.imwrite(str(folder / f"{i}.png"), rng.integers(0, 255, (48, 64, 3), np.uint8))
+    cam = Camera("t", parse_source(f"file:{folder}?fps=50"), vision, analyze_fps=20)
+    cam._analysable(np.zeros((8, 8, 3), np.uint8))
+    assert "analysis_error" in cam.health_report()
+    cam.start()
+    try:
+        assert wait_for(lambda: cam.stats.analyses >= 1)
+    finally:
+        cam.stop()
+    assert "analysis_error" not in cam.health_report()

@@ -60,3 +60,23 @@ def test_unreadable_files(tmp_path):
     p.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match="not UTF-8"):
         cfg.load(p)
+
+
+def test_a_byte_order_mark_is_accepted(tmp_path):
+    p = tmp_path / "bom.toml"
+    p.write_bytes(b"\xef\xbb\xbf" + b'[daemon]\nbus = "session"\n[[camera]]\nid = "c"\n'
+                  b'source = "demo"\n')
+    config = cfg.load(p)
+    assert config.daemon.bus == "session" and config.camera[0].id == "c"
+
+
+def test_an_endless_or_huge_file_is_refused_after_1_mib(tmp_path):
+    with pytest.raises(ConfigError, match=r"^config /dev/zero: larger than 1 MiB"):
+        cfg.load("/dev/zero")  # would never end: read is bounded
+    big = tmp_path / "big.toml"
+    big.write_text("# padding\n" * 110_000)  # valid TOML, 1.1 MB
+    with pytest.raises(ConfigError, match="larger than 1 MiB"):
+        cfg.load(big)
+    ok = tmp_path / "ok.toml"
+    ok.write_text("# padding\n" * 100_000 + '[daemon]\nbus = "session"\n')  # just under
+    assert cfg.load(ok).daemon.bus == "session"

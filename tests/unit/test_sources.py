@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 import pytest
@@ -76,6 +78,36 @@ def test_image_folder_source_loops(tmp_path):
     assert means == [0, 50, 100, 0]
 
 
+def test_image_folder_skips_an_unreadable_file_and_goes_on(tmp_path, caplog):
+    for i in (0, 2, 3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
+    (tmp_path / "1.ppm").write_bytes(b"P6\nabc def\n255\n" + b"\0" * 40)  # corrupt header
+    src = parse_source(f"file:{tmp_path}?fps=1000")
+    src.open()
+    with caplog.at_level("WARNING"):
+        means = [int(src.read().mean()) for _ in range(7)]
+    assert means == [0, 100, 150, 0, 100, 150, 0]  # the files after the bad one too
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "1.ppm: not a readable image, skipped" in warned[0]
+    # a bad first file: the size comes from the first readable one
+    (tmp_path / "0.png").write_bytes(b"not an image")
+    src.open()
+    assert src.size == (60, 40) and int(src.read().mean()) == 100
+    # not looping: the end still ends it
+    once = parse_source(f"file:{tmp_path}?fps=1000&loop=0")
+    once.open()
+    assert [int(once.read().mean()) for _ in range(2)] == [100, 150]
+    with pytest.raises(SourceClosed, match="end of images"):
+        once.read()
+    # nothing readable at all: the source fails as before (the camera retries later)
+    for name in ("2.png", "3.png"):
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises(SourceClosed, match="none of its 4 images is readable"):
+        src.read()  # (the folder went bad while it was being read)
+    with pytest.raises(SourceClosed, match="none of its 4 images is readable"):
+        src.open()
+
+
 def test_video_file_source_reads_and_loops(tmp_path):
     path = tmp_path / "clip.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
@@ -84,7 +116,7 @@ def test_video_file_source_reads_and_loops(tmp_path):
         frame[:, :, 2] = 40 * i  # red channel in BGR
         writer.write(frame)
     writer.release()
-    src = parse_source(f"file:{path}")
+    src = parse_source(f"file:{path}?fps=0")
     assert isinstance(src, VideoCaptureSource)
     src.open()
     assert src.size == (64, 48)
@@ -92,6 +124,56 @@ def test_video_file_source_reads_and_loops(tmp_path):
     assert all(f.shape == (48, 64, 3) for f in frames)
     assert frames[4][..., 0].mean() > frames[0][..., 0].mean() + 100  # RGB order
     src.close()
+
+
+def _clip(path, fps: float, n: int = 3):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (32, 32))
+    for i in range(n):
+        writer.write(np.full((32, 32, 3), 60 * i, np.uint8))
+    writer.release()
+    return path
+
+
+def _seconds_for(src, frames: int) -> float:
+    src.open()
+    try:
+        t0 = time.monotonic()
+        for _ in range(frames):
+            src.read()
+        return time.monotonic() - t0
+    finally:
+        src.close()
+
+
+def test_video_file_plays_at_its_own_rate_unless_told_otherwise(tmp_path):
+    clip = _clip(tmp_path / "clip.avi", 5)
+    # by default at the file's rate (5 fps: 4 frames take 3 periods), as a live camera
+    src = parse_source(f"file:{clip}")
+    assert _seconds_for(src, 4) >= 0.55 and src.fps == 5 and src.live
+    # an explicit rate wins
+    src = parse_source(f"file:{clip}?fps=20")
+    assert 0.14 <= _seconds_for(src, 4) < 0.55 and src.fps == 20 and src.live
+    # fps=0: as fast as it decodes, and not live (the pipeline waits, never drops)
+    src = parse_source(f"file:{clip}?fps=0")
+    assert _seconds_for(src, 4) < 0.3 and not src.live
+    # folders too: 10 fps by default, fps=0 unpaced
+    cv2.imwrite(str(tmp_path / "0.png"), np.zeros((32, 32, 3), np.uint8))
+    assert parse_source(f"file:{tmp_path / '0.png'}").fps == 10
+    still = parse_source(f"file:{tmp_path / '0.png'}?fps=0")
+    assert _seconds_for(still, 20) < 0.3 and not still.live
+
+
+def test_a_file_that_is_no_video_or_image_is_refused_up_front(tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("this is not a video\n" * 10)
+    with pytest.raises(SourceError, match="notes.mp4 is not a readable video"):
+        parse_source(f"file:{text}")
+    with pytest.raises(SourceError, match="notes.mp4 is not a readable video"):
+        parse_source(f"inject:file:{text}")
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a png")
+    with pytest.raises(SourceError, match="fake.png is not a readable image"):
+        parse_source(f"file:{fake}")
 
 
 def test_missing_device_is_source_closed_not_crash():

@@ -127,7 +127,20 @@ class CamhealBus(MessageBus):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, negotiate_unix_fd=True, **kwargs)
         self._owned_fds: set[int] = set()
+        self._exported: dict[str, set[str]] = {}  # object path -> interface names
         self.add_message_handler(self._on_message)
+
+    def export(self, path: str, interface: Any) -> None:
+        super().export(path, interface)
+        self._exported.setdefault(path, set()).add(interface.name)
+
+    def unexport(self, path: str, interface: Any = None) -> None:
+        super().unexport(path, interface)
+        name = interface if interface is None or isinstance(interface, str) else interface.name
+        names = self._exported.get(path, set())
+        names.difference_update(names if name is None else {name})
+        if not names:
+            self._exported.pop(path, None)
 
     def hand_out(self, fd: int) -> int:
         """Mark ``fd`` as owned by the next message that carries it: closed once sent."""
@@ -180,6 +193,14 @@ class CamhealBus(MessageBus):
             for fd in msg.unix_fds or ():
                 _close(fd)
             return True  # nothing to send the result to: do not make it
+        if _camera_call(msg) and msg.path not in self._exported:
+            # (dbus-fast would answer UnknownMethod: the path names the camera that is missing)
+            for fd in msg.unix_fds or ():
+                _close(fd)
+            if msg.flags & MessageFlag.NO_REPLY_EXPECTED:
+                return True
+            return Message.new_error(msg, C.ERROR_UNKNOWN_CAMERA,
+                                     f"no camera {msg.path.rsplit('/', 1)[-1]!r}")
         fds = msg.unix_fds or ()
         if not fds:
             return None
@@ -195,6 +216,16 @@ class CamhealBus(MessageBus):
             what = "file descriptors in this form"
         return Message.new_error(msg, C.ERROR_INVALID_ARGUMENT,
                                  f"{msg.member} does not take {what}")
+
+
+def _camera_call(msg: Message) -> bool:
+    """Whether a method call is meant for a camera object (its interface or properties)."""
+    if not (msg.path or "").startswith(C.CAMERAS_PATH + "/"):
+        return False
+    if msg.interface in (C.CAMERA_IFACE, None):
+        return True
+    return msg.interface == "org.freedesktop.DBus.Properties" and bool(msg.body) \
+        and msg.body[0] == C.CAMERA_IFACE
 
 
 def _close(fd: int) -> None:

@@ -15,6 +15,7 @@ from camheal import constants as C
 from camheald.bus.auth import Authorizer
 from camheald.bus.edge import CamhealBus
 from camheald.bus.interfaces import CameraInterface, ManagerInterface
+from camheald.config import CameraConfig, Config
 from camheald.errors import CamhealError
 from camheald.service.camera import Camera
 from camheald.service.health import HealthEvent
@@ -75,6 +76,8 @@ class Server:
             return
         camera = self.manager.cameras[cam_id]
         for ev in events:
+            if ev.kind == "analysis":  # only the Health dict changed (the camera logged why)
+                continue
             logger.info("camera %s: %s %s", cam_id, ev.kind, ev.name)
             if ev.kind == "detected":
                 iface.AnomalyDetected(ev.name, float(ev.score))
@@ -138,41 +141,55 @@ class Server:
         self._camera_ifaces[cam_id] = iface
         self.bus.export(C.camera_path(cam_id), iface)
 
-    async def _apply_cameras(self, new_cameras: list) -> None:
-        """Stop removed or changed cameras and start new ones; other clients keep streaming.
-
-        Reloads run one at a time; a camera that fails to stop or start is logged and the
-        rest of the change still applies.
-        """
-        assert self.bus is not None and self._loop is not None
+    async def _apply(self, new: Config, path: str) -> None:
+        """Apply a reloaded config, all or nothing: the log level, and the cameras (when they
+        come from the file). Every source URI is checked before anything changes."""
+        assert self._loop is not None
         async with self._reload_lock:
             if self._stopping.is_set():
                 logger.info("SIGHUP: not applied, camheald is stopping")
                 return
+            plan = None
+            if self.cameras_from_file:
+                try:  # parsing opens local files to check them: not on the loop
+                    plan = await self._loop.run_in_executor(
+                        None, self.manager.plan_cameras, new.camera)
+                except CamhealError as exc:
+                    logger.error("SIGHUP: keeping the running cameras and log level: %s", exc)
+                    return
+            logging.getLogger().setLevel(new.daemon.log_level.upper())
+            if plan is not None:
+                await self._apply_cameras(new.camera, *plan)
+            logger.info("SIGHUP: reloaded %s", path)
+
+    async def _apply_cameras(self, new_cameras: list[CameraConfig], gone: list[str],
+                             fresh: dict[str, Camera]) -> None:
+        """Stop removed or changed cameras and start new ones (``manager.plan_cameras``);
+        other clients keep streaming.
+
+        Runs under the reload lock; a camera that fails to stop or start is logged and the
+        rest of the change still applies.
+        """
+        assert self.bus is not None and self._loop is not None
+        for cam_id in gone:
             try:
-                gone, fresh = self.manager.plan_cameras(new_cameras)
-            except CamhealError as exc:
-                logger.error("SIGHUP: keeping the running cameras: %s", exc)
-                return
-            for cam_id in gone:
-                try:
-                    await self._remove_camera(cam_id)
-                except Exception:  # noqa: BLE001 - a reload must not kill the daemon
-                    logger.exception("SIGHUP: stopping camera %s failed", cam_id)
-            for cam_id, camera in fresh.items():
-                try:
-                    await self._loop.run_in_executor(None, camera.vision.load)
-                    camera.model_changed()
-                    camera.correct_enabled = self.manager.settings.correct_for(
-                        cam_id, camera.correct_enabled)
-                    self.manager.cameras[cam_id] = camera
-                    self._export_camera(cam_id, camera)
-                    camera.start()
-                    logger.info("SIGHUP: camera %s started: %s", cam_id, camera.source.uri)
-                except Exception:  # noqa: BLE001
-                    logger.exception("SIGHUP: starting camera %s failed", cam_id)
-            running = set(self.manager.cameras)
-            self.manager.config.camera = [c for c in new_cameras if c.id in running]
+                await self._remove_camera(cam_id)
+            except Exception:  # noqa: BLE001 - a reload must not kill the daemon
+                logger.exception("SIGHUP: stopping camera %s failed", cam_id)
+        for cam_id, camera in fresh.items():
+            try:
+                await self._loop.run_in_executor(None, camera.vision.load)
+                camera.model_changed()
+                camera.correct_enabled = self.manager.settings.correct_for(
+                    cam_id, camera.correct_enabled)
+                self.manager.cameras[cam_id] = camera
+                self._export_camera(cam_id, camera)
+                camera.start()
+                logger.info("SIGHUP: camera %s started: %s", cam_id, camera.source.uri)
+            except Exception:  # noqa: BLE001
+                logger.exception("SIGHUP: starting camera %s failed", cam_id)
+        running = set(self.manager.cameras)
+        self.manager.config.camera = [c for c in new_cameras if c.id in running]
 
     async def _remove_camera(self, cam_id: str) -> None:
         assert self.bus is not None and self._loop is not None
@@ -221,12 +238,10 @@ class Server:
         except CamhealError as exc:
             logger.error("SIGHUP: keeping the running configuration: %s", exc)
             return
-        logging.getLogger().setLevel(new.daemon.log_level.upper())
-        if self.cameras_from_file and self._loop is not None:
-            task = self._loop.create_task(self._apply_cameras(new.camera))
+        if self._loop is not None:
+            task = self._loop.create_task(self._apply(new, path))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        logger.info("SIGHUP: reloaded %s", path)
 
     async def _end_streams(self, reason: str) -> None:
         """Tell every subscriber its stream ends, and wait until the bus has the signals."""

@@ -9,9 +9,11 @@ on real hardware here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -35,6 +37,24 @@ def network_timeouts(open_ms: int = NETWORK_OPEN_TIMEOUT_MS,
     """VideoCapture open parameters that bound FFmpeg's waits (they only work when passed at
     open time, not through ``set()`` afterwards)."""
     return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
+
+
+@contextlib.contextmanager
+def quiet_opencv() -> Iterator[None]:
+    """Silence OpenCV's own stderr lines for a moment (a probe whose failure we report in
+    one line of our own). Process-wide: keep the block short."""
+    try:
+        from cv2.utils import logging as cvlog
+
+        level = cvlog.getLogLevel()
+        cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
+    except (ImportError, AttributeError):  # an OpenCV build without it: just noisier
+        yield
+        return
+    try:
+        yield
+    finally:
+        cvlog.setLogLevel(level)
 
 
 def _to_rgb(bgr: np.ndarray) -> np.ndarray:
@@ -69,18 +89,36 @@ class _Pacer:
         self.next = max(self.next + self.period, time.monotonic() - self.period)
 
 
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(mtime_ns, size) of a file, None when it cannot be stat'ed."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
+
+
 class ImageFolderSource(Source):
-    """A still image or a folder of images, looped, paced at ``fps``."""
+    """A still image or a folder of images, looped, paced at ``fps`` (0: unpaced).
+
+    A file of the folder that cannot be read (corrupt, truncated, removed meanwhile) is
+    skipped with one warning (once per file); only a folder without one readable image
+    fails (``SourceClosed``, so the camera retries it later).
+    """
 
     def __init__(self, uri: str, path: Path, fps: float = 10.0, loop: bool = True) -> None:
         self.uri = uri
         self._path = path
         self._fps = fps
         self._loop = loop
+        self.live = fps > 0  # unpaced: read as fast as it decodes, nothing dropped
         self._files: list[Path] = []
         self._i = 0
         self._size = (0, 0)
         self._pacer = _Pacer(fps)
+        # unreadable files (warned about once) -> their (mtime, size) then: tried again
+        # only once they change
+        self._skipped: dict[Path, tuple[int, int] | None] = {}
 
     def open(self) -> None:
         if self._path.is_dir():
@@ -92,9 +130,10 @@ class ImageFolderSource(Source):
         self._files = files
         self._i = 0
         self._pacer = _Pacer(self._fps)
-        first = cv2.imread(str(files[0]), cv2.IMREAD_COLOR)
+        first = self._read_next(len(files))
+        self._i = 0
         if first is None:
-            raise SourceClosed(f"{files[0]}: not a readable image")
+            raise self._unreadable()
         self._size = (first.shape[1], first.shape[0])
 
     def read(self) -> np.ndarray:
@@ -104,17 +143,40 @@ class ImageFolderSource(Source):
         return _native(self._next())
 
     def _next(self) -> np.ndarray:
-        if self._i >= len(self._files):
-            if not self._loop:
-                raise SourceClosed("end of images")
-            self._i = 0
-        path = self._files[self._i]
-        self._i += 1
-        bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        bgr = self._read_next(len(self._files))
         if bgr is None:
-            raise SourceClosed(f"{path}: not a readable image")
+            if self._i >= len(self._files) and not self._loop:
+                raise SourceClosed("end of images")
+            raise self._unreadable()
         self._pacer.wait()
         return bgr
+
+    def _unreadable(self) -> SourceClosed:
+        if len(self._files) == 1:
+            return SourceClosed(f"{self._files[0]}: not a readable image")
+        return SourceClosed(f"{self._path}: none of its {len(self._files)} images is readable")
+
+    def _read_next(self, tries: int) -> np.ndarray | None:
+        """The next readable image (BGR), skipping up to ``tries``
+        unreadable ones; None when none was found or (without loop) the files ran out."""
+        for _ in range(tries):
+            if self._i >= len(self._files):
+                if not self._loop:
+                    return None
+                self._i = 0
+            path = self._files[self._i]
+            self._i += 1
+            stamp = _stamp(path)
+            if stamp is not None and self._skipped.get(path) == stamp:
+                continue  # known bad and unchanged: not decoded (and complained about) again
+            bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if bgr is not None:
+                self._skipped.pop(path, None)
+                return bgr
+            if path not in self._skipped and len(self._files) > 1:
+                logger.warning("%s: not a readable image, skipped", path)
+            self._skipped[path] = stamp
+        return None
 
     @property
     def size(self) -> tuple[int, int]:
@@ -126,7 +188,11 @@ class ImageFolderSource(Source):
 
 
 class VideoCaptureSource(Source):
-    """Anything cv2.VideoCapture opens: a video file (looped), /dev/videoN, rtsp://, http://."""
+    """Anything cv2.VideoCapture opens: a video file (looped), /dev/videoN, rtsp://, http://.
+
+    ``pace``: sleep between frames to ``fps``, or without one to the rate the stream
+    declares (30 when it declares none): files decode faster than real time.
+    """
 
     def __init__(self, uri: str, target: str | int, api: int = cv2.CAP_ANY, fps: float = 0.0,
                  loop: bool = False, pace: bool = False,
@@ -165,7 +231,7 @@ class VideoCaptureSource(Source):
             self._fps = float(native)
         self._size = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                       int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        self._pacer = _Pacer(self._fps if self._pace else 0)
+        self._pacer = _Pacer(self.fps if self._pace else 0)  # (unknown rate: self.fps's 30)
 
     def read(self) -> np.ndarray:
         return _to_rgb(self._next())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -9,7 +10,7 @@ from urllib.parse import parse_qsl
 import cv2
 
 from camheald.capture.base import Source
-from camheald.capture.opencv import network_timeouts
+from camheald.capture.opencv import network_timeouts, quiet_opencv
 from camheald.errors import SourceError
 
 SCHEMES = ("demo", "file", "v4l2", "rtsp", "rtsps", "http", "https", "gst", "picamera2", "inject")
@@ -65,7 +66,11 @@ def parse_source(uri: str) -> Source:
     Forms:
 
     - ``demo[:?size=WxH&fps=F&phase=S&schedule=a,b]`` - the procedural demo scene;
-    - ``file:PATH[?fps=F&loop=0]`` - a video, an image or a folder of images (loops);
+    - ``file:PATH[?fps=F&loop=0]`` - a video, an image or a folder of images (loops, unless
+      ``loop=0``), played at ``fps`` frames a second: by default a video at its own frame
+      rate (30 when the file does not say) and images at 10; ``fps=0`` as fast as it
+      decodes (benchmarks: nothing paced, nothing dropped). A file that cannot be opened
+      as a video or image is refused here; an unreadable image in a folder is skipped;
     - ``v4l2:/dev/videoN[?size=WxH&fps=F&format=MJPG]`` - USB/UVC cameras (or the stable
       names udev makes: ``v4l2:/dev/v4l/by-id/NAME``, ``/dev/v4l/by-path/NAME``);
     - ``rtsp://…``, ``rtsps://…``, ``http(s)://…`` - network cameras through FFmpeg, with open
@@ -111,7 +116,9 @@ def parse_source(uri: str) -> Source:
 
     if scheme == "file":
         target = Path(path)
+        given = "fps" in params
         fps = _float(uri, params, "fps", 0.0, 0.0, 1000.0)
+        unpaced = given and fps == 0
         loop = params.pop("loop", "1") not in ("0", "false", "no")
         _no_leftovers(uri, params)
         if not target.exists():
@@ -119,9 +126,14 @@ def parse_source(uri: str) -> Source:
         from camheald.capture.opencv import IMAGE_SUFFIXES
 
         if target.is_dir() or target.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFolderSource(uri, target, fps or 10.0, loop)
+            if not target.is_dir() and not cv2.haveImageReader(str(target)):
+                raise SourceError(f"source {uri!r}: {target} is not a readable image")
+            return ImageFolderSource(uri, target, 0.0 if unpaced else fps or 10.0, loop)
+        _check_video(uri, target)
+        # paced at fps, else at the file's own rate (VideoCaptureSource.open); fps=0: as
+        # fast as it decodes, and then not live: the pipeline waits instead of dropping
         return VideoCaptureSource(uri, str(target), cv2.CAP_FFMPEG, fps, loop=loop,
-                                  pace=fps > 0, live=fps > 0)
+                                  pace=not unpaced, live=not unpaced)
     if scheme == "v4l2":
         if not re.fullmatch(r"/dev/video\d{1,3}|/dev/v4l/by-(id|path)/[\w.:+-]+", path):
             raise SourceError(f"source {uri!r}: expected v4l2:/dev/videoN or "
@@ -154,6 +166,20 @@ def parse_source(uri: str) -> Source:
                               "(on Jetson use the system python3-opencv from JetPack)")
         return VideoCaptureSource(uri, pipeline, cv2.CAP_GSTREAMER)
     return _picamera2(uri, path, params)
+
+
+def _check_video(uri: str, target: Path) -> None:
+    """Refuse a file FFmpeg cannot open as a video (a text file, a truncated header): a
+    local file does not get better by retrying, unlike a camera (a few ms to check)."""
+    if target.is_file() and not os.access(target, os.R_OK):
+        raise SourceError(f"source {uri!r}: {target} cannot be read (permission denied)")
+    with quiet_opencv():  # its own "can't be used to capture" line would come first
+        cap = cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)
+    try:
+        if not cap.isOpened():
+            raise SourceError(f"source {uri!r}: {target} is not a readable video")
+    finally:
+        cap.release()
 
 
 def _picamera2(uri: str, path: str, params: dict[str, str]) -> Source:

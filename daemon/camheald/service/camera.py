@@ -16,12 +16,14 @@ import cv2
 import numpy as np
 
 from camheald.capture.base import Source, SourceClosed
+from camheald.errors import NotReady
 from camheald.service.defects import Defect, DefectEvent, DefectTracker
 from camheald.service.frames import PublishedFrame
 from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
 from camheald.vision import directional
 from camheald.vision.correct import Correction
+from camheald.vision.spec import MIN_SIDE
 from camheald.vision.types import Analysis
 
 if TYPE_CHECKING:
@@ -93,6 +95,9 @@ class Camera:
         self._new_frame = threading.Condition(self._lock)
         self._fps_window = (time.monotonic(), 0)
         self._thumb_ts = 0  # capture time of the last freeze thumbnail
+        # why frames cannot be analysed ("" while they can): shown in the health report
+        self._analysis_error = ""
+        self._warned_sizes: set[tuple[int, int]] = set()  # logged once per frame size
         # capture -> process hand-off: decoding and correction run on two cores in parallel
         self._queue: queue.Queue[tuple[np.ndarray, bool, int]] = queue.Queue(maxsize=2)
         # what the current analysis means for every frame until the next one (built once)
@@ -197,6 +202,8 @@ class Camera:
         report["defects"] = defects
         if self.vision.error:
             report["model_error"] = self.vision.error
+        if self._analysis_error:
+            report["analysis_error"] = self._analysis_error
         return report
 
     def current_analysis(self) -> Analysis | None:
@@ -204,11 +211,13 @@ class Camera:
         return self._analysis
 
     def defect_mask(self) -> np.ndarray:
-        """The persistent defect mask at frame size (HxW uint8, 255 = defect)."""
+        """The persistent defect mask at frame size (HxW uint8, 255 = defect); NotReady
+        before the first frame (the frame size is not known yet)."""
         frame = self.latest(False)
-        w, h = (frame.width, frame.height) if frame else self.source.size
+        if frame is None:
+            raise NotReady(f"camera {self.id} has no frame yet (state: {self.health.state})")
         with self._defects_lock:
-            return self.defects.mask_at(max(w, 1), max(h, 1))
+            return self.defects.mask_at(max(frame.width, 1), max(frame.height, 1))
 
     def stats_report(self) -> dict[str, object]:
         s = self.stats
@@ -419,6 +428,29 @@ class Camera:
         except Exception:  # noqa: BLE001 - a full disk must not stop the camera
             logger.exception("camera %s: keeping a sample failed", self.id)
 
+    def _analysable(self, image: np.ndarray) -> bool:
+        """Whether the detector and the defect tracker can take frames of this size.
+
+        Frames under MIN_SIDE a side (a tiny test image, a thumbnail stream) cannot be
+        analysed: the camera then only passes them through, the health report says why
+        (``analysis_error``) and the log says it once per frame size.
+        """
+        h, w = image.shape[:2]
+        why = "" if min(h, w) >= MIN_SIDE else (
+            f"frames are {w}x{h}; analysis needs at least {MIN_SIDE}x{MIN_SIDE}: "
+            "anomalies and lens defects are not tracked")
+        if why == self._analysis_error:
+            return not why
+        if why and (w, h) not in self._warned_sizes:
+            self._warned_sizes.add((w, h))
+            logger.warning("camera %s: %s", self.id, why)
+        if why:
+            self.stats.last_error = why
+        self._analysis_error = why
+        self._emit([HealthEvent("analysis", "unavailable" if why else "available",
+                                time.time())])
+        return not why
+
     def _analyze_loop(self) -> None:
         """Analyse the newest frame at most every ``analyze_period`` seconds.
 
@@ -439,6 +471,9 @@ class Camera:
             if frame is None:
                 continue
             image = frame.image
+            if not self._analysable(image):
+                self._stop.wait(max(0.0, started + self.analyze_period - time.monotonic()))
+                continue
             t0 = time.perf_counter()
             try:
                 # the scores health judges elsewhere (obstruction: the defect tracker) need

@@ -17,7 +17,8 @@ class HealthEvent:
 
     ``kind``: 'detected' / 'cleared' (an anomaly ``name``), 'state' (source or scene state
     ``name``), 'defect_detected' / 'defect_cleared' (a persistent lens defect of kind
-    ``name``, described in ``payload``).
+    ``name``, described in ``payload``), 'analysis' (frames became ``unavailable`` or
+    ``available`` for analysis: only the report's ``analysis_error`` changed).
     """
 
     kind: str
