@@ -67,13 +67,16 @@ class DemoSource(Source):
     """A moving synthetic scene; defects follow ``schedule``, each for ``phase_s`` seconds.
 
     Frames are HxWx3 uint8 RGB. The view pans slowly over a wide panorama while coloured
-    objects move through it, so a detector sees texture, edges, colour and motion.
+    objects move through it, so a detector sees texture, edges, colour and motion;
+    ``pan=False`` holds the view still at ``pan_at`` (0..1 across the panorama): a fixed
+    camera over the traffic.
     """
 
     def __init__(self, uri: str = "demo", width: int = 640, height: int = 360, fps: float = 15.0,
                  phase_s: float = 8.0, schedule: tuple[str, ...] = DEFAULT_SCHEDULE,
-                 seed: int = 7) -> None:
+                 seed: int = 7, pan: bool = True, pan_at: float = 0.5) -> None:
         self.uri = uri
+        self.pan, self.pan_at = pan, pan_at
         self._w, self._h, self._fps = width, height, fps
         self.phase_s = phase_s
         self.schedule = schedule
@@ -108,7 +111,7 @@ class DemoSource(Source):
         """The clean scene at time ``t`` seconds (HxWx3 uint8 RGB)."""
         assert self._world is not None
         span = self._world.shape[1] - self._w
-        x0 = int((0.5 - 0.5 * np.cos(t * 0.15)) * span)
+        x0 = int(((0.5 - 0.5 * np.cos(t * 0.15)) if self.pan else self.pan_at) * span)
         frame = self._world[:, x0:x0 + self._w].copy()
         h, w = self._h, self._w
         for i, colour in enumerate(((220, 40, 40), (40, 80, 220), (250, 200, 30))):

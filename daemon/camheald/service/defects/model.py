@@ -67,6 +67,7 @@ class DefectConfig:
     key_shift: float = 0.05  # a new camera-motion keyframe after this shift (fraction of height)
     key_age: int = 8  # ... or after this many updates
     grow: float = 0.05  # growth into dark still pixels, fraction of the working height
+    grow_speed: float = 0.3  # ... only while the camera moves this fast (px per update)
     rim: float = 0.012  # blobs are widened by this fraction of the working height
     min_area: float = 0.0015  # fraction of the working frame
     darker_px: float = 0.92  # a voting pixel's mean must be below this fraction of the local
@@ -75,6 +76,12 @@ class DefectConfig:
     # extra wait after which a still-growing one is reported anyway (both cameras)
     confirm: int = 4
     confirm_fixed: int = 8  # ... with a fixed camera, whose cue is the weaker one
+    # ... and for at least this long (seconds): traffic whose paths leave a gap for a moment
+    # (cars on a road seen by a fixed camera) made tracks that lived 0.7-1.9 s
+    confirm_fixed_s: float = 2.5
+    # a track is reported only once this share of ``min_area`` voted for itself (not grown
+    # into): a few stale votes grown over a dark road when a pan resumed are not a defect
+    min_voted: float = 0.5
     lens_weight: float = 0.5  # weight of the lens-defect segmenter's vote (times gamma)
     lens_still: float = 5.0  # ... which says "defect" only where the pixel's temporal std
     # (grey levels, fixed view) is below this: a lens defect does not change, people

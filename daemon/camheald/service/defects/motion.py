@@ -97,8 +97,11 @@ class CameraMotion:
         self._ring.append((gn, self._pos))
         if len(self._ring) > cfg.ring:
             self._ring.pop(0)
-        old = self._ring[max(0, len(self._ring) - 9)][1]
-        return math.hypot(self._pos[0] - old[0], self._pos[1] - old[1]) > 2.0
+        back = min(8, len(self._ring) - 1)
+        old = self._ring[-1 - back][1]
+        moved = math.hypot(self._pos[0] - old[0], self._pos[1] - old[1])
+        self._speed = moved / max(1, back)  # working px per update, over the last 8
+        return moved > 2.0
 
     def _painted(self, img: np.ndarray) -> np.ndarray:
         """``img`` with the known defect pixels set to the mean (its zero-shift peak would

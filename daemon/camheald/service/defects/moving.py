@@ -98,9 +98,11 @@ class MovingEvidence:
         """Extend confirmed pixels into adjacent dark, still pixels (the parts of a defect
         over a region that never changes, e.g. sky, give no temporal evidence themselves)."""
         cfg = self.config
-        if cfg.grow <= 0 or not moving or not self._on.any():
+        if cfg.grow <= 0 or not moving or self._speed < cfg.grow_speed or not self._on.any():
             # What was grown stays until evidence says otherwise (a camera that stops
-            # panning gives none): no vote is not a "clear" vote.
+            # panning gives none): no vote is not a "clear" vote. Nothing new grows while the
+            # camera creeps (a pan slowing to turn): then the scene barely changes anywhere,
+            # and "still" says nothing.
             self._grown = self._on | (self._grown & (self._target != 0))
             return
         act = self._act_s

@@ -108,6 +108,9 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._on = np.zeros((wh, ww), bool)
         self._grown = self._on
         self._lens_voted = np.zeros((wh, ww), bool)  # pixels the look has voted "defect" for
+        # pixels an appearance cue (the segmenter's look, the detector's mask) voted "defect"
+        # for in this fixed view: a track voted so is not held to ``confirm_fixed_s``
+        self._looked = np.zeros((wh, ww), bool)
         self._lens_restart()
         self._mask = np.zeros((wh, ww), np.uint8)
         self._tracks.clear()
@@ -116,6 +119,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._hann_w = cv2.createHanningWindow(self._ws, cv2.CV_32F)
         self._pos = (0.0, 0.0)
         self._vel = (0.0, 0.0)  # camera motion of the last update
+        self._speed = 0.0  # ... its mean over the last 8 updates (px per update)
         self._tops: list[tuple[float, float]] = []  # strongest peaks against this keyframe
         self._ring: list[tuple[np.ndarray, tuple[float, float]]] = []
         self._ref: np.ndarray | None = None
@@ -183,6 +187,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
                 cfg.short_beta) * (d - self._act_s)
         if self._moving:  # the statistics of a fixed view restart when the camera stops
             self._ns = 0
+            self._looked[:] = False
             self._prev_e = None
             for a in self._ori:
                 a[:] = 0.0
@@ -241,6 +246,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             # "defect" (a cleaned lens): a crack found by time alone must not be cleared by
             # the look between its rare temporal votes
             self._lens_voted |= free & on
+            self._looked |= free & on
             off = (lens < self.lens.off) & (~self._dark | self._lens_voted)
             target[free & on] = 1.0
             target[free & off] = 0.0
@@ -251,6 +257,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
                             interpolation=cv2.INTER_LINEAR)
             free = ~known
             target[free & (pm > 0.5)] = 1.0
+            self._looked |= free & (pm > 0.5)
             target[free & (pm < 0.2)] = 0.0
             weight[free & ((pm > 0.5) | (pm < 0.2))] = cfg.gamma * 0.5
         self._p += weight * (np.maximum(target, 0.0) - self._p)

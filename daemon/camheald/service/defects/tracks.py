@@ -31,6 +31,7 @@ class _Piece:
     conf: float
     area: int
     voted: int  # pixels on by their own votes (the rest were grown into)
+    looked: int  # ... of them, pixels an appearance cue voted for (``_looked``)
     mask: tuple[int, int, np.ndarray]  # x0, y0 and the (rim-widened) pixels from there
 
 
@@ -62,7 +63,7 @@ class Tracks:
         ww, wh = self._ws
         on = self._grown.astype(np.uint8)
         n, labels, stats, _ = cv2.connectedComponentsWithStats(on, connectivity=8)
-        min_area = max(6, int(cfg.min_area * ww * wh))
+        min_area = self._min_area()
         pieces: list[_Piece] = []
         kept = np.zeros((wh, ww), bool)
         for i in range(1, n):
@@ -102,7 +103,8 @@ class Tracks:
                 comp = comp.astype(np.uint8)
             bx, by, bw, bh = cv2.boundingRect(comp)
             pieces.append(_Piece((x0 + bx, y0 + by, bw, bh), "crack" if thin else "dirt", conf,
-                                 area, int(own.sum()), (x0, y0, comp)))
+                                 area, int(own.sum()),
+                                 int((own & self._looked[y0:y1, x0:x1]).sum()), (x0, y0, comp)))
         self._grown = kept
         events: list[DefectEvent] = []
         matched: set[int] = set()
@@ -159,6 +161,11 @@ class Tracks:
         self._mask = mask
         return events
 
+    def _min_area(self) -> int:
+        """Smallest reported piece, working pixels."""
+        ww, wh = self._ws
+        return max(6, int(self.config.min_area * ww * wh))
+
     @staticmethod
     def _share(tr: _Track, where: np.ndarray) -> float:
         """Share of the track's last pixels where ``where`` (working-size bool) holds."""
@@ -191,12 +198,17 @@ class Tracks:
         # over a defect for a while: a partial first mask would have to be filled in twice).
         need = cfg.confirm if self._moving else cfg.confirm_fixed
         settled = tr.areas[-1] <= cfg.settled * tr.areas[0] or tr.seen >= need + cfg.confirm
+        # (a fixed camera's temporal cue waits out a gap in the traffic; its appearance cues
+        # have their own guards)
+        aged = self._moving or now - tr.since >= cfg.confirm_fixed_s \
+            or 2 * sum(pc.looked for pc in group) >= sum(pc.voted for pc in group)
+        voted = tr.areas[-1] >= cfg.min_voted * self._min_area()
         # While the camera pans, a lens defect hides (part of) the scene's change behind it;
         # something moving with the camera (a walker the pan follows) changes inside at least
         # as much as around it: its legs, its drift.
         inside, around, n = tr.follow
         still = n < 3 or inside < cfg.follow * around
-        if not tr.reported and tr.seen >= need and settled and still:
+        if not tr.reported and tr.seen >= need and settled and still and aged and voted:
             tr.reported = True
             return [DefectEvent("detected", now, self._public(tr))]
         return []
