@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import select
 import signal
 import sys
 import threading
@@ -246,13 +247,26 @@ COMMANDS = {"status": cmd_status, "capture": cmd_capture, "watch": cmd_watch,
             "hil": cmd_offline, "build-engine": cmd_offline}
 
 
+def _stdout_gone() -> bool:
+    """Whether stdout is a pipe or socket whose reader has gone."""
+    try:
+        poll = select.poll()
+        poll.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         rc = COMMANDS[args.command](args)
         sys.stdout.flush()  # (here, so that a closed pipe is seen below, not at exit)
         return rc
-    except BrokenPipeError:
+    except BrokenPipeError as exc:
+        if not _stdout_gone():  # another pipe or socket: an error like any other
+            print(f"camheal: error: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         # the reader went away (`camheal diagnose *.jpg | head -1`): stop quietly; stdout is
         # pointed at /dev/null so that Python's own flush at exit fails no more (Python docs,
         # "Note on SIGPIPE")

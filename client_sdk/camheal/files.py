@@ -52,3 +52,13 @@ def write_atomic(path: str | os.PathLike, data: bytes, sync: bool = True) -> Non
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def identity(path: str | os.PathLike) -> tuple[int, int] | None:
+    """(device, inode) of an existing file, else None: hard links, symlinks and other names
+    of one file compare equal (the check that an output would not replace an input)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from camheal.files import identity
 from camheald.vision import deblur, directional, imageio
 from camheald.vision.correct import apply_global
 from camheald.vision.detector import LOCAL_ACTIONS, Detector, ModelError
@@ -160,16 +161,6 @@ def _targets(inputs: list[str], output: str) -> list[tuple[str, Path]] | None:
     return [(f, outdir / Path(f).name) for f in inputs]
 
 
-def _identity(path: str | os.PathLike) -> tuple[int, int] | None:
-    """(device, inode) of an existing file, else None: hard links and other names of one
-    file compare equal."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def correct(args: argparse.Namespace) -> int:
     """`camheal correct [--json] IN... -o OUT`: write corrected images; 1 if any file failed.
 
@@ -184,15 +175,15 @@ def correct(args: argparse.Namespace) -> int:
         return 1
     failed = 0
     seen: set[Path] = set()
-    inputs = {i for i in map(_identity, args.inputs) if i is not None}
+    inputs = {i for i in map(identity, args.inputs) if i is not None}
     for file, dest in targets:
         if dest.resolve() in seen:
             _error(file, f"another input already writes {dest}")
             failed += 1
             continue
         seen.add(dest.resolve())
-        if _identity(dest) in inputs:
-            which = "the input" if _identity(dest) == _identity(file) else "another input"
+        if identity(dest) in inputs:
+            which = "the input" if identity(dest) == identity(file) else "another input"
             _error(file, f"output {dest} would overwrite {which}")
             failed += 1
             continue

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 
 from camheal.constants import ANOMALIES
-from camheal.files import public
+from camheal.files import identity, public
 from camheald.service.defects import DefectTracker
 from camheald.vision import imageio
 from camheald.vision.inpaint import SequenceInpainter
@@ -315,8 +315,8 @@ def _check_mask_path(path: Path, src: Path, out: Path, clip: Clip) -> None:
         raise VideoError(f"{path}: --mask-out would overwrite the output")
     if out.resolve() in mask.parents:  # (that folder is replaced at the end)
         raise VideoError(f"{path}: --mask-out is inside the output folder {out}")
-    inputs = clip.files if clip.files is not None else [src]
-    if path.exists() and any(path.samefile(p) for p in inputs):
+    inputs = {identity(p) for p in (clip.files if clip.files is not None else [src])}
+    if identity(path) in inputs - {None}:
         raise VideoError(f"{path}: --mask-out would overwrite the input")
     if path.is_dir():
         raise VideoError(f"{path}: --mask-out: is a folder")

@@ -89,7 +89,9 @@ def test_a_device_is_refused_not_read(tmp_path: Path) -> None:
 
 
 def test_a_closed_pipe_stops_diagnose_quietly(tmp_path: Path) -> None:
-    files = [str(save(tmp_path / f"p{i}.png", make_photo(i))) for i in range(4)]
+    # many files: the reader must close the pipe while diagnose still has lines to write
+    # (with a few, a loaded machine could let it finish first)
+    files = [str(save(tmp_path / f"p{i}.png", make_photo(i % 4))) for i in range(24)]
     exe = BIN / "camheal"
     with subprocess.Popen([str(exe), "diagnose", *files], stdout=subprocess.PIPE,
                           stderr=subprocess.PIPE, text=True) as proc:

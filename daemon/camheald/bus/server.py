@@ -157,6 +157,9 @@ class Server:
                 except CamhealError as exc:
                     logger.error("SIGHUP: keeping the running cameras and log level: %s", exc)
                     return
+                if self._stopping.is_set():  # (a SIGTERM while the sources were checked)
+                    logger.info("SIGHUP: not applied, camheald is stopping")
+                    return
             logging.getLogger().setLevel(new.daemon.log_level.upper())
             if plan is not None:
                 await self._apply_cameras(new.camera, *plan)

@@ -171,7 +171,9 @@ def parse_source(uri: str) -> Source:
 def _check_video(uri: str, target: Path) -> None:
     """Refuse a file FFmpeg cannot open as a video (a text file, a truncated header): a
     local file does not get better by retrying, unlike a camera (a few ms to check)."""
-    if target.is_file() and not os.access(target, os.R_OK):
+    if not target.is_file():  # a FIFO or a device: opening it may wait for a writer, so
+        return  # it is left to the camera thread, which retries
+    if not os.access(target, os.R_OK):
         raise SourceError(f"source {uri!r}: {target} cannot be read (permission denied)")
     with quiet_opencv():  # its own "can't be used to capture" line would come first
         cap = cv2.VideoCapture(str(target), cv2.CAP_FFMPEG)

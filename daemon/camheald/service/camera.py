@@ -446,6 +446,8 @@ class Camera:
             logger.warning("camera %s: %s", self.id, why)
         if why:
             self.stats.last_error = why
+            with self._lock:  # an analysis of the earlier, larger frames no longer applies
+                self._analysis = None
         self._analysis_error = why
         self._emit([HealthEvent("analysis", "unavailable" if why else "available",
                                 time.time())])

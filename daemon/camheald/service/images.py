@@ -67,15 +67,15 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
         raise InvalidImage(f"invalid image size {w}x{h}")
     if w * h > max_pixels:
         raise TooLarge(f"the image declares {w}x{h} pixels; the limit is {max_pixels}")
-    check_size(w, h)
+    check_min_size(w, h)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if bgr is None:
         raise InvalidImage(f"cannot decode the {family.upper()} data (corrupt or truncated)")
-    check_size(bgr.shape[1], bgr.shape[0])  # in case a decoder disagrees with the header
+    check_min_size(bgr.shape[1], bgr.shape[0])  # in case a decoder disagrees with the header
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), family
 
 
-def check_size(width: int, height: int) -> None:
+def check_min_size(width: int, height: int) -> None:
     """Refuse an image smaller than the detector's input (``spec.MIN_SIDE`` a side)."""
     if width < MIN_SIDE or height < MIN_SIDE:
         raise InvalidImage(f"image must be at least {MIN_SIDE}x{MIN_SIDE}, "

@@ -108,9 +108,10 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._on = np.zeros((wh, ww), bool)
         self._grown = self._on
         self._lens_voted = np.zeros((wh, ww), bool)  # pixels the look has voted "defect" for
-        # pixels an appearance cue (the segmenter's look, the detector's mask) voted "defect"
-        # for in this fixed view: a track voted so is not held to ``confirm_fixed_s``
-        self._looked = np.zeros((wh, ww), bool)
+        # updates in a row that an appearance cue (the segmenter's look, the detector's mask)
+        # has voted "defect" for each pixel: a track voted so for ``confirm_fixed`` updates is
+        # not held to ``confirm_fixed_s`` (a blip of the mask does not count)
+        self._looked = np.zeros((wh, ww), np.int16)
         self._lens_restart()
         self._mask = np.zeros((wh, ww), np.uint8)
         self._tracks.clear()
@@ -187,7 +188,6 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
                 cfg.short_beta) * (d - self._act_s)
         if self._moving:  # the statistics of a fixed view restart when the camera stops
             self._ns = 0
-            self._looked[:] = False
             self._prev_e = None
             for a in self._ori:
                 a[:] = 0.0
@@ -232,6 +232,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         target = np.full((wh, ww), -1.0, np.float32)  # -1 = no evidence
         weight = np.ones((wh, ww), np.float32)  # strength of the vote
         self._informative = False
+        looked = np.zeros((wh, ww), bool)  # this update's appearance votes for "defect"
         if moving:
             self._motion_evidence(gn, target, weight)
         elif self._ns > cfg.warmup and self._act_s is not None:
@@ -246,7 +247,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             # "defect" (a cleaned lens): a crack found by time alone must not be cleared by
             # the look between its rare temporal votes
             self._lens_voted |= free & on
-            self._looked |= free & on
+            looked |= free & on
             off = (lens < self.lens.off) & (~self._dark | self._lens_voted)
             target[free & on] = 1.0
             target[free & off] = 0.0
@@ -257,9 +258,10 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
                             interpolation=cv2.INTER_LINEAR)
             free = ~known
             target[free & (pm > 0.5)] = 1.0
-            self._looked |= free & (pm > 0.5)
+            looked |= free & (pm > 0.5)
             target[free & (pm < 0.2)] = 0.0
             weight[free & ((pm > 0.5) | (pm < 0.2))] = cfg.gamma * 0.5
+        self._looked = np.where(looked, np.minimum(self._looked + 1, 10_000), 0).astype(np.int16)
         self._p += weight * (np.maximum(target, 0.0) - self._p)
         self._on = (self._p > cfg.p_on) | (self._on & (self._p > cfg.p_off))
         self._grow(moving)

@@ -31,7 +31,7 @@ class _Piece:
     conf: float
     area: int
     voted: int  # pixels on by their own votes (the rest were grown into)
-    looked: int  # ... of them, pixels an appearance cue voted for (``_looked``)
+    looked: int  # ... of them, pixels an appearance cue has voted for lately (``_looked``)
     mask: tuple[int, int, np.ndarray]  # x0, y0 and the (rim-widened) pixels from there
 
 
@@ -104,7 +104,8 @@ class Tracks:
             bx, by, bw, bh = cv2.boundingRect(comp)
             pieces.append(_Piece((x0 + bx, y0 + by, bw, bh), "crack" if thin else "dirt", conf,
                                  area, int(own.sum()),
-                                 int((own & self._looked[y0:y1, x0:x1]).sum()), (x0, y0, comp)))
+                                 int((own & (self._looked[y0:y1, x0:x1] >= cfg.confirm_fixed)
+                                          ).sum()), (x0, y0, comp)))
         self._grown = kept
         events: list[DefectEvent] = []
         matched: set[int] = set()
