@@ -79,6 +79,9 @@ class DefectConfig:
     # ... and for at least this long (seconds): traffic whose paths leave a gap for a moment
     # (cars on a road seen by a fixed camera) made tracks that lived 0.7-1.9 s
     confirm_fixed_s: float = 2.5
+    # ... unless an appearance cue (segmenter, detector mask) has voted for most of the track
+    # for this many updates in a row (a blip of the mask is not a defect)
+    looked_for: int = 8
     # a track is reported only once this share of ``min_area`` voted for itself (not grown
     # into): a few stale votes grown over a dark road when a pan resumed are not a defect
     min_voted: float = 0.5

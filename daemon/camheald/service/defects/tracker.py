@@ -247,7 +247,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             # "defect" (a cleaned lens): a crack found by time alone must not be cleared by
             # the look between its rare temporal votes
             self._lens_voted |= free & on
-            looked |= free & on
+            looked |= on  # (also where time voted too: the look's streak goes on)
             off = (lens < self.lens.off) & (~self._dark | self._lens_voted)
             target[free & on] = 1.0
             target[free & off] = 0.0
@@ -258,7 +258,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
                             interpolation=cv2.INTER_LINEAR)
             free = ~known
             target[free & (pm > 0.5)] = 1.0
-            looked |= free & (pm > 0.5)
+            looked |= pm > 0.5
             target[free & (pm < 0.2)] = 0.0
             weight[free & ((pm > 0.5) | (pm < 0.2))] = cfg.gamma * 0.5
         self._looked = np.where(looked, np.minimum(self._looked + 1, 10_000), 0).astype(np.int16)

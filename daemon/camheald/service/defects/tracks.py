@@ -104,7 +104,7 @@ class Tracks:
             bx, by, bw, bh = cv2.boundingRect(comp)
             pieces.append(_Piece((x0 + bx, y0 + by, bw, bh), "crack" if thin else "dirt", conf,
                                  area, int(own.sum()),
-                                 int((own & (self._looked[y0:y1, x0:x1] >= cfg.confirm_fixed)
+                                 int((own & (self._looked[y0:y1, x0:x1] >= cfg.looked_for)
                                           ).sum()), (x0, y0, comp)))
         self._grown = kept
         events: list[DefectEvent] = []
