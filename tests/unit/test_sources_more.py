@@ -221,3 +221,44 @@ def test_profiles_load_and_cli_flags(monkeypatch, tmp_path):
     assert profiles.find("mine") == tmp_path / "mine.toml"
     with pytest.raises(SystemExit):
         cli.build_parser().parse_args(["--profile", "demo", "--config", "x.toml"])
+
+
+def test_a_silent_network_camera_does_not_hold_up_another_cameras_open(tmp_path) -> None:
+    # OpenCV serialises FFmpeg opens behind one lock unless told FFmpeg is thread-safe
+    # (capture/opencv.py sets OPENCV_FFMPEG_IS_THREAD_SAFE): a camera that accepts the
+    # connection and never answers then held a local file's open for its whole time-out.
+    import socket
+    import threading
+    import time
+
+    clip = tmp_path / "c.avi"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for i in range(5):
+        out.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    out.release()
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen(4)
+        port = srv.getsockname()[1]
+        silent = parse_source(f"http://127.0.0.1:{port}/a.mjpg")
+        failed = threading.Event()
+
+        def open_silent() -> None:
+            try:
+                silent.open()
+            except SourceClosed:
+                failed.set()
+
+        t = threading.Thread(target=open_silent, daemon=True)
+        t.start()
+        conn, _ = srv.accept()  # it is connected, and waits for an answer that never comes
+        with conn:
+            time.sleep(0.5)  # (well into its open)
+            start = time.monotonic()
+            local = parse_source(f"file:{clip}?fps=0")  # (which opens the file to check it)
+            local.open()
+            took = time.monotonic() - start
+            local.close()
+            t.join(15)
+    assert took < 1.0, f"the file's open waited {took:.1f} s behind the silent camera"
+    assert failed.is_set()  # (it did time out in the end: the open really was waiting)

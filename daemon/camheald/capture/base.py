@@ -11,12 +11,17 @@ class SourceClosed(Exception):
     """The source has no more frames right now (device gone, stream dropped, end of input)."""
 
 
+class SourceEnded(SourceClosed):
+    """The source has no more frames, ever (a file played once to its end, ``loop=0``): the
+    pipeline stops capturing from it instead of reconnecting."""
+
+
 class Source(abc.ABC):
     """A camera: yields RGB frames, blocking, from a capture thread (never the event loop).
 
     Lifecycle: ``open()`` (may raise ``SourceClosed`` when the device is absent), then
     ``read()`` until it raises ``SourceClosed``, then ``close()``. The pipeline reconnects by
-    calling ``open()`` again after a back-off.
+    calling ``open()`` again after a back-off, unless it was ``SourceEnded``.
     """
 
     #: the URI the user gave, shown in status and on D-Bus

@@ -20,9 +20,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from camheald.capture.base import Source, SourceClosed
+from camheald.capture.base import Source, SourceClosed, SourceEnded
 
 logger = logging.getLogger(__name__)
+
+# OpenCV serialises every FFmpeg open() behind one lock unless told that FFmpeg is thread-safe
+# (it is since FFmpeg 4; OpenCV >= 4.8 reads this): without it a network camera that does not
+# answer holds up the open of every other camera of the daemon for its whole time-out
+# (measured: a local file's open waited 3.5 s behind a silent HTTP camera; 0.00 s with it).
+os.environ.setdefault("OPENCV_FFMPEG_IS_THREAD_SAFE", "true")
 
 #: FFmpeg time-outs for network cameras: a camera that stops answering makes open() fail after
 #: the first and read() after about three times the second (FFmpeg retries; measured against a
@@ -112,7 +118,8 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 
 class ImageFolderSource(Source):
-    """A still image or a folder of images, looped, paced at ``fps`` (0: unpaced).
+    """A still image or a folder of images, looped (else shown once, then ``SourceEnded``),
+    paced at ``fps`` (0: unpaced).
 
     A file of the folder that cannot be read (corrupt, truncated, removed meanwhile) is
     skipped with one warning (once per file); only a folder without one readable image
@@ -159,7 +166,7 @@ class ImageFolderSource(Source):
         bgr = self._read_next(len(self._files))
         if bgr is None:
             if self._i >= len(self._files) and not self._loop:
-                raise SourceClosed("end of images")
+                raise SourceEnded("end of images")
             raise self._unreadable()
         self._pacer.wait()
         return bgr
@@ -201,14 +208,17 @@ class ImageFolderSource(Source):
 
 
 class VideoCaptureSource(Source):
-    """Anything cv2.VideoCapture opens: a video file (looped), /dev/videoN, rtsp://, http://.
+    """Anything cv2.VideoCapture opens: a video file, /dev/videoN, rtsp://, http://.
 
+    ``loop``: what the end of a video file means: True, play it again; False, it ended for
+    good (``SourceEnded`` once it gave frames); None (cameras, streams), there is no end: a
+    failed read is a dropped connection (``SourceClosed``, the camera reconnects).
     ``pace``: sleep between frames to ``fps``, or without one to the rate the stream
     declares (30 when it declares none): files decode faster than real time.
     """
 
     def __init__(self, uri: str, target: str | int, api: int = cv2.CAP_ANY, fps: float = 0.0,
-                 loop: bool = False, pace: bool = False,
+                 loop: bool | None = None, pace: bool = False,
                  props: dict[int, float] | None = None,
                  open_params: list[int] | None = None, live: bool = True) -> None:
         self.uri = uri
@@ -223,22 +233,25 @@ class VideoCaptureSource(Source):
         self._cap: cv2.VideoCapture | None = None
         self._size = (0, 0)
         self._pacer = _Pacer(0)
+        self._played = False  # a frame came since open(): a failed read then is the end
 
     def open(self) -> None:
         self.close()
         if isinstance(self._target, str) and self._target.startswith("/dev/") \
                 and not os.path.exists(self._target):
             raise SourceClosed(f"{self._target}: no such device")
-        if self._open_params:
-            cap = cv2.VideoCapture(self._target, self._api, self._open_params)
-        else:
-            cap = cv2.VideoCapture(self._target, self._api)
+        with quiet_opencv():  # (OpenCV's own lines per open; the failure is logged by us)
+            if self._open_params:
+                cap = cv2.VideoCapture(self._target, self._api, self._open_params)
+            else:
+                cap = cv2.VideoCapture(self._target, self._api)
         for prop, value in self._props.items():
             cap.set(prop, value)
         if not cap.isOpened():
             cap.release()
             raise SourceClosed(f"{self._target}: cannot open")
         self._cap = cap
+        self._played = False
         native = cap.get(cv2.CAP_PROP_FPS)
         if not self._fps and native and 0 < native < 1000:
             self._fps = float(native)
@@ -260,7 +273,11 @@ class VideoCaptureSource(Source):
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, bgr = self._cap.read()
         if not ok or bgr is None:
+            # a file that opens but gives nothing (truncated) may be fixed: retried, not ended
+            if self._loop is False and self._played:
+                raise SourceEnded(f"{self._target}: end of the video")
             raise SourceClosed(f"{self._target}: no frame")
+        self._played = True
         self._pacer.wait()
         return bgr
 

@@ -67,10 +67,11 @@ def parse_source(uri: str) -> Source:
 
     - ``demo[:?size=WxH&fps=F&phase=S&schedule=a,b]`` - the procedural demo scene;
     - ``file:PATH[?fps=F&loop=0]`` - a video, an image or a folder of images (loops, unless
-      ``loop=0``), played at ``fps`` frames a second: by default a video at its own frame
-      rate (30 when the file does not say) and images at 10; ``fps=0`` as fast as it
-      decodes (benchmarks: nothing paced, nothing dropped). A file that cannot be opened
-      as a video or image is refused here; an unreadable image in a folder is skipped;
+      ``loop=0``: played once, then the camera stays ``no_signal``), played at ``fps`` frames
+      a second: by default a video at its own frame rate (30 when the file does not say) and
+      images at 10; ``fps=0`` as fast as it decodes (benchmarks: nothing paced, nothing
+      dropped). A file that cannot be opened as a video or image is refused here; an
+      unreadable image in a folder is skipped;
     - ``v4l2:/dev/videoN[?size=WxH&fps=F&format=MJPG]`` - USB/UVC cameras (or the stable
       names udev makes: ``v4l2:/dev/v4l/by-id/NAME``, ``/dev/v4l/by-path/NAME``);
     - ``rtsp://…``, ``rtsps://…``, ``http(s)://…`` - network cameras through FFmpeg, with open

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from camheald.capture.base import Source, SourceClosed
+from camheald.capture.base import Source, SourceClosed, SourceEnded
 from camheald.errors import NotReady
 from camheald.service.defects import Defect, DefectEvent, DefectTracker
 from camheald.service.frames import PublishedFrame
@@ -98,8 +98,9 @@ class Camera:
         # why frames cannot be analysed ("" while they can): shown in the health report
         self._analysis_error = ""
         self._warned_sizes: set[tuple[int, int]] = set()  # logged once per frame size
-        # capture -> process hand-off: decoding and correction run on two cores in parallel
-        self._queue: queue.Queue[tuple[np.ndarray, bool, int]] = queue.Queue(maxsize=2)
+        # capture -> process hand-off: decoding and correction run on two cores in parallel;
+        # None follows the last frame of a source that ended (SourceEnded)
+        self._queue: queue.Queue[tuple[np.ndarray, bool, int] | None] = queue.Queue(maxsize=2)
         # what the current analysis means for every frame until the next one (built once)
         self._plan: tuple[Analysis | None, tuple[bool, bool], dict[str, float],
                           Correction | None, tuple[str, ...],
@@ -243,6 +244,12 @@ class Camera:
             self.on_events(self, events)
 
     def _capture_loop(self) -> None:
+        """Open, read until the source fails, reconnect; until stop() or the source ends.
+
+        The back-off (0.25 s doubling to 30 s) is reset only by a delivered frame: a source
+        that opens but gives nothing (a truncated file, a server that accepts then drops) is
+        retried at the back-off's pace, not in a busy loop.
+        """
         backoff = 0.25
         while not self._stop.is_set():
             try:
@@ -258,10 +265,14 @@ class Camera:
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
                 continue
-            backoff = 0.25
+            delivered = ended = False
             while not self._stop.is_set():
                 try:
                     image, bgr = self.source.read_native()
+                except SourceEnded as exc:
+                    logger.info("camera %s: source ended (%s)", self.id, exc)
+                    ended = True
+                    break
                 except SourceClosed as exc:
                     self._source_failed(str(exc))
                     break
@@ -270,9 +281,20 @@ class Camera:
                     self._source_failed(f"read failed: {exc}")
                     break
                 self._hand_over(image, bgr, time.monotonic_ns())
+                delivered = True
             self.source.close()
-            if not self._stop.is_set():
-                self.stats.reconnects += 1
+            if ended:
+                # after the frames still queued: the process thread then says no_signal
+                self._hand_over(None, False, 0)
+                return
+            if self._stop.is_set():
+                return
+            self.stats.reconnects += 1
+            if delivered:
+                backoff = 0.25  # it worked: reconnect at once
+            else:
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, 30.0)
 
     def _source_failed(self, why: str) -> None:
         self.stats.source_errors += 1
@@ -282,14 +304,21 @@ class Camera:
             events = self.health.source_lost()
         self._emit(events)
 
-    def _hand_over(self, image: np.ndarray, bgr: bool, ts: int) -> None:
-        """Queue a captured frame for processing.
+    def _source_ended(self) -> None:
+        """The source gave its last frame (a file played once): no signal from now on."""
+        with self._lock:
+            events = self.health.source_lost()
+        self._emit(events)
+
+    def _hand_over(self, image: np.ndarray | None, bgr: bool, ts: int) -> None:
+        """Queue a captured frame for processing (``image`` None: the source ended).
 
         A live camera never waits: when processing is behind, the oldest queued frame is
-        dropped (counted). A file read as fast as it decodes waits instead (nothing is lost).
+        dropped (counted). A file read as fast as it decodes waits instead (nothing is lost),
+        and so does the end marker (no frame follows it that could push it out).
         """
-        item = (image, bgr, ts)
-        if getattr(self.source, "live", True):
+        item = None if image is None else (image, bgr, ts)
+        if item is not None and getattr(self.source, "live", True):
             while True:
                 try:
                     self._queue.put_nowait(item)
@@ -310,9 +339,13 @@ class Camera:
     def _process_loop(self) -> None:
         while not self._stop.is_set():
             try:
-                image, bgr, ts = self._queue.get(timeout=0.2)
+                item = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            if item is None:
+                self._source_ended()
+                continue
+            image, bgr, ts = item
             try:
                 self._process(image, bgr, ts)
             except Exception:  # noqa: BLE001 - one bad frame must not stop the camera
