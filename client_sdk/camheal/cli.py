@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import math
 import os
 import select
@@ -99,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     h = sub.add_parser("hil", help="hardware-in-the-loop run: inject anomalies into a live "
                        "camera path and measure detection")
     h.add_argument("--profile", default="generic-usb", help="board profile name")
-    h.add_argument("--duration", type=_seconds, default=60.0, metavar="S",
-                   help="seconds to run (default 60)")
+    h.add_argument("--duration", type=_positive_seconds, default=60.0, metavar="S",
+                   help="seconds to run, above 0 (default 60)")
     h.add_argument("--report-dir", default="hil-report", metavar="DIR",
                    help="folder for report.json and report.md")
     h.add_argument("--physical", action="store_true",
@@ -166,10 +167,19 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_watch(args: argparse.Namespace) -> int:
-    from camheal.client import Client
+#: how often `watch` checks that the daemon it watches is still on the bus
+WATCH_POLL_S = 0.5
 
-    done = threading.Event()
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    return asyncio.run(_watch(args))
+
+
+async def _watch(args: argparse.Namespace) -> int:
+    """Print health events until the duration ends, a signal, or camheald leaves the bus."""
+    from camheal import constants as C
+    from camheal.aio import AsyncClient
+    from camheal.errors import ServiceUnavailable
 
     def on_event(cam_id: str, kind: str, payload: dict[str, Any]) -> None:
         stamp = time.strftime("%H:%M:%S")
@@ -185,14 +195,34 @@ def cmd_watch(args: argparse.Namespace) -> int:
             print(f"{stamp} {cam_id}: {verb} {payload.get('kind')} at "
                   f"{tuple(payload.get('bbox', ()))}", flush=True)
 
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
-    with Client(args.bus) as client:
-        client.on_health(on_event)
-        for cam in client.cameras():
-            print(f"{time.strftime('%H:%M:%S')} {cam.id}: {_fmt_health(cam.health())}",
+    loop = asyncio.get_running_loop()
+    done = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, done.set)
+    async with AsyncClient(args.bus) as client:
+        await client.on_health(on_event)
+        for cam in await client.cameras():
+            print(f"{time.strftime('%H:%M:%S')} {cam.id}: {_fmt_health(await cam.health())}",
                   flush=True)
-        done.wait(args.duration or None)
+        # the daemon's unique name: signals would simply stop when it goes (crash, SIGKILL,
+        # restart), so its presence is checked, as streams end on its NameOwnerChanged
+        (owner,) = await client.call_bus("GetNameOwner", "s", [C.BUS_NAME])
+        end = loop.time() + args.duration if args.duration else math.inf
+        while not done.is_set() and loop.time() < end:
+            try:
+                await asyncio.wait_for(done.wait(), min(WATCH_POLL_S, end - loop.time()))
+            except asyncio.TimeoutError:
+                pass
+            if done.is_set():
+                break
+            try:
+                (there,) = await client.call_bus("NameHasOwner", "s", [owner])
+            except Exception:  # noqa: BLE001 - however it failed, the connection is gone
+                raise ServiceUnavailable("the D-Bus connection was lost") from None
+            if not there:
+                (now,) = await client.call_bus("NameHasOwner", "s", [C.BUS_NAME])
+                raise ServiceUnavailable("camheald was replaced on the bus" if now
+                                         else "camheald left the bus")
     return 0
 
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import os
 import sys
+from pathlib import Path
 
 from dbus_fast.errors import AuthError, DBusError, InvalidAddressError
 
@@ -78,6 +79,24 @@ def resolve(args: argparse.Namespace) -> cfg.Config:
     return cfg.validate(config)
 
 
+def check_backend(backend: str) -> None:
+    """Refuse, as starting would, an explicitly requested backend that cannot run here.
+
+    Only its runtime is looked for: no model is loaded (a TensorRT engine build takes
+    minutes). ``auto`` and ``onnxruntime`` always start (without a model, if need be).
+    """
+    from camheald.inference import backends, tensorrt
+
+    try:
+        if backend == "tensorrt":
+            tensorrt.import_trt()
+        elif backend not in ("auto", "onnxruntime"):
+            # refused by name before any model is read, as Detector.load would refuse it
+            backends.create(Path(os.devnull), b"", backend)
+    except (backends.BackendError, tensorrt.TensorRTUnavailable) as exc:
+        raise cfg.ConfigError(f"backend {backend}: {exc}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -85,17 +104,18 @@ def main(argv: list[str] | None = None) -> int:
         logging.basicConfig(
             level=config.daemon.log_level.upper(), stream=sys.stderr,
             format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-        from camheald.bus.server import Server
+        from camheald.bus.server import Server, serve
         from camheald.service.manager import CameraManager
 
         manager = CameraManager(config)  # parses every source URI: bad ones fail here
         if not manager.cameras:
             logger.warning("no camera configured: use --source URI, --demo or [[camera]]")
         if args.check_config:
+            check_backend(config.model.backend)
             print(f"camheald: configuration OK ({len(manager.cameras)} camera(s))")
             return 0
-        return asyncio.run(Server(manager, config.daemon.bus, args.config,
-                                  cameras_from_file=not (args.source or args.demo)).run())
+        return serve(Server(manager, config.daemon.bus, args.config,
+                            cameras_from_file=not (args.source or args.demo)))
     except CamhealError as exc:
         print(f"camheald: error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ import json
 import logging
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -254,6 +255,20 @@ def render_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _report_folder(path: Path) -> Path:
+    """Create the report folder and check that it takes files, before a run whose report
+    would otherwise be lost at its end."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except FileExistsError:
+        raise CamhealError(f"report folder {path}: a file of that name exists") from None
+    except OSError as exc:
+        raise CamhealError(f"report folder {path}: {exc.strerror or exc}") from None
+    return path
+
+
 def run_hil(args: argparse.Namespace, ask: Callable[[str], str] = input) -> int:
     """Run the HIL session described by ``args`` (profile, duration, bus, report_dir, physical)."""
     from camheal.client import Client
@@ -267,9 +282,11 @@ def run_hil(args: argparse.Namespace, ask: Callable[[str], str] = input) -> int:
     except DaemonError as exc:
         raise CamhealError(str(exc)) from None
     wanted = profile.camera[0].id if profile.camera else None
-    duration = float(args.duration or 60.0)
+    duration = float(args.duration)
+    if not duration > 0:  # (the CLI refuses it already; 0 once meant 60 s, silently)
+        raise CamhealError(f"duration must be above 0 seconds, got {args.duration!r}")
     physical = bool(getattr(args, "physical", False))
-    report_dir = Path(args.report_dir or "hil-report")
+    report_dir = _report_folder(Path(args.report_dir or "hil-report"))
     obs = Observer()
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     with Client(args.bus) as client:

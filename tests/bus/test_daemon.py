@@ -250,6 +250,26 @@ def test_check_config_refuses_a_file_source_that_is_no_video(bus_env, tmp_path):
     assert res.returncode == 0 and "configuration OK" in res.stdout, res.stderr
 
 
+@pytest.mark.parametrize("backend", ["tensorrt", "torch"])
+def test_check_config_refuses_a_backend_that_start_refuses(backend, bus_env):
+    if backend == "tensorrt":
+        from camheald.inference import tensorrt
+
+        try:
+            tensorrt.import_trt()
+        except tensorrt.TensorRTUnavailable:
+            pass
+        else:
+            pytest.skip("TensorRT runs here")
+    args = ["--bus", "session", "--source", DEMO, "--backend", backend]
+    start = run_cli(*args, env=bus_env, exe="camheald", timeout=60)
+    check = run_cli(*args, "--check-config", env=bus_env, exe="camheald", timeout=60)
+    assert start.returncode == 2 and f"backend {backend}:" in start.stderr, start.stderr
+    assert check.returncode == 2, check.stdout
+    assert check.stderr.splitlines()[-1] == start.stderr.splitlines()[-1]
+    assert "configuration OK" not in check.stdout
+
+
 async def test_no_frame_yet_and_unknown_cameras_get_the_documented_errors(start_daemon,
                                                                           bus_address):
     d = start_daemon("--source", "v4l2:/dev/video987")  # never delivers a frame

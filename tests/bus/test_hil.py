@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 
+import pytest
+
+from camheal.errors import CamhealError
 from camheald.hil import Observer, run_hil, summarize
 
 SCHEDULE = "clean,underexposed,clean,blur"
@@ -83,3 +87,36 @@ def test_physical_steps_prompt_the_operator_and_score_each_step():
     out = summarize(obs.phases)["anomalies"]
     assert out["physical: covered"]["recall"] == 1.0
     assert out["physical: smudged"]["recall"] == 0.0
+
+
+def test_hil_refuses_a_zero_duration(bus_env):
+    from support import run_cli
+
+    res = run_cli("hil", "--profile", "demo", "--duration", "0", env=bus_env, timeout=30)
+    assert res.returncode == 2, res
+    assert res.stderr.splitlines()[-1] == ("camheal hil: error: argument --duration: must be "
+                                           "a number of seconds above 0, got '0'")
+    args = argparse.Namespace(profile="demo", duration=0.0, bus="session",
+                              report_dir="unused", physical=False)
+    with pytest.raises(CamhealError, match="duration must be above 0"):
+        run_hil(args)
+
+
+@pytest.mark.parametrize("where, needle", [
+    ("f", "report folder {}: a file of that name exists"),
+    ("f/sub", "report folder {}: Not a directory"),
+])
+def test_hil_checks_the_report_folder_before_the_run(start_daemon, bus_env, tmp_path, where,
+                                                     needle):
+    from support import run_cli
+
+    start_daemon("--source", f"inject:demo:?size=320x180&fps=15#schedule={SCHEDULE}&phase=3")
+    (tmp_path / "f").write_text("not a folder\n")
+    report_dir = tmp_path / where
+    t0 = time.monotonic()
+    res = run_cli("hil", "--profile", "demo", "--duration", "30", "--report-dir",
+                  str(report_dir), env=bus_env, timeout=25)
+    assert time.monotonic() - t0 < 10, "the run went ahead"
+    assert res.returncode == 1 and res.stdout == "", res
+    assert res.stderr == f"camheal: error: {needle.format(report_dir)}\n"
+    assert (tmp_path / "f").read_text() == "not a folder\n"

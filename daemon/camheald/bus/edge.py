@@ -6,6 +6,7 @@ only ever sees plain Python values and domain exceptions.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import logging
@@ -27,6 +28,10 @@ caller: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="
 #: whether that call allows interactive authorization (polkit may ask for a password)
 interactive: contextvars.ContextVar[bool] = contextvars.ContextVar("interactive",
                                                                   default=False)
+#: the connection the call came in on (set by the message handler): at shutdown it answers
+#: the calls still in progress (CamhealBus.end_calls)
+serving: contextvars.ContextVar[CamhealBus | None] = contextvars.ContextVar("serving",
+                                                                          default=None)
 
 #: members allowed to carry unix fds: (interface, member) -> (path, signature, how many);
 #: fds on any other message are closed at once
@@ -45,9 +50,20 @@ def translate_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
 
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> T:
+        bus = serving.get()
+        task = asyncio.current_task()
+        if bus is not None:
+            if bus.closing:
+                raise DBusError(C.ERROR_NOT_READY, bus.closing)
+            if task is not None:
+                bus.calls.add(task)
         try:
             return await fn(*args, **kwargs)
         except DBusError:
+            raise
+        except asyncio.CancelledError:
+            if bus is not None and bus.closing:  # end_calls: answered, not dropped
+                raise DBusError(C.ERROR_NOT_READY, bus.closing) from None
             raise
         except CamhealError as exc:
             raise DBusError(exc.dbus_name, str(exc).splitlines()[0] if str(exc) else
@@ -55,6 +71,9 @@ def translate_errors(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable
         except Exception:
             logger.exception("unexpected error in %s (caller %s)", fn.__name__, caller.get())
             raise DBusError(C.ERROR_FAILED, "internal error; see the daemon log") from None
+        finally:
+            if bus is not None and task is not None:
+                bus.calls.discard(task)
 
     return wrapper
 
@@ -128,7 +147,33 @@ class CamhealBus(MessageBus):
         super().__init__(*args, negotiate_unix_fd=True, **kwargs)
         self._owned_fds: set[int] = set()
         self._exported: dict[str, set[str]] = {}  # object path -> interface names
+        #: method calls in progress (translate_errors keeps it)
+        self.calls: set[asyncio.Task] = set()
+        #: once set (end_calls), why calls are refused; replies after disconnect() are dropped
+        self.closing = ""
+        self._closed = False
         self.add_message_handler(self._on_message)
+
+    async def end_calls(self, reason: str, timeout: float = 2.0) -> int:
+        """Refuse new calls and answer those in progress with NotReady(``reason``).
+
+        Work they started in executor threads is left to finish on its own (its result is
+        dropped). Returns how many calls were answered; their replies are queued, not yet
+        confirmed sent.
+        """
+        self.closing = reason
+        pending = {task for task in self.calls if not task.done()}
+        for task in pending:
+            task.cancel()
+        if pending:
+            _, late = await asyncio.wait(pending, timeout=timeout)
+            if late:
+                logger.warning("%d call(s) did not end within %g s", len(late), timeout)
+        return len(pending)
+
+    def disconnect(self) -> None:
+        self._closed = True
+        super().disconnect()
 
     def export(self, path: str, interface: Any) -> None:
         super().export(path, interface)
@@ -169,6 +214,16 @@ class CamhealBus(MessageBus):
         return bool(reply and reply.message_type == MessageType.METHOD_RETURN and reply.body[0])
 
     def send(self, msg: Message):  # type: ignore[override]
+        if self._closed and msg.message_type != MessageType.METHOD_CALL:
+            # a reply or signal after disconnect(): nobody to give it to
+            logger.debug("dropped %s after disconnect", msg.member or msg.message_type.name)
+            for fd in msg.unix_fds or ():
+                if fd in self._owned_fds:
+                    self._owned_fds.discard(fd)
+                    _close(fd)
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(None)
+            return future
         future = super().send(msg)
         owned = [fd for fd in (msg.unix_fds or ()) if fd in self._owned_fds]
         if owned:
@@ -187,6 +242,7 @@ class CamhealBus(MessageBus):
                 _close(fd)
             return None
         caller.set(msg.sender or "")
+        serving.set(self)
         interactive.set(bool(msg.flags & MessageFlag.ALLOW_INTERACTIVE_AUTHORIZATION))
         if msg.flags & MessageFlag.NO_REPLY_EXPECTED and msg.interface in OUR_INTERFACES \
                 and msg.member in FD_REPLIES:

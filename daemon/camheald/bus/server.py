@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import signal
 import socket
+import sys
 
 from dbus_fast import BusType, Message, MessageType, RequestNameReply
 from dbus_fast.constants import NameFlag
@@ -23,6 +25,11 @@ from camheald.service.manager import CameraManager
 from camheald.service.streams import StreamHub, Subscription
 
 logger = logging.getLogger(__name__)
+
+SHUTDOWN_REASON = "camheald is shutting down"
+#: how long the exit waits for work still running in executor threads: a restoring burst
+#: takes tens of seconds and cannot be interrupted, so what is left then is abandoned
+EXECUTOR_GRACE_S = 2.0
 
 
 def sd_notify(state: str) -> None:
@@ -123,7 +130,7 @@ class Server:
         logger.info("stopping")
         sd_notify("STOPPING=1")
         ticker.cancel()
-        await self._end_streams("camheald is shutting down")
+        await self._end_streams(SHUTDOWN_REASON)
         async with self._reload_lock:  # a reload in progress finishes first; none start
             await self._loop.run_in_executor(None, self.manager.stop)
         for hub in self.streams.values():
@@ -247,8 +254,10 @@ class Server:
             task.add_done_callback(self._tasks.discard)
 
     async def _end_streams(self, reason: str) -> None:
-        """Tell every subscriber its stream ends, and wait until the bus has the signals."""
+        """Answer the calls in progress with an error and tell every subscriber its stream
+        ends (both saying ``reason``), and wait until the bus has the replies and signals."""
         assert self.bus is not None
+        answered = await self.bus.end_calls(reason)
         ended = 0
         for cam_id, hub in self.streams.items():
             iface = self._camera_ifaces.get(cam_id)
@@ -256,7 +265,7 @@ class Server:
                 if iface is not None:
                     iface.StreamEnded(sub_id, reason)
                     ended += 1
-        if not ended:
+        if not (ended or answered):
             return
         # messages leave in order: once the bus answers this, it has routed the signals
         try:
@@ -264,8 +273,8 @@ class Server:
                 destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
                 interface="org.freedesktop.DBus.Peer", member="Ping")), 2.0)
         except (asyncio.TimeoutError, OSError, EOFError) as exc:
-            logger.warning("could not confirm that %d StreamEnded signal(s) left: %s", ended,
-                           exc)
+            logger.warning("could not confirm that %d StreamEnded signal(s) and %d "
+                           "reply(ies) left: %s", ended, answered, exc)
 
     def _stream_ended(self, cam_id: str, sub: Subscription, reason: str) -> None:
         """From the capture thread: tell the subscriber its stream is gone."""
@@ -300,3 +309,40 @@ class Server:
                                 cam_id, name, dropped)
 
         self.bus.add_message_handler(on_message)
+
+
+class _Pool(concurrent.futures.ThreadPoolExecutor):
+    """The daemon's executor; it keeps its unfinished work so that the exit can bound its
+    wait for it (asyncio.run would wait for every job, however long)."""
+
+    def __init__(self) -> None:
+        super().__init__(thread_name_prefix="camheald")
+        self.unfinished: set[concurrent.futures.Future] = set()
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        future = super().submit(fn, *args, **kwargs)
+        self.unfinished.add(future)
+        future.add_done_callback(self.unfinished.discard)
+        return future
+
+
+def serve(server: Server) -> int:
+    """Run ``server`` until SIGTERM or SIGINT; returns the exit status.
+
+    Executor work still running EXECUTOR_GRACE_S after the server stopped (its callers were
+    already answered) is abandoned: the process ends at once with os._exit, as Python would
+    otherwise wait for those threads at exit.
+    """
+    pool = _Pool()
+    with asyncio.Runner() as runner:
+        runner.get_loop().set_default_executor(pool)
+        rc = runner.run(server.run())
+        pool.shutdown(wait=False, cancel_futures=True)
+        _, left = concurrent.futures.wait(set(pool.unfinished), timeout=EXECUTOR_GRACE_S)
+        if left:
+            logger.info("not waiting for %d unfinished job(s)", len(left))
+            logging.shutdown()
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(rc)
+    return rc
