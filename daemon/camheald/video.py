@@ -33,6 +33,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheal.files import identity, public
+from camheald.capture.opencv import quiet_opencv
 from camheald.service.defects import DefectTracker
 from camheald.vision import imageio
 from camheald.vision.inpaint import SequenceInpainter
@@ -71,7 +72,8 @@ class Clip:
                 raise VideoError(f"{path}: no such file")
             if imageio.family_of(path) is not None:  # OpenCV would read it as a 1-frame clip
                 raise VideoError(f"{path}: is an image, not a video (use 'camheal correct')")
-            cap = cv2.VideoCapture(str(path))
+            with quiet_opencv():  # (its own lines would come before ours)
+                cap = cv2.VideoCapture(str(path))
             ok, bgr = cap.read() if cap.isOpened() else (False, None)
             if not ok or bgr is None:
                 cap.release()
@@ -102,7 +104,8 @@ class Clip:
                                      f"from the first frame's {self.width}x{self.height}")
                 yield rgb
             return
-        cap = cv2.VideoCapture(str(self.path))
+        with quiet_opencv():
+            cap = cv2.VideoCapture(str(self.path))
         try:
             while True:
                 ok, bgr = cap.read()

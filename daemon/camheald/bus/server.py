@@ -334,9 +334,12 @@ def serve(server: Server) -> int:
     otherwise wait for those threads at exit.
     """
     pool = _Pool()
-    with asyncio.Runner() as runner:
-        runner.get_loop().set_default_executor(pool)
-        rc = runner.run(server.run())
+    loop = asyncio.new_event_loop()  # (what asyncio.run does, less its unbounded executor wait;
+    # asyncio.Runner would do it too, but needs Python 3.11 and JetPack 6 has 3.10)
+    asyncio.set_event_loop(loop)
+    loop.set_default_executor(pool)
+    try:
+        rc = loop.run_until_complete(server.run())
         pool.shutdown(wait=False, cancel_futures=True)
         _, left = concurrent.futures.wait(set(pool.unfinished), timeout=EXECUTOR_GRACE_S)
         if left:
@@ -345,4 +348,15 @@ def serve(server: Server) -> int:
             sys.stdout.flush()
             sys.stderr.flush()
             os._exit(rc)
-    return rc
+        return rc
+    finally:
+        try:
+            tasks = [t for t in asyncio.all_tasks(loop) if not t.done()]
+            for t in tasks:
+                t.cancel()
+            if tasks:
+                loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
