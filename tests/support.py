@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -70,3 +71,13 @@ def copy_detector(dest: Path) -> Path:
         for f in (src.parent / name, (src.parent / name).with_suffix(".json")):
             shutil.copy(f, dest / f.name)
     return dest / src.name
+
+
+def wait_for(pred, timeout: float = 10.0) -> bool:
+    """Poll ``pred()`` every 20 ms until it is true (True) or ``timeout`` s pass (False)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.02)
+    return False

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import logging
 import shutil
-import time
 
 import cv2
 import numpy as np
@@ -11,16 +10,7 @@ import pytest
 from camheald.capture.uri import parse_source
 from camheald.service.camera import Camera
 from camheald.service.vision import VisionEngine
-from support import copy_detector
-
-
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
+from support import copy_detector, wait_for
 
 
 def make_folder(path, n=3):

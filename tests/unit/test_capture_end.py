@@ -15,17 +15,9 @@ from camheald.capture.opencv import VideoCaptureSource
 from camheald.capture.uri import parse_source
 from camheald.service.camera import Camera
 from camheald.service.vision import VisionEngine
+from support import wait_for
 
 N = 6  # frames in the test clip
-
-
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.02)
-    return False
 
 
 def make_clip(path, n=N):
