@@ -21,6 +21,7 @@ from camheald.service.vision import VisionEngine
 from camheald.vision import spec
 from camheald.vision.correct import Correction, apply_global
 from camheald.vision.types import Analysis
+from support import wait_for
 
 DEMO = "demo:?size=160x120&fps=60"
 
@@ -48,15 +49,6 @@ def strong_correction() -> Correction:
     matrix = np.array([[1.1, -0.06, -0.04], [-0.03, 1.05, -0.02], [-0.05, -0.07, 1.12]],
                       np.float32)
     return Correction(curves, matrix)
-
-
-def wait_for(pred, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.01)
-    return False
 
 
 @pytest.fixture()
