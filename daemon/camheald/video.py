@@ -37,7 +37,7 @@ from camheald.capture.opencv import quiet_opencv
 from camheald.service.defects import DefectTracker
 from camheald.vision import imageio
 from camheald.vision.inpaint import SequenceInpainter
-from camheald.vision.spec import MIN_SIDE
+from camheald.vision.spec import too_small
 
 logger = logging.getLogger(__name__)
 
@@ -84,9 +84,9 @@ class Clip:
             cap.release()
             first = bgr
         self.height, self.width = first.shape[:2]
-        if min(self.width, self.height) < MIN_SIDE:  # (the detector and the tracker need it)
-            raise VideoError(f"{self.files[0] if self.files else path}: frame must be at "
-                             f"least {MIN_SIDE}x{MIN_SIDE}, got {self.width}x{self.height}")
+        why = too_small(self.width, self.height)
+        if why:
+            raise VideoError(f"{self.files[0] if self.files else path}: {why}")
 
     def _read_image(self, p: Path) -> tuple[np.ndarray, str]:
         try:
@@ -146,8 +146,9 @@ class _Sink:
         except OSError as e:
             raise VideoError(f"{out}: cannot write ({e.strerror or e})") from None
         self.tmp = Path(name)
-        self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*FOURCC[ext]),
-                                       clip.fps, (clip.width, clip.height))
+        with quiet_opencv():  # (its notice on FFmpeg's thread safety, every open)
+            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*FOURCC[ext]),
+                                           clip.fps, (clip.width, clip.height))
         if not self._writer.isOpened():
             self.abort()
             raise VideoError(f"{out}: cannot open a {FOURCC[ext]} video writer")

@@ -182,8 +182,8 @@ async def test_images_under_16_pixels_a_side_are_invalid(start_daemon, bus_addre
             for restore in (True, False):
                 fd = memfd(png_bytes(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)))
                 try:
-                    with pytest.raises(InvalidImage,
-                                       match=f"at least 16x16, got {w}x{h}$"):
+                    with pytest.raises(InvalidImage, match="image must be at least 16x16 to "
+                                       f"be analysed, got {w}x{h}$"):
                         await client.call(C.MANAGER_PATH, C.MANAGER_IFACE, "CorrectImage",
                                           "ha{sv}", [0, {"restore": Variant("b", restore)}],
                                           unix_fds=[fd])

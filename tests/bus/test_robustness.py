@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 
 from camheal import Client
 from camheal.errors import CamhealError
+from support import make_photo, wait_for
 
 DEMO = "demo:?size=320x180&fps=20"
 
@@ -60,14 +62,53 @@ def test_a_camera_of_tiny_frames_says_so_once_and_keeps_serving(start_daemon, bu
         while "analysis_error" not in cam.health() and time.monotonic() < deadline:
             time.sleep(0.1)
         health = cam.health()
-        assert health["analysis_error"].startswith("frames are 8x8; analysis needs at least")
+        assert health["analysis_error"].startswith("frames must be at least 16x16 to be "
+                                                   "analysed, got 8x8: ")
         time.sleep(2.0)  # ~10 analysis periods
         assert cam.capture(corrected=True).image.shape == (8, 8, 3)
         assert cam.defect_mask().shape == (8, 8)
         assert cam.stats()["analyses"] == 0
     log = d.log()
     assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
-    assert log.count("analysis needs at least 16x16") == 1, log[-3000:]
+    assert log.count("frames must be at least 16x16") == 1, log[-3000:]
+
+
+def test_a_deleted_image_folder_is_no_signal_named_once_an_attempt_then_back(
+        start_daemon, bus_address, tmp_path):
+    """A camera's image folder deleted: no crash, no_signal, the reason in Stats naming the
+    folder, one log line per attempt at the back-off's pace (no OpenCV lines, no "not a
+    readable image"); frames again once the folder is back."""
+    import cv2
+
+    folder = tmp_path / "frames"
+
+    def make() -> None:
+        folder.mkdir()
+        for i in range(3):
+            cv2.imwrite(str(folder / f"{i}.png"), make_photo(i, 120, 160))
+
+    make()
+    d = start_daemon("--source", f"file:{folder}?fps=20")
+    missing = f"{folder}: folder is missing"
+    with Client(bus_address) as client:
+        cam = client.camera()
+        assert wait_for(lambda: cam.stats()["frames"] > 0)
+        shutil.rmtree(folder)
+        assert wait_for(lambda: cam.health()["state"] == "no_signal")
+        assert wait_for(lambda: cam.stats()["last_error"] == missing), cam.stats()
+        time.sleep(2.0)  # back-off 0.25, 0.5, 1 s...: a few attempts, not a flood
+        errors = cam.stats()["source_errors"]
+        assert 2 <= errors < 10 and cam.health()["state"] == "no_signal"
+        make()
+        frames = cam.stats()["frames"]
+        assert wait_for(lambda: cam.stats()["frames"] > frames + 5)
+        assert cam.health()["state"] != "no_signal"
+    assert d.proc.poll() is None
+    log = d.log()
+    lines = [ln for ln in log.splitlines() if "WARNING" in ln]
+    assert 2 <= len(lines) <= errors and all(ln.endswith(f"camera cam0: {missing}")
+                                             for ln in lines), log[-3000:]
+    assert "Traceback" not in log and "[ WARN" not in log, log[-3000:]
 
 
 def test_external_data_model_is_refused(start_daemon, bus_address, tmp_path):

@@ -251,13 +251,14 @@ def test_frames_too_small_to_analyse_are_reported_once_not_analysed(tmp_path, ca
         finally:
             cam.stop()
     report = cam.health_report()
-    assert report["analysis_error"].startswith("frames are 8x8; analysis needs at least 16x16")
+    assert report["analysis_error"] == ("frames must be at least 16x16 to be analysed, got 8x8: "
+                                        "anomalies and lens defects are not tracked")
     assert report["state"] == "ok" and cam.latest(False).image.shape == (8, 8, 3)
     assert cam.stats.analyses == 0 and "16x16" in cam.stats.last_error
     assert [(e.kind, e.name) for e in events if e.kind == "analysis"] == \
         [("analysis", "unavailable")]
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert len(problems) == 1 and "frames are 8x8" in problems[0].getMessage(), \
+    assert len(problems) == 1 and "got 8x8" in problems[0].getMessage(), \
         [r.getMessage() for r in problems]
     assert not any(r.exc_info for r in caplog.records)
     # frames big enough again: analysed again, the report's note is gone

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
 import time
 
 import cv2
@@ -106,6 +110,75 @@ def test_image_folder_skips_an_unreadable_file_and_goes_on(tmp_path, caplog):
         src.read()  # (the folder went bad while it was being read)
     with pytest.raises(SourceClosed, match="none of its 4 images is readable"):
         src.open()
+
+
+def test_a_deleted_image_folder_is_said_to_be_missing_not_unreadable(tmp_path, caplog,
+                                                                     capfd):
+    """A file removed from the folder: skipped with one warning (not decoded, so no OpenCV
+    line on each pass). The folder deleted: one SourceClosed naming the folder (no warning
+    per file, no "not a readable image"), again at each reopen, until it is back."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full((40, 60, 3), 50 * i, np.uint8))
+    src = parse_source(f"file:{folder}?fps=1000")
+    src.open()
+    assert int(src.read().mean()) == 0
+    (folder / "1.png").unlink()
+    with caplog.at_level("WARNING"):
+        assert [int(src.read().mean()) for _ in range(5)] == [100, 0, 100, 0, 100]
+    assert [r.getMessage() for r in caplog.records] == [f"{folder / '1.png'}: missing, skipped"]
+    assert capfd.readouterr().err == ""
+    caplog.clear()
+    shutil.rmtree(folder)
+    with caplog.at_level("WARNING"):
+        with pytest.raises(SourceClosed) as err:
+            src.read()
+        assert str(err.value) == f"{folder}: folder is missing"
+        with pytest.raises(SourceClosed) as err:
+            src.open()
+        assert str(err.value) == f"{folder}: folder is missing"
+    assert caplog.records == []  # the camera logs the one line; nothing before it
+    folder.mkdir()
+    cv2.imwrite(str(folder / "7.png"), np.full((40, 60, 3), 70, np.uint8))
+    src.open()
+    assert int(src.read().mean()) == 70
+    # one image, deleted: the same, for the file
+    image = folder / "7.png"
+    still = parse_source(f"file:{image}?fps=1000")
+    still.open()
+    image.unlink()
+    for step in (still.read, still.open):
+        with pytest.raises(SourceClosed) as err:
+            step()
+        assert str(err.value) == f"{image}: image file is missing"
+
+
+def test_an_image_folder_that_cannot_be_listed_is_named(tmp_path):
+    """A folder without read permission fails to open naming it and why, in one line
+    (stderr stays empty: no OpenCV lines), in a separate process that cannot bypass
+    permissions (root, with the capabilities that read any folder dropped)."""
+    drop = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("needs setpriv to run without root's permission override")
+        drop = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "0.png"), np.zeros((40, 60, 3), np.uint8))
+    code = ("import sys; from pathlib import Path\n"
+            "from camheald.capture.base import SourceClosed\n"
+            "from camheald.capture.opencv import ImageFolderSource\n"
+            "src = ImageFolderSource('file:x', Path(sys.argv[1]))\n"
+            "try:\n    src.open()\nexcept SourceClosed as e:\n    print(e)\n")
+    folder.chmod(0)
+    try:
+        r = subprocess.run([*drop, sys.executable, "-c", code, str(folder)],
+                           capture_output=True, text=True, timeout=60)
+    finally:
+        folder.chmod(0o755)
+    assert (r.returncode, r.stderr) == (0, "")
+    assert r.stdout == f"{folder}: folder cannot be read (Permission denied)\n"
 
 
 def test_video_file_source_reads_and_loops(tmp_path):

@@ -39,3 +39,15 @@ def test_crops_are_native_pixels_from_textured_cells(photo):
 def test_prepare_rejects_bad_frames(bad):
     with pytest.raises(ValueError):
         spec.prepare(bad)
+
+
+def test_the_minimum_size_rule_has_one_wording_width_first():
+    """``too_small`` holds the MIN_SIDE rule and its message (the daemon's callers wrap it
+    in their own errors); the detector's input check says it the same way, as WxH."""
+    assert spec.too_small(16, 16) == spec.too_small(1920, 16) == ""
+    assert spec.too_small(200, 15, "image") == \
+        "image must be at least 16x16 to be analysed, got 200x15"
+    with pytest.raises(ValueError) as err:
+        spec.prepare(np.zeros((8, 40, 3), np.uint8))
+    assert str(err.value) == spec.too_small(40, 8) == \
+        "frame must be at least 16x16 to be analysed, got 40x8"

@@ -122,8 +122,9 @@ class ImageFolderSource(Source):
     paced at ``fps`` (0: unpaced).
 
     A file of the folder that cannot be read (corrupt, truncated, removed meanwhile) is
-    skipped with one warning (once per file); only a folder without one readable image
-    fails (``SourceClosed``, so the camera retries it later).
+    skipped with one warning (once per file, until it changes or is back); only a folder
+    without one readable image fails (``SourceClosed``, so the camera retries it later),
+    and so does a folder (or image) that is gone or cannot be listed, named as such.
     """
 
     def __init__(self, uri: str, path: Path, fps: float = 10.0, loop: bool = True) -> None:
@@ -131,6 +132,7 @@ class ImageFolderSource(Source):
         self._path = path
         self._fps = fps
         self._loop = loop
+        self._folder = path.is_dir()  # what it was when given (it may vanish meanwhile)
         self.live = fps > 0  # unpaced: read as fast as it decodes, nothing dropped
         self._files: list[Path] = []
         self._i = 0
@@ -141,10 +143,7 @@ class ImageFolderSource(Source):
         self._skipped: dict[Path, tuple[int, int] | None] = {}
 
     def open(self) -> None:
-        if self._path.is_dir():
-            files = sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        else:
-            files = [self._path]
+        files = self._list()
         if not files:
             raise SourceClosed(f"{self._path}: no images")
         self._files = files
@@ -171,6 +170,21 @@ class ImageFolderSource(Source):
         self._pacer.wait()
         return bgr
 
+    def _list(self) -> list[Path]:
+        """The folder's image files, sorted (or the one image); SourceClosed naming the
+        folder (or image) when it is gone or cannot be listed."""
+        if not self._folder:
+            if not self._path.exists():
+                raise SourceClosed(f"{self._path}: image file is missing")
+            return [self._path]
+        try:
+            return sorted(p for p in self._path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        except FileNotFoundError:
+            raise SourceClosed(f"{self._path}: folder is missing") from None
+        except OSError as exc:  # permission denied, no longer a folder, I/O error
+            raise SourceClosed(f"{self._path}: folder cannot be read "
+                               f"({exc.strerror or exc})") from None
+
     def _unreadable(self) -> SourceClosed:
         if len(self._files) == 1:
             return SourceClosed(f"{self._files[0]}: not a readable image")
@@ -187,7 +201,14 @@ class ImageFolderSource(Source):
             path = self._files[self._i]
             self._i += 1
             stamp = _stamp(path)
-            if stamp is not None and self._skipped.get(path) == stamp:
+            if stamp is None:  # removed meanwhile: not handed to OpenCV (a line each pass)
+                if not os.access(self._path, os.R_OK | os.X_OK):
+                    self._list()  # the folder (or the image) itself gone or closed: said once
+                if path not in self._skipped:
+                    logger.warning("%s: missing, skipped", path)
+                self._skipped[path] = None
+                continue
+            if self._skipped.get(path) == stamp:
                 continue  # known bad and unchanged: not decoded (and complained about) again
             bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
             if bgr is not None:

@@ -23,7 +23,7 @@ from camheald.service.health import HealthEvent, HealthTracker
 from camheald.service.vision import VisionEngine
 from camheald.vision import directional
 from camheald.vision.correct import Correction
-from camheald.vision.spec import MIN_SIDE
+from camheald.vision.spec import too_small
 from camheald.vision.types import Analysis
 
 if TYPE_CHECKING:
@@ -469,9 +469,8 @@ class Camera:
         (``analysis_error``) and the log says it once per frame size.
         """
         h, w = image.shape[:2]
-        why = "" if min(h, w) >= MIN_SIDE else (
-            f"frames are {w}x{h}; analysis needs at least {MIN_SIDE}x{MIN_SIDE}: "
-            "anomalies and lens defects are not tracked")
+        small = too_small(w, h, "frames")
+        why = f"{small}: anomalies and lens defects are not tracked" if small else ""
         if why == self._analysis_error:
             return not why
         if why and (w, h) not in self._warned_sizes:

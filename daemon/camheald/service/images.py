@@ -14,7 +14,7 @@ import numpy as np
 from camheald.errors import Busy, InvalidArgument, InvalidImage, NotReady, TooLarge
 from camheald.service import frames
 from camheald.service.vision import VisionEngine
-from camheald.vision.spec import MIN_SIDE
+from camheald.vision.spec import too_small
 
 MAX_INPUT_BYTES = 64 * 1024 * 1024
 MAX_PIXELS = 40_000_000
@@ -77,9 +77,9 @@ def decode(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
 
 def check_min_size(width: int, height: int) -> None:
     """Refuse an image smaller than the detector's input (``spec.MIN_SIDE`` a side)."""
-    if width < MIN_SIDE or height < MIN_SIDE:
-        raise InvalidImage(f"image must be at least {MIN_SIDE}x{MIN_SIDE}, "
-                           f"got {width}x{height}")
+    why = too_small(width, height, "image")
+    if why:
+        raise InvalidImage(why)
 
 
 class ImageCorrector:

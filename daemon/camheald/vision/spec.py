@@ -137,14 +137,24 @@ def histogram(thumb: np.ndarray) -> np.ndarray:
     return (counts / np.float32(thumb.shape[0] * thumb.shape[1])).astype(np.float32)
 
 
+def too_small(width: int, height: int, what: str = "frame") -> str:
+    """Why a ``width`` x ``height`` image (called ``what`` in the message) cannot be
+    analysed: the detector and the defect tracker need MIN_SIDE pixels a side; "" when it
+    can. The one wording of this rule: callers raise it as their own error."""
+    if width >= MIN_SIDE and height >= MIN_SIDE:
+        return ""
+    return f"{what} must be at least {MIN_SIDE}x{MIN_SIDE} to be analysed, got {width}x{height}"
+
+
 def validate_frame(rgb: np.ndarray) -> None:
     """Raise ValueError unless ``rgb`` is an HxWx3 uint8 frame of at least MIN_SIDE pixels."""
     if not isinstance(rgb, np.ndarray) or rgb.dtype != np.uint8:
         raise ValueError("frame must be a uint8 numpy array")
     if rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"frame must be HxWx3, got shape {rgb.shape}")
-    if rgb.shape[0] < MIN_SIDE or rgb.shape[1] < MIN_SIDE:
-        raise ValueError(f"frame must be at least {MIN_SIDE}x{MIN_SIDE}, got {rgb.shape[:2]}")
+    why = too_small(rgb.shape[1], rgb.shape[0])
+    if why:
+        raise ValueError(why)
 
 
 def prepare(rgb: np.ndarray) -> dict[str, np.ndarray]:
