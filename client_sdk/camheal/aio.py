@@ -22,10 +22,10 @@ from dbus_fast.signature import get_signature_tree
 
 from camheal import constants as C
 from camheal.errors import (
+    BusUnavailable,
     CamhealError,
     InvalidArgument,
     ServiceLost,
-    ServiceUnavailable,
     StreamEnded,
     from_dbus,
 )
@@ -40,6 +40,8 @@ BURST_TIMEOUT_S = 180.0  # CaptureBurst: up to 16 frames, each restored when it 
 HealthCallback = Callable[[str, str, dict[str, Any]], None]
 """Called as ``callback(camera_id, event, payload)``; event is one of 'health',
 'anomaly_detected', 'anomaly_cleared', 'state'."""
+ServiceLostCallback = Callable[[str], None]
+"""Called as ``callback(reason)``: see :meth:`AsyncClient.on_service_lost`."""
 
 
 def _flag(name: str, value: Any) -> bool:
@@ -81,6 +83,23 @@ def unpack(value: Any) -> Any:
     return value
 
 
+def _unreachable(spec: str, exc: Exception) -> str:
+    """One line on why the bus ``spec`` ("system", "session" or an address) is out of reach."""
+    if spec in ("system", "session"):
+        variable = f"DBUS_{spec.upper()}_BUS_ADDRESS"
+        address = os.environ.get(variable)
+        if spec == "session" and not address and not isinstance(exc, OSError):
+            return f"cannot connect to the D-Bus session bus: {variable} is not set"
+        name = f"the D-Bus {spec} bus" + (f" ({variable}={address})" if address else "")
+    else:
+        name = f"the D-Bus bus at {spec!r}"
+    if isinstance(exc, InvalidAddressError):
+        return f"cannot connect to {name}: not a D-Bus address ({exc})"
+    if isinstance(exc, AuthError):
+        return f"cannot connect to {name}: the bus refused this client ({exc})"
+    return f"cannot connect to {name}: {getattr(exc, 'strerror', None) or exc}"
+
+
 class AsyncClient:
     """Connection to camheald. Use ``async with AsyncClient(bus="session") as client:``.
 
@@ -98,22 +117,32 @@ class AsyncClient:
         self._streams: weakref.WeakValueDictionary[tuple[str, int], StreamReader] = \
             weakref.WeakValueDictionary()
         self._early_ends: OrderedDict[tuple[str, int], str] = OrderedDict()
-        self._gone: OrderedDict[str, None] = OrderedDict()  # daemon unique names that left
+        self._gone: OrderedDict[str, str] = OrderedDict()  # daemon unique names that left: why
+        # on_service_lost callbacks, with the unique name of the daemon each one watches
+        self._lost: list[tuple[str, ServiceLostCallback]] = []
         self._watching = False  # match rules and handler installed on this connection
         self._watch_lock = asyncio.Lock()
 
     async def connect(self) -> AsyncClient:
+        """Connect to the bus (``async with`` does it).
+
+        Raises:
+            BusUnavailable: the bus cannot be reached; its message says why in one line.
+        """
         spec = self._bus_spec
         try:
             if spec == "system":
                 bus = MessageBus(bus_type=BusType.SYSTEM, negotiate_unix_fd=True)
             elif spec == "session":
                 bus = MessageBus(bus_type=BusType.SESSION, negotiate_unix_fd=True)
+            elif not spec:  # (dbus_fast would take the session bus for it)
+                raise InvalidAddressError("the address is empty")
             else:
                 bus = MessageBus(bus_address=spec, negotiate_unix_fd=True)
             self._bus = await bus.connect()
-        except (OSError, InvalidAddressError, AuthError) as exc:
-            raise ServiceUnavailable(f"cannot connect to the D-Bus {spec} bus: {exc}") from None
+        except (OSError, InvalidAddressError, AuthError, KeyError) as exc:
+            # (KeyError: dbus_fast reads $HOME when DBUS_SESSION_BUS_ADDRESS is not set)
+            raise BusUnavailable(_unreachable(spec, exc)) from None
         task = asyncio.ensure_future(self._watch_disconnect(self._bus))
         task.add_done_callback(lambda t: None if t.cancelled() else t.exception())
         return self
@@ -121,6 +150,7 @@ class AsyncClient:
     async def close(self) -> None:
         if self._bus is not None:
             bus, self._bus, self._watching = self._bus, None, False
+            self._lost.clear()  # closed, not lost
             bus.disconnect()
             self._end_streams(StreamEnded, "the client was closed")
 
@@ -251,11 +281,33 @@ class AsyncClient:
         self._bus.add_message_handler(self._on_signal)
         self._matched = True
 
-    # -- stream ends --------------------------------------------------------------------------
+    async def on_service_lost(self, callback: ServiceLostCallback) -> None:
+        """Call ``callback(reason)`` once when the camheald running now goes away.
+
+        ``reason`` is one line: "camheald left the bus" (stopped, crashed, killed),
+        "camheald was replaced on the bus" (another camheald took the name) or "the D-Bus
+        connection was lost". The same watch on the bus ends open streams with
+        :class:`camheal.errors.ServiceLost`; health signals alone would just stop coming.
+        Closing the client calls nothing. The callback runs on the client's event loop: keep
+        it short.
+
+        Raises:
+            ServiceUnavailable: camheald is not on the bus now.
+        """
+        await self._watch_streams()  # the match rule first: no leaving after it is missed
+        (owner,) = await self.call_bus("GetNameOwner", "s", [C.BUS_NAME])
+        why = self._gone.get(owner)
+        if why is not None:  # left while its name was being looked up
+            callback(why)
+        else:
+            self._lost.append((owner, callback))
+
+    # -- stream ends and the daemon leaving ---------------------------------------------------
     async def _watch_streams(self) -> None:
         """Listen (once per connection) for StreamEnded and for the daemon leaving the bus.
 
-        Done before the first Subscribe, so that no end can come before its match rule.
+        Done before the first Subscribe or ``on_service_lost``, so that no end can come before
+        its match rule.
         """
         async with self._watch_lock:
             if self._bus is None:
@@ -301,13 +353,14 @@ class AsyncClient:
             _name, old, new = msg.body
             if not old:
                 return
-            self._gone[old] = None
+            why = "camheald was replaced on the bus" if new else "camheald left the bus"
+            self._gone[old] = why
             while len(self._gone) > _EARLY_ENDS:
                 self._gone.popitem(last=False)
-            why = "camheald was replaced on the bus" if new else "camheald left the bus"
             for reader in list(self._streams.values()):
                 if reader.owner == old:
                     reader.end(why, ServiceLost)
+            self._service_lost(why, old)
 
     async def _watch_disconnect(self, bus: MessageBus) -> None:
         try:
@@ -317,6 +370,14 @@ class AsyncClient:
         if self._bus is bus:  # lost, not closed by us: a later call connects again
             self._bus, self._watching = None, False
             self._end_streams(ServiceLost, "the D-Bus connection was lost")
+            self._service_lost("the D-Bus connection was lost")
+
+    def _service_lost(self, why: str, owner: str | None = None) -> None:
+        """Call (once) the on_service_lost callbacks watching ``owner`` (None: all)."""
+        hit = [cb for o, cb in self._lost if owner is None or o == owner]
+        self._lost = [(o, cb) for o, cb in self._lost if owner is not None and o != owner]
+        for cb in hit:
+            cb(why)
 
     def _end_streams(self, error: type[StreamEnded], reason: str) -> None:
         for reader in list(self._streams.values()):
@@ -324,10 +385,14 @@ class AsyncClient:
         self._streams.clear()
 
     async def call_bus(self, member: str, signature: str, body: list[Any]) -> list[Any]:
+        """Call a method of the bus itself; raises the typed SDK error on an error reply."""
         assert self._bus is not None
         reply = await self._bus.call(Message(
             destination="org.freedesktop.DBus", path="/org/freedesktop/DBus",
             interface="org.freedesktop.DBus", member=member, signature=signature, body=body))
+        if reply is not None and reply.message_type == MessageType.ERROR:
+            text = reply.body[0] if reply.body else reply.error_name
+            raise from_dbus(reply.error_name or "", str(text))
         return reply.body if reply else []
 
     def _on_signal(self, msg: Message) -> None:

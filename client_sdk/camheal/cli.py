@@ -15,12 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from camheal.constants import VERSION
-from camheal.errors import CamhealError
+from camheal.errors import BusUnavailable, CamhealError
 from camheal.files import write_atomic
 
 
 def _bus_default() -> str:
-    return os.environ.get("CAMHEAL_BUS", "system")
+    return os.environ.get("CAMHEAL_BUS") or "system"
+
+
+#: what to do when the bus cannot be reached (after BusUnavailable's one-line reason)
+BUS_HINT = "choose the bus with --bus system|session|ADDRESS or $CAMHEAL_BUS"
 
 
 def _seconds(text: str, positive: bool = False) -> float:
@@ -167,17 +171,12 @@ def cmd_capture(args: argparse.Namespace) -> int:
     return 0
 
 
-#: how often `watch` checks that the daemon it watches is still on the bus
-WATCH_POLL_S = 0.5
-
-
 def cmd_watch(args: argparse.Namespace) -> int:
     return asyncio.run(_watch(args))
 
 
 async def _watch(args: argparse.Namespace) -> int:
     """Print health events until the duration ends, a signal, or camheald leaves the bus."""
-    from camheal import constants as C
     from camheal.aio import AsyncClient
     from camheal.errors import ServiceUnavailable
 
@@ -199,30 +198,27 @@ async def _watch(args: argparse.Namespace) -> int:
     done = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, done.set)
+    lost: asyncio.Future[str] = loop.create_future()
+
+    def on_lost(why: str) -> None:
+        if not lost.done():
+            lost.set_result(why)
+
     async with AsyncClient(args.bus) as client:
+        # (health signals would simply stop coming when it goes: crash, SIGKILL, restart)
+        await client.on_service_lost(on_lost)
         await client.on_health(on_event)
         for cam in await client.cameras():
             print(f"{time.strftime('%H:%M:%S')} {cam.id}: {_fmt_health(await cam.health())}",
                   flush=True)
-        # the daemon's unique name: signals would simply stop when it goes (crash, SIGKILL,
-        # restart), so its presence is checked, as streams end on its NameOwnerChanged
-        (owner,) = await client.call_bus("GetNameOwner", "s", [C.BUS_NAME])
-        end = loop.time() + args.duration if args.duration else math.inf
-        while not done.is_set() and loop.time() < end:
-            try:
-                await asyncio.wait_for(done.wait(), min(WATCH_POLL_S, end - loop.time()))
-            except asyncio.TimeoutError:
-                pass
-            if done.is_set():
-                break
-            try:
-                (there,) = await client.call_bus("NameHasOwner", "s", [owner])
-            except Exception:  # noqa: BLE001 - however it failed, the connection is gone
-                raise ServiceUnavailable("the D-Bus connection was lost") from None
-            if not there:
-                (now,) = await client.call_bus("NameHasOwner", "s", [C.BUS_NAME])
-                raise ServiceUnavailable("camheald was replaced on the bus" if now
-                                         else "camheald left the bus")
+        stopped = asyncio.ensure_future(done.wait())
+        try:
+            await asyncio.wait({stopped, lost}, timeout=args.duration or None,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if lost.done() and not done.is_set():
+            raise ServiceUnavailable(lost.result())
     return 0
 
 
@@ -302,6 +298,9 @@ def main(argv: list[str] | None = None) -> int:
         # "Note on SIGPIPE")
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
+        return 1
+    except BusUnavailable as exc:  # every command that connects comes here (Client connects)
+        print(f"camheal: error: {exc}; {BUS_HINT}", file=sys.stderr)
         return 1
     except CamhealError as exc:
         print(f"camheal: error: {exc}", file=sys.stderr)

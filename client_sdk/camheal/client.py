@@ -10,7 +10,14 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from camheal.aio import BURST_TIMEOUT_S, RESTORE_TIMEOUT_S, AsyncCamera, AsyncClient, HealthCallback
+from camheal.aio import (
+    BURST_TIMEOUT_S,
+    RESTORE_TIMEOUT_S,
+    AsyncCamera,
+    AsyncClient,
+    HealthCallback,
+    ServiceLostCallback,
+)
 from camheal.errors import CamhealError
 from camheal.frame import Frame
 from camheal.stream import Stream
@@ -94,6 +101,19 @@ class Client:
         The callback runs on the client's private thread: keep it short.
         """
         self._run(self._aio.on_health(callback))
+
+    def on_service_lost(self, callback: ServiceLostCallback) -> None:
+        """Call ``callback(reason)`` once when the camheald running now goes away.
+
+        It left the bus (stopped, crashed, killed), was replaced, or the bus connection was
+        lost; ``reason`` says which in one line (see ``AsyncClient.on_service_lost``). Closing
+        the client calls nothing. The callback runs on the client's private thread: keep it
+        short.
+
+        Raises:
+            ServiceUnavailable: camheald is not on the bus now.
+        """
+        self._run(self._aio.on_service_lost(callback))
 
 
 class Camera:

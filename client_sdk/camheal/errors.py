@@ -15,6 +15,11 @@ class ServiceUnavailable(CamhealError):
     """camheald is not running on this bus (or the bus itself is not reachable)."""
 
 
+class BusUnavailable(ServiceUnavailable):
+    """The D-Bus bus itself cannot be reached: no address set, nothing listening there, or
+    the bus refused the connection. Also a :class:`ServiceUnavailable`."""
+
+
 class UnknownCamera(CamhealError):
     dbus_name = C.ERROR_UNKNOWN_CAMERA
 

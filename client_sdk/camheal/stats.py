@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -38,6 +39,7 @@ class StreamStats:
         return float(p50), float(p99)
 
     def line(self, dropped: int) -> str:
-        p50, p99 = self.percentiles()
-        return (f"{self.fps():5.1f} fps, latency p50 {p50:5.1f} ms p99 {p99:5.1f} ms, "
+        """One statistics line; a latency of a window without frames shows as "-"."""
+        p50, p99 = (f"{v:5.1f}" if math.isfinite(v) else f"{'-':>5}" for v in self.percentiles())
+        return (f"{self.fps():5.1f} fps, latency p50 {p50} ms p99 {p99} ms, "
                 f"{self.total} frames, {dropped} dropped")

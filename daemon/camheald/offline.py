@@ -188,11 +188,11 @@ def correct(args: argparse.Namespace) -> int:
             failed += 1
             continue
         try:
-            rgb, family = imageio.read_rgb(file)
+            data = imageio.read_file(file)  # (kept: an unchanged image is copied as it is)
+            rgb, family = imageio.decode_rgb(data)
             imageio.check_size(imageio.family_of(dest) or family, rgb.shape[1], rgb.shape[0])
             fixed, a, done = correct_image(det, rgb)
-            data = None if done else Path(file).read_bytes()
-            if data is not None and imageio.copyable(dest, family, data):
+            if not done and imageio.copyable(dest, family, data):
                 imageio.write_bytes_atomic(dest, data)  # bit-exact copy
             else:
                 imageio.write_rgb(dest, fixed, family)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import cv2
@@ -101,6 +103,37 @@ def test_a_closed_pipe_stops_diagnose_quietly(tmp_path: Path) -> None:
         err = proc.stderr.read()
         assert proc.wait(60) == 1
     assert err == ""
+
+
+def test_correct_reads_each_input_once(tmp_path: Path) -> None:
+    # a clean photo is copied bit-exact and a dark one corrected, each from one read
+    from test_offline import clean_photo
+
+    clean = save(tmp_path / "clean.png", clean_photo())
+    dark = save(tmp_path / "dark.jpg", (make_photo(7) * 0.07).astype(np.uint8))
+    script = textwrap.dedent("""
+        import argparse, collections, os, sys
+        from camheald import offline
+        inputs = sys.argv[1:3]
+        opened = collections.Counter()
+
+        def count_opens(event, args):
+            if event == "open" and not isinstance(args[0], int):
+                opened[os.fspath(args[0])] += 1
+
+        sys.addaudithook(count_opens)
+        rc = offline.correct(argparse.Namespace(inputs=inputs, output=sys.argv[3], json=True))
+        print(rc, *(opened[f] for f in inputs))
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "CAMHEAL_MODEL"}
+    r = subprocess.run([sys.executable, "-c", script, str(clean), str(dark),
+                        f"{tmp_path}/out/"], capture_output=True, text=True, timeout=120,
+                       env=env)
+    assert r.returncode == 0, r.stderr
+    *reports, counts = r.stdout.splitlines()
+    assert counts == "0 1 1", r.stdout
+    assert [json.loads(x)["actions"] == [] for x in reports] == [True, False], reports
+    assert (tmp_path / "out" / "clean.png").read_bytes() == clean.read_bytes()
 
 
 # ------------------------------------------------------------------ writing

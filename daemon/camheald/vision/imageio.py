@@ -160,11 +160,8 @@ def check_complete(family: str, data: bytes) -> None:
         raise ImageError("truncated JPEG file (no end-of-image marker)")
 
 
-def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
-    """Read an image file as HxWx3 uint8 RGB, checking its header first.
-
-    Returns:
-        (rgb, format family)
+def read_file(path: str | os.PathLike) -> bytes:
+    """An image file's bytes, read once: a regular file, not empty, at most MAX_BYTES.
 
     Raises:
         ImageError: with a short human-readable reason.
@@ -190,6 +187,18 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.
         raise ImageError(e.strerror or str(e)) from None
     if not data:
         raise ImageError("empty file")
+    return data
+
+
+def decode_rgb(data: bytes, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """An image file's bytes as HxWx3 uint8 RGB, its header checked before decoding.
+
+    Returns:
+        (rgb, format family)
+
+    Raises:
+        ImageError: with a short human-readable reason.
+    """
     family, w, h = sniff(data)
     if w <= 0 or h <= 0:
         raise ImageError(f"invalid image size {w}x{h}")
@@ -200,6 +209,18 @@ def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.
     if bgr is None:
         raise ImageError(f"cannot decode {family.upper()} data (corrupt or truncated)")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), family
+
+
+def read_rgb(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, str]:
+    """Read an image file as HxWx3 uint8 RGB, checking its header first.
+
+    Returns:
+        (rgb, format family)
+
+    Raises:
+        ImageError: with a short human-readable reason.
+    """
+    return decode_rgb(read_file(path), max_pixels)
 
 
 def family_of(path: str | os.PathLike) -> str | None:
