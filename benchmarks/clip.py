@@ -28,14 +28,16 @@ def _texture(width: int, height: int, rng: np.random.Generator) -> np.ndarray:
     return np.clip(base, 0, 255).astype(np.uint8)
 
 
-def render(width: int, height: int, frames: int, seed: int = 0):
-    """Yield ``frames`` BGR frames of the moving scene."""
+def render(width: int, height: int, frames: int, seed: int = 0, objects: bool = True):
+    """Yield ``frames`` BGR frames of the moving scene (``objects``: with the coloured discs
+    drawn in screen space; a slow dark one holds still in the image while the scene pans,
+    which the persistent-defect tracker rightly takes for lens dirt)."""
     rng = np.random.default_rng(seed)
     tex = _texture(width, height, rng)
     th, tw = tex.shape[:2]
     objects = [(rng.uniform(0.05, 0.95, 2), rng.uniform(-0.01, 0.01, 2),
                 tuple(int(c) for c in rng.integers(0, 256, 3)), int(rng.integers(20, 90)))
-               for _ in range(8)]
+               for _ in range(8 if objects else 0)]
     for i in range(frames):
         ox = int((tw - width) * (0.5 + 0.5 * np.sin(i / 40.0)))
         oy = int((th - height) * (0.5 + 0.5 * np.cos(i / 55.0)))

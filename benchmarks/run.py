@@ -9,7 +9,8 @@
                                         # baselines); writes .bench-out/BENCHMARKS-partial.md
 
 Sections: end-to-end (daemon + SDK clients vs decode-only), model costs, IPC (bench_ipc.py),
-and a py-spy profile of the daemon at 1080p. Raw results: .bench-out/results.json.
+a py-spy profile of the daemon at 1080p, and what ``camheal correct-video`` costs
+(offline.py). Raw results: .bench-out/results.json.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks import bench_model, bench_stages, detmodel, e2e, ipc, report
+from benchmarks import bench_model, bench_stages, detmodel, e2e, ipc, offline, report
 from benchmarks.clip import make_clip
 from benchmarks.common import (
     DOCS,
@@ -36,7 +37,7 @@ from benchmarks.common import (
 from benchmarks.profile import Recorder, py_spy, summarize
 
 RESOLUTIONS = {"720p": (1280, 720), "1080p": (1920, 1080)}
-SECTIONS = ("model", "stages", "e2e", "profile", "ipc")
+SECTIONS = ("model", "stages", "e2e", "profile", "ipc", "offline")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -212,6 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     n_steps = 2 + (3 if "model" not in skip else 0) + (1 if "profile" not in skip else 0)
     n_steps += 0 if "stages" in skip else 1
     n_steps += 0 if "ipc" in skip else (1 if args.quick else 2)
+    n_steps += 0 if "offline" in skip else (1 if args.quick else len(offline.SIZES))
     progress = Progress(n_steps, "camheal bench")
     try:
         progress.step("test clips")
@@ -237,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
             run_profile(clips["1080p"], args.quick, progress, results)
         if "ipc" not in skip:
             run_ipc(args.quick, progress, results)
+        if "offline" not in skip:
+            offline.run(args.quick, progress, results)
         progress.step("report")
         results["load_end"] = loadavg()
         results["busy_end"] = other_busy_processes()

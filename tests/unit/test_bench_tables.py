@@ -1,4 +1,4 @@
-"""The benchmark report's look-ups into raw results (no benchmark is run)."""
+"""The benchmark report's look-ups into raw results, and one tiny run of the offline section."""
 
 from __future__ import annotations
 
@@ -60,3 +60,18 @@ def test_eval_health_reports_each_clip(tmp_path, capsys):
     assert main([str(tmp_path), "--step", "2"]) == 0
     text = capsys.readouterr().out
     assert "| clip.avi | 3 |" in text and "Single-frame scores" in text
+
+
+def test_offline_section_times_the_real_correct_video(tmp_path):
+    from benchmarks import offline
+    from benchmarks.sections import offline_section
+
+    clips = offline.make_clips(160, 96, 8, out_dir=tmp_path)
+    rows = [{"res": "tiny", "content": kind, **offline.run_one(clip, mask, 8)}
+            for kind, (clip, mask) in clips.items()]
+    clean, dirt = rows
+    assert clean["fps"] > 0 and clean["cpu_ms_per_frame"] > 0 and clean["peak_rss_mb"] > 50
+    assert "iou_end" not in clean and 0.0 <= dirt["iou_end"] <= 1.0
+    assert not list(tmp_path.glob("*-out.avi")) and not list(tmp_path.glob("*-mask.png"))
+    text = offline_section({"offline": rows})
+    assert "| tiny | dirt | 8 |" in text and "Mask IoU" in text
