@@ -62,6 +62,10 @@ class DefectConfig:
     max_shift: float = 0.35  # largest camera shift used, fraction of the working height
     motion_diff: float = 14.0  # grey levels
     half_vote: float = 0.5  # weight of a one-sided motion vote
+    osd_still: float = 8.0  # grey levels: a pixel that changed less while the camera moved
+    osd_white: float = 230.0  # ... is this bright (largest channel), next to an edge this sharp
+    osd_edge: float = 150.0  # (3x3 Sobel |gx| + |gy| of the mean view) is on-screen display
+    osd_margin: float = 0.02  # no votes within this fraction of the height around it
     min_shift: float = 2.0  # pixels of camera shift that give evidence
     reg_tol: float = 1.0  # pixels of misregistration tolerated (times the local gradient)
     key_shift: float = 0.05  # a new camera-motion keyframe after this shift (fraction of height)

@@ -2,7 +2,8 @@
 
 Earlier frames shifted by the camera motion line the scene up behind each pixel now, and
 this frame shifted back lines it up for then; a pixel darker than the scene behind it at
-both times votes "defect", one that follows the scene votes "clear".
+both times votes "defect", one that follows the scene votes "clear". Bright content fixed in
+the image (an on-screen display: burned-in clock, camera name, logo) is learned and left out.
 """
 
 from __future__ import annotations
@@ -62,13 +63,37 @@ class MovingEvidence:
             c = min(cands, key=lambda c: abs(c[0] - frac * dmax))
             if all(math.hypot(c[2] - q[2], c[3] - q[3]) >= cfg.min_shift for q in picks):
                 picks.append(c)
-        now, then, raw = [], [], None
-        for _d, old, dx, dy in picks:
-            now.append(_shifted(old, dx, dy))  # the scene behind each pixel now
-            ahead = _shifted(gn, -dx, -dy)  # ... and at the time of ``old``
-            then.append(np.where(ahead >= 0, ahead - old, np.float32(-1e4)))
-            r = cv2.absdiff(gn, old)
-            raw = r if raw is None else np.maximum(raw, r)
+        raw = np.max([cv2.absdiff(gn, old) for _d, old, _x, _y in picks], axis=0)
+        behind = [_shifted(old, dx, dy) for _d, old, dx, dy in picks]  # the scene now
+        # Near-white (white, yellow, cyan) content with sharp edges that stays put in the
+        # image while the camera moves, where the scene lined up behind it is something else
+        # (burned-in text, a logo: an on-screen display; a flat bright wall is explained by
+        # the scene), away from the defects found: neither scene nor lens defect (those are
+        # dark). Learned here, it and a margin around it give no evidence, and it is no
+        # source of "the scene behind" either (shifted onto its neighbours as if it were
+        # scene, it made them look dark: "cracks" along a timestamp). A thin stroke's own
+        # pixels are greyed by the reduction: its brightest neighbour counts. Learned in ~7
+        # updates, forgotten in ~35 (digits that change stay in it).
+        seen = _median(behind)
+        k3 = np.ones((3, 3), np.uint8)
+        sharp = np.abs(cv2.Sobel(self._mean, cv2.CV_32F, 1, 0, ksize=3)) \
+            + np.abs(cv2.Sobel(self._mean, cv2.CV_32F, 0, 1, ksize=3))
+        cur = (raw < cfg.osd_still) & (cv2.absdiff(gn, self._mean) < cfg.osd_still) \
+            & (cv2.dilate(self._value, k3) >= cfg.osd_white) \
+            & (cv2.dilate(sharp, k3) >= cfg.osd_edge) \
+            & (seen >= 0) & (np.abs(gn - seen) > cfg.motion_diff) \
+            & (cv2.dilate(self._on.astype(np.uint8), self._osd_k) == 0)
+        self._osd_p = np.where(cur, self._osd_p + np.float32(0.1) * (1.0 - self._osd_p),
+                               self._osd_p * np.float32(0.98))
+        self._osd_zone = cv2.dilate((self._osd_p > 0.5).astype(np.uint8), self._osd_k) > 0
+        zone = self._osd_zone.astype(np.float32)
+        now, then = [], []
+        for (_d, old, dx, dy), scene_now in zip(picks, behind, strict=True):
+            # the scene behind each pixel now, and at the time of ``old``
+            now.append(np.where(_shifted(zone, dx, dy) > 0.5, np.float32(-1e4), scene_now))
+            ahead = _shifted(gn, -dx, -dy)
+            then.append(np.where((ahead >= 0) & (_shifted(zone, -dx, -dy) <= 0.5),
+                                 ahead - old, np.float32(-1e4)))
         scene = _median(now)
         dark_then = _median(then)
         valid = scene >= 0

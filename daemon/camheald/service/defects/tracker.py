@@ -11,6 +11,8 @@ At a small working resolution (<= 320 px wide), after removing the global bright
 * moving camera: earlier frames shifted by the camera motion line the scene up behind each
   pixel now, and this frame shifted back lines it up for then; a pixel darker than the
   scene behind it now and then votes "defect", one that follows the scene votes "clear";
+  near-white, sharp content that stays put while the scene moves (an on-screen display:
+  a burned-in clock, a logo) is learned, and it and a margin around it give no evidence;
 * fixed camera: the activity a pixel should show is the closing of the temporal-std map
   along the local direction of travel (dense optical flow): what passes along a lane or a
   path through it. A pixel that stays still while things (brighter than it) pass through
@@ -112,6 +114,13 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         # has voted "defect" for each pixel: a track voted so for ``confirm_fixed`` updates is
         # not held to ``confirm_fixed_s`` (a blip of the mask does not count)
         self._looked = np.zeros((wh, ww), np.int16)
+        # on-screen display (near-white, fixed in the image while the camera moves): learned
+        # while moving (``_motion_evidence``), no votes in it and a margin around it
+        self._value = np.zeros((wh, ww), np.uint8)
+        self._osd_p = np.zeros((wh, ww), np.float32)
+        self._osd_zone = np.zeros((wh, ww), bool)
+        m = max(1, round(cfg.osd_margin * wh))
+        self._osd_k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * m + 1, 2 * m + 1))
         self._lens_restart()
         self._mask = np.zeros((wh, ww), np.uint8)
         self._tracks.clear()
@@ -171,6 +180,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._n += 1
         small = cv2.resize(rgb, self._ws, interpolation=cv2.INTER_LINEAR)
         g = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
+        self._value = small.max(axis=2)  # HSV value: white, yellow or cyan text all near 255
         events = self._scene_states(g, now)
         if self._covered:
             return events  # nothing behind the lens to learn from
@@ -261,6 +271,10 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
             looked |= pm > 0.5
             target[free & (pm < 0.2)] = 0.0
             weight[free & ((pm > 0.5) | (pm < 0.2))] = cfg.gamma * 0.5
+        zone = self._osd_zone
+        target[zone] = -1.0
+        weight[zone] = 0.0
+        looked &= ~zone
         self._looked = np.where(looked, np.minimum(self._looked + 1, 10_000), 0).astype(np.int16)
         self._p += weight * (np.maximum(target, 0.0) - self._p)
         self._on = (self._p > cfg.p_on) | (self._on & (self._p > cfg.p_off))
