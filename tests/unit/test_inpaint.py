@@ -51,7 +51,7 @@ def test_the_network_fills_only_frames_where_no_frame_showed_the_scene() -> None
     for f in busy_static(4):
         inp.push(defect.apply(f))
     inp.flush()
-    assert inp.stats["temporal"] == 0 and inp.stats["learned"] == inp.stats["opencv"] > 0
+    assert inp.stats["temporal"] == 0 and inp.stats["learned"] > 0 == inp.stats["opencv"]
 
 
 def test_estimated_mask_then_fill_beats_telea_with_the_true_mask() -> None:
@@ -66,13 +66,14 @@ def test_estimated_mask_then_fill_beats_telea_with_the_true_mask() -> None:
     assert psnr_in(ours, clean, defect.mask) >= psnr_in(telea, clean, defect.mask) + 1.0
 
 
-def test_fixed_camera_falls_back_to_opencv_and_still_beats_raw() -> None:
+def test_fixed_camera_fills_without_other_frames_and_still_beats_raw() -> None:
     clean = busy_static(12)
     defect = inject.dirt(W, H, 3)
     bad = [defect.apply(f) for f in clean]
     inp = SequenceInpainter(defect.mask, window=4)
     ours = [*(f for b in bad for f in inp.push(b)), *inp.flush()]
-    assert inp.stats["temporal"] == 0 and inp.stats["opencv"] > 0  # nothing seen behind it
+    # nothing seen behind it: the network (method "auto", shipped) or OpenCV fills it all
+    assert inp.stats["temporal"] == 0 and inp.stats["learned"] + inp.stats["opencv"] > 0
     assert psnr_in(ours, clean, defect.mask) > psnr_in(bad, clean, defect.mask) + 4.0
 
 

@@ -127,7 +127,7 @@ def test_shipped_inpainter_in_still_and_sequence_fills(photo):
     inp = SequenceInpainter(mask, window=1, method="learned")
     out = [*inp.push(bad), *inp.push(bad), *inp.flush()]
     assert len(out) == 2 and inp.stats["temporal"] == 0
-    assert inp.stats["learned"] == inp.stats["opencv"] > 0
+    assert inp.stats["learned"] > 0 and inp.stats["opencv"] < inp.stats["learned"]
     telea = SequenceInpainter(mask, window=1, method="telea")
     telea.push(bad)
     telea.flush()

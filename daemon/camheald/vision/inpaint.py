@@ -31,6 +31,7 @@ METHODS = {"telea": cv2.INPAINT_TELEA, "ns": cv2.INPAINT_NS}
 # Spatial fills: "auto" = the learned network when its weights load and its sidecar says it
 # beat Telea (``auto``), else Telea.
 SPATIAL = ("auto", "learned", *METHODS)
+_MEAN_RGB = np.full((1, 3), 1.0 / 3.0, np.float32)  # cv2.transform: the mean of R, G, B
 
 
 def _learned(method: str):
@@ -263,16 +264,24 @@ class SequenceInpainter:
             # The network (a few hundred ms per touched megapixel) only where no frame
             # showed the scene; the thin edge band alone is left to the cheap OpenCV fill.
             if self._net is not None and unseen.any():
+                # only the pieces of what is left that hold unseen pixels, each in its own
+                # crop (one box around pieces far apart costs the network a whole frame)
+                _n, labels = cv2.connectedComponents(todo.astype(np.uint8), connectivity=8)
+                net_ids = np.unique(labels[unseen])
                 frame = target.rgb.copy()  # the network wants context beyond the box
                 frame[y0:y1, x0:x1] = filled
                 hole = np.zeros(self.mask.shape, np.uint8)
-                hole[y0:y1, x0:x1] = todo
-                filled = self._net.fill(frame, hole)[y0:y1, x0:x1]
-                self.stats["learned"] += int(todo.sum())
-            else:
+                for k in net_ids[net_ids > 0]:
+                    hole[y0:y1, x0:x1] = labels == k
+                    frame = self._net.fill(frame, hole)
+                filled = frame[y0:y1, x0:x1]
+                learned = np.isin(labels, net_ids[net_ids > 0])
+                self.stats["learned"] += int(learned.sum())
+                todo &= ~learned
+            if todo.any():
                 filled = cv2.inpaint(filled, todo.astype(np.uint8) * 255, self.radius,
                                      METHODS.get(self.method, cv2.INPAINT_TELEA))
-            self.stats["opencv"] += int(todo.sum())
+                self.stats["opencv"] += int(todo.sum())
         out = target.rgb.copy()
         out[y0:y1, x0:x1] = _blend(tgt, filled, self.weight[y0:y1, x0:x1])
         return out
@@ -305,25 +314,33 @@ class SequenceInpainter:
         moved on its own between the two frames, or a bad registration, shows there.
         """
         y0, y1, x0, x1 = self._box
-        w = (self._ring[y0:y1, x0:x1] & seen).astype(np.float32)
-        err = cv2.absdiff(moved, target).astype(np.float32).mean(axis=2) * w
-        sig = self.consistency_sigma
-        num = cv2.GaussianBlur(err, (0, 0), sig)
-        den = cv2.GaussianBlur(w, (0, 0), sig)
-        local = num / np.maximum(den, 1e-3)
+        ring = (self._ring[y0:y1, x0:x1] & seen).astype(np.uint8)
+        diff = cv2.absdiff(moved, target)
+        err = cv2.bitwise_and(diff, diff, dst=np.zeros_like(diff), mask=ring)  # on the ring
+        # at half resolution (the spread field is smooth; a 1080p box costs a quarter)
+        size = (max(1, (x1 - x0) // 2), max(1, (y1 - y0) // 2))
+        num = cv2.transform(cv2.resize(err, size, interpolation=cv2.INTER_AREA).astype(
+            np.float32), _MEAN_RGB)
+        den = cv2.resize(ring.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+        sig = self.consistency_sigma / 2
+        num = cv2.GaussianBlur(num, (0, 0), sig)
+        den = cv2.GaussianBlur(den, (0, 0), sig)
+        full = (x1 - x0, y1 - y0)
+        local = cv2.resize(num / np.maximum(den, 1e-3), full, interpolation=cv2.INTER_LINEAR)
+        den = cv2.resize(den, full, interpolation=cv2.INTER_LINEAR)
         return (den < 0.02) | (local < self.max_misfit)
 
     def _match(self, moved: np.ndarray, target: np.ndarray, seen: np.ndarray) -> np.ndarray:
         """Correct the source's brightness to the target's on the ring around the mask
         (where the source shows the scene, not its own copy of the defect); box crops."""
         y0, y1, x0, x1 = self._box
-        ring = self._ring[y0:y1, x0:x1] & seen
-        if ring.sum() < 16:
+        ring = (self._ring[y0:y1, x0:x1] & seen).astype(np.uint8)
+        if cv2.countNonZero(ring) < 16:
             return moved
-        diff = target[ring].astype(np.float32).mean(0) - moved[ring].astype(np.float32).mean(0)
+        diff = np.subtract(cv2.mean(target, mask=ring)[:3], cv2.mean(moved, mask=ring)[:3])
         if np.abs(diff).max() < 1.0:
             return moved
-        return np.clip(moved.astype(np.float32) + diff, 0, 255).astype(np.uint8)
+        return cv2.add(moved, (*diff, 0.0))  # (rounded, saturated)
 
 
 def fill_sequence(frames: list[np.ndarray], mask: np.ndarray, **kw) -> list[np.ndarray]:
