@@ -73,6 +73,74 @@ def test_unit_essentials():
     assert "\nDynamicUser=" not in text and "MemoryDenyWriteExecute=yes" not in text
 
 
+def _expand(name: str) -> set[str]:
+    """The system calls of a systemd syscall group (nested groups expanded) or of one name."""
+    if not name.startswith("@"):
+        return {name}
+    res = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    calls: set[str] = set()
+    for line in res.stdout.splitlines()[1:]:
+        item = line.strip()
+        if item and not item.startswith("#"):
+            calls |= _expand(item)
+    return calls
+
+
+def _allowed_syscalls(text: str) -> tuple[set[str], list[str]]:
+    """(the allow-list the unit's SystemCallFilter= lines build, the groups denied).
+
+    systemd.exec(5): the first line sets the mode (here an allow-list); later ``~`` lines
+    remove their calls from it and later plain lines add theirs back, in order.
+    """
+    allowed: set[str] = set()
+    denied: list[str] = []
+    lines = re.findall(r"^SystemCallFilter=(.*)$", text, re.M)
+    assert lines and not lines[0].startswith("~"), "expected an allow-list"
+    for value in lines:
+        deny = value.startswith("~")
+        names = value.lstrip("~").split()
+        for name in names:
+            if deny:
+                allowed -= _expand(name)
+                denied.append(name)
+            else:
+                allowed |= _expand(name)
+    return allowed, denied
+
+
+# System calls of the denied groups that the daemon needs, and why.
+NEEDED = {"setpriority": "lower_thread_priority() raises the analysis threads' nice value"}
+
+
+@pytest.mark.parametrize("platform", ["generic", "jetson", "rpi"])
+def test_syscall_filter_allows_what_the_daemon_needs_and_no_more(tmp_path, platform):
+    unit = UNIT if platform == "generic" else with_dropin(tmp_path, platform)
+    allowed, denied = _allowed_syscalls(unit.read_text())
+    assert set(NEEDED) <= allowed
+    assert "@resources" in denied and "@privileged" in denied
+    for group in denied:
+        leaked = (_expand(group) - set(NEEDED)) & allowed
+        assert not leaked, (group, sorted(leaked))
+    # the rest of @resources stays refused: nice can only be raised, never lowered or pinned
+    for call in ("nice", "setrlimit", "sched_setscheduler", "sched_setattr", "ioprio_set"):
+        assert call not in allowed, call
+
+
+def test_the_engine_cache_is_writable_under_the_unit():
+    from camheald.config import ModelConfig
+    from camheald.inference.tensorrt import DEFAULT_CACHE
+
+    text = UNIT.read_text()
+    assert "ProtectSystem=strict" in text
+    dirs = [d for v in re.findall(r"^CacheDirectory=(.*)$", text, re.M) for d in v.split()]
+    writable = {Path("/var/cache") / d for d in dirs}
+    assert DEFAULT_CACHE in writable and Path(ModelConfig().engine_cache) in writable
+    # the parents of a nested CacheDirectory= are root's unless listed too
+    assert DEFAULT_CACHE.parent in writable
+
+
 def test_install_system_into_a_staging_root(tmp_path):
     res = subprocess.run(["make", "-s", "install-system", f"DESTDIR={tmp_path}", "NO_VENV=1",
                           "PLATFORM=jetson"], cwd=ROOT, capture_output=True, text=True,

@@ -84,7 +84,8 @@ def create(model_path: Path, model: bytes, backend: str = "auto", threads: int =
     """The backend called ``backend`` for this model; ``auto`` picks the fastest available.
 
     ``auto``: a TensorRT engine (Jetson: pycuda + TensorRT + a GPU), else ONNX Runtime with a
-    GPU execution provider, else ONNX Runtime on the CPU. It logs what it picked and why.
+    GPU execution provider, else ONNX Runtime on the CPU. It logs what it picked and why: an
+    engine that cannot be built, loaded or run is one warning line, then ONNX Runtime.
 
     Raises:
         BackendError: an explicitly requested backend cannot run here.
@@ -106,11 +107,23 @@ def create(model_path: Path, model: bytes, backend: str = "auto", threads: int =
             if backend == "tensorrt":
                 raise BackendError(str(exc)) from None
             logger.info("backend auto: no TensorRT (%s)", exc)
+        except Exception as exc:  # noqa: BLE001 - TensorRT and pycuda raise many types
+            # TensorRT is here but its engine is not usable: ONNX Runtime still runs the model
+            if backend == "tensorrt":
+                raise BackendError(f"TensorRT engine unusable: {_one_line(exc)}") from None
+            logger.warning("backend auto: TensorRT engine unusable (%s); using ONNX Runtime",
+                           _one_line(exc))
     providers = ort_gpu_providers() + ["CPUExecutionProvider"]
     if backend == "auto" and len(providers) > 1:
         try:
             return OrtBackend(model, threads, providers)
         except Exception as exc:  # noqa: BLE001 - a broken GPU provider falls back to CPU
             logger.warning("backend auto: ONNX Runtime GPU providers failed (%s); using CPU",
-                           str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                           _one_line(exc))
     return OrtBackend(model, threads)
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an exception's message, or its type name when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

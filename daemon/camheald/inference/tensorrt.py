@@ -1,10 +1,14 @@
 """TensorRT engines for Jetson: build from the shipped ONNX (FP16), cache, run with pycuda.
 
-Verified here (no GPU): the cache key, the lazy imports and their error messages. NOT run
-on real hardware in this project yet: the engine build and the pycuda execution path are
-written against the TensorRT >= 8.5 tensor API (``set_tensor_address`` +
-``execute_async_v3``, JetPack 6 ships 8.6/10.x) and pycuda's page-locked buffers; treat them
-as unverified until a Jetson run is recorded in docs/BENCHMARKS.md.
+Verified here (no GPU): the cache key, the lazy imports and their error messages, and, with a
+stand-in for the ``tensorrt`` and ``pycuda`` modules (tests/unit/test_tensorrt_engine.py), the
+control flow around them: cache hit and miss, an unwritable cache (the engine built in memory
+is used, one warning), a failed build (an EngineError, on which ``auto`` falls back to ONNX
+Runtime). NOT run on real hardware in this project yet: the calls into TensorRT and pycuda
+themselves (the engine build, deserialization, buffers, execution) are written against the
+TensorRT >= 8.5 tensor API (``set_tensor_address`` + ``execute_async_v3``, JetPack 6 ships
+8.6/10.x) and pycuda's page-locked buffers; the stand-in only mimics those calls, so treat
+them as unverified until a Jetson run is recorded in docs/BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ import hashlib
 import json
 import logging
 import os
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +30,10 @@ DEFAULT_CACHE = Path("/var/cache/camheal/engines")
 
 class TensorRTUnavailable(RuntimeError):
     """TensorRT, pycuda or a CUDA GPU is not available on this machine."""
+
+
+class EngineError(RuntimeError):
+    """TensorRT is here but cannot build or load an engine for this model."""
 
 
 def model_hash(data: bytes) -> str:
@@ -70,16 +80,24 @@ def gpu_identity() -> tuple[str, str]:
     return dev.name(), f"{major}.{minor}"
 
 
-def build_engine(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp16: bool = True,
-                 max_batch: int = 1, workspace_mb: int = 512) -> Path:
-    """Build (or find in the cache) the serialized engine of an ONNX model; returns its path."""
+def engine_file(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp16: bool = True,
+                max_batch: int = 1) -> Path:
+    """Where the engine of this model, for this TensorRT and GPU, is cached."""
     trt, _ = import_trt()
     name, sm = gpu_identity()
     key = cache_key(trt.__version__, name, sm, model_hash(model), fp16, max_batch)
-    out = Path(cache_dir) / f"{key}.engine"
-    if out.is_file() and out.stat().st_size > 0:
-        logger.info("engine cache hit: %s", out)
-        return out
+    return Path(cache_dir) / f"{key}.engine"
+
+
+def serialize_engine(model: bytes, fp16: bool = True, max_batch: int = 1,
+                     workspace_mb: int = 512) -> bytes:
+    """Build the serialized engine of an ONNX model (minutes on an Orin).
+
+    Raises:
+        EngineError: TensorRT cannot parse the model or the build fails.
+    """
+    trt, _ = import_trt()
+    t0 = time.monotonic()
     trt_logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(trt_logger)
     flags = 0
@@ -89,7 +107,7 @@ def build_engine(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp1
     parser = trt.OnnxParser(network, trt_logger)
     if not parser.parse(model):
         errs = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise TensorRTUnavailable(f"TensorRT cannot parse the model: {errs}")
+        raise EngineError(f"TensorRT cannot parse the model: {errs}")
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace_mb << 20)
     if fp16 and builder.platform_has_fast_fp16:
@@ -102,30 +120,84 @@ def build_engine(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp1
     config.add_optimization_profile(profile)
     engine = builder.build_serialized_network(network, config)
     if engine is None:
-        raise TensorRTUnavailable("TensorRT engine build failed (see the log above)")
+        raise EngineError("TensorRT engine build failed (see the log above)")
+    logger.info("built a TensorRT %s engine in %.0f s (fp16=%s)", trt.__version__,
+                time.monotonic() - t0, fp16)
+    return bytes(engine)
+
+
+def store_engine(out: Path, engine: bytes) -> None:
+    """Write a serialized engine to the cache atomically (a reader never sees half a file).
+
+    Raises:
+        OSError: the cache cannot be written (read-only, permissions, disk full).
+    """
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_bytes(bytes(engine))
-    os.replace(tmp, out)
-    logger.info("built %s (TensorRT %s, %s sm_%s, fp16=%s)", out, trt.__version__, name, sm, fp16)
+    # unique per thread: cameras loading the same model may build it at the same time
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_native_id()}.tmp")
+    try:
+        with open(tmp, "xb") as f:  # mode 0666 & ~umask: root's build-engine stays readable
+            f.write(engine)
+        os.replace(tmp, out)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def build_engine(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp16: bool = True,
+                 max_batch: int = 1, workspace_mb: int = 512) -> Path:
+    """Build (or find in the cache) the engine of an ONNX model; returns its cached file.
+
+    Raises:
+        OSError: the cache cannot be written.
+        EngineError: see serialize_engine.
+    """
+    out = engine_file(model, cache_dir, fp16, max_batch)
+    if out.is_file() and out.stat().st_size > 0:
+        logger.info("engine cache hit: %s", out)
+        return out
+    store_engine(out, serialize_engine(model, fp16, max_batch, workspace_mb))
     return out
 
 
-class TensorRTBackend:
-    """Runs a cached engine: page-locked host buffers, one CUDA stream, async copies."""
+def load_engine(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp16: bool = True,
+                max_batch: int = 1, workspace_mb: int = 512) -> tuple[bytes, Path]:
+    """(serialized engine, its cache file): read from the cache, else built and cached.
 
-    def __init__(self, engine_path: Path) -> None:
+    An engine built but not written (the cache is not writable) is still returned, with one
+    warning: it runs from memory and is built again at the next start.
+    """
+    out = engine_file(model, cache_dir, fp16, max_batch)
+    if out.is_file() and out.stat().st_size > 0:
+        logger.info("engine cache hit: %s", out)
+        return out.read_bytes(), out
+    engine = serialize_engine(model, fp16, max_batch, workspace_mb)
+    try:
+        store_engine(out, engine)
+    except OSError as exc:
+        logger.warning("engine cache %s not writable (%s): using the engine built in memory, "
+                       "built again at every start", out.parent, exc.strerror or exc)
+    else:
+        logger.info("engine cached: %s", out)
+    return engine, out
+
+
+class TensorRTBackend:
+    """Runs a serialized engine: page-locked host buffers, one CUDA stream, async copies."""
+
+    def __init__(self, engine: bytes, label: str) -> None:
         trt, cuda = import_trt()
         self._cuda = cuda
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self._engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        self._engine = runtime.deserialize_cuda_engine(engine)
         if self._engine is None:
-            raise TensorRTUnavailable(f"{engine_path}: cannot deserialize the engine")
+            raise EngineError(f"cannot deserialize the engine {label}")
         self._context = self._engine.create_execution_context()
         self._stream = cuda.Stream()
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, object] = {}
         self._inputs: list[str] = []
+        self._outputs: list[str] = []
         for i in range(self._engine.num_io_tensors):
             tname = self._engine.get_tensor_name(i)
             shape = tuple(max(1, d) for d in self._engine.get_tensor_shape(tname))
@@ -136,13 +208,27 @@ class TensorRTBackend:
             if self._engine.get_tensor_mode(tname) == trt.TensorIOMode.INPUT:
                 self._inputs.append(tname)
                 self._context.set_input_shape(tname, shape)
-        self.name = f"tensorrt:{engine_path.stem}"
+            else:
+                self._outputs.append(tname)
+        self.name = f"tensorrt:{Path(label).stem}"
 
     @classmethod
     def from_onnx(cls, model_path: Path, model: bytes,
                   cache_dir: str | os.PathLike | None = None) -> TensorRTBackend:
+        """The engine of ``model`` (cached or built), loaded and run once on zeros.
+
+        Raises:
+            TensorRTUnavailable: no TensorRT, pycuda or GPU here.
+            EngineError: the engine cannot be built or loaded.
+            Exception: whatever TensorRT or pycuda raise at run time (the caller falls back).
+        """
         import_trt()  # fail fast, before any build
-        return cls(build_engine(model, cache_dir or DEFAULT_CACHE))
+        engine, path = load_engine(model, cache_dir or DEFAULT_CACHE)
+        backend = cls(engine, str(path))
+        # warm-up here, so that a failing execution path is a load failure `auto` can survive
+        backend.run(backend._outputs,
+                    {n: np.zeros_like(backend._host[n]) for n in backend._inputs})
+        return backend
 
     def run(self, output_names: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         cuda = self._cuda
@@ -165,11 +251,19 @@ def build_engine_main(args) -> int:
     model = Path(args.model) if args.model else shipped_weights()
     try:
         data = model.read_bytes()
-        print(build_engine(data, args.cache_dir, fp16=not args.fp32))
     except OSError as exc:
         print(f"camheal: error: {model}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        print(build_engine(data, args.cache_dir, fp16=not args.fp32))
+    except OSError as exc:
+        print(f"camheal: error: engine cache {args.cache_dir}: {exc.strerror or exc}",
+              file=sys.stderr)
         return 1
     except TensorRTUnavailable as exc:
         print(f"camheal: error: {exc}", file=sys.stderr)
         return 2
+    except EngineError as exc:
+        print(f"camheal: error: {exc}", file=sys.stderr)
+        return 1
     return 0
