@@ -321,11 +321,12 @@ def offline_section(results: dict) -> str:
         return "_Skipped._"
     out = ["`camheal correct-video IN -o OUT --json --mask-out MASK` on MJPG clips of the "
            "bench's panning texture (30 fps; `benchmarks/offline.py`), each in a fresh "
-           "process timed from outside (`os.wait4`): wall time, the process's CPU time per "
-           "frame (both of the tool's passes, decoding and encoding included) and its peak "
-           "RSS. *clean*: the texture alone; *dirt*: the same frames under a synthetic "
-           "lens-dirt overlay (`inject.dirt`, seed 1), which the tool tracks and fills in "
-           "every frame; IoU of the written mask with the true overlay.\n"]
+           "process timed from outside: wall time, the process's CPU time per frame "
+           "(`os.wait4`; both of the tool's passes, decoding and encoding included) and its "
+           "peak RSS (VmHWM, read every 50 ms). *clean*: the texture alone; *dirt*: the same "
+           "frames under a synthetic lens-dirt overlay (`inject.dirt`, seed 1), which the "
+           "tool tracks and fills in every frame; IoU of the written mask with the true "
+           "overlay.\n"]
     rows = [[r["res"], r["content"], str(r["frames"]), f(r["wall_s"], 1), f(r["fps"], 2),
              f(r["cpu_ms_per_frame"], 0), f(r["peak_rss_mb"], 0), str(r["defects"]),
              f(r.get("iou_end"), 2) if r.get("iou_end") is not None else "–"]
