@@ -79,7 +79,7 @@ def run_one(clip: Path, true_mask: np.ndarray | None, frames: int, lens: bool = 
             peak_kb = max(peak_kb, _hwm_kb(proc.pid))
             if time.monotonic() > deadline:
                 proc.kill()
-                os.wait4(proc.pid, 0)
+                proc.returncode = os.waitstatus_to_exitcode(os.wait4(proc.pid, 0)[1])
                 raise RuntimeError(f"correct-video timed out after {timeout:.0f} s on "
                                    f"{clip.name}")
             time.sleep(0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import weakref
 from collections import OrderedDict
@@ -31,6 +32,8 @@ from camheal.errors import (
 )
 from camheal.frame import Frame, encode_ppm, frame_from_fd, read_fd
 from camheal.stream import AsyncStream, StreamReader
+
+logger = logging.getLogger(__name__)
 
 _BUS = "org.freedesktop.DBus"
 _EARLY_ENDS = 64  # ends remembered for streams whose Subscribe reply is still on its way
@@ -90,7 +93,8 @@ def _unreachable(spec: str, exc: Exception) -> str:
         address = os.environ.get(variable)
         if spec == "session" and not address and not isinstance(exc, OSError):
             return f"cannot connect to the D-Bus session bus: {variable} is not set"
-        name = f"the D-Bus {spec} bus" + (f" ({variable}={address})" if address else "")
+        default = " (unix:path=/var/run/dbus/system_bus_socket)" if spec == "system" else ""
+        name = f"the D-Bus {spec} bus" + (f" ({variable}={address})" if address else default)
     else:
         name = f"the D-Bus bus at {spec!r}"
     if isinstance(exc, InvalidAddressError):
@@ -291,9 +295,13 @@ class AsyncClient:
         Closing the client calls nothing. The callback runs on the client's event loop: keep
         it short.
 
+        Like any call to camheald, it starts an activatable camheald that is not running
+        (D-Bus activation: the system bus's service file starts the unit).
+
         Raises:
-            ServiceUnavailable: camheald is not on the bus now.
+            ServiceUnavailable: camheald is not on the bus and could not be started.
         """
+        await self.version()  # a method call: the bus starts camheald (GetNameOwner would not)
         await self._watch_streams()  # the match rule first: no leaving after it is missed
         (owner,) = await self.call_bus("GetNameOwner", "s", [C.BUS_NAME])
         why = self._gone.get(owner)
@@ -373,11 +381,15 @@ class AsyncClient:
             self._service_lost("the D-Bus connection was lost")
 
     def _service_lost(self, why: str, owner: str | None = None) -> None:
-        """Call (once) the on_service_lost callbacks watching ``owner`` (None: all)."""
+        """Call (once) the on_service_lost callbacks watching ``owner`` (None: all); one that
+        raises is logged and does not keep the others from being called."""
         hit = [cb for o, cb in self._lost if owner is None or o == owner]
         self._lost = [(o, cb) for o, cb in self._lost if owner is not None and o != owner]
         for cb in hit:
-            cb(why)
+            try:
+                cb(why)
+            except Exception:  # noqa: BLE001 - a user's callback; the others still run
+                logger.exception("on_service_lost callback %r failed", cb)
 
     def _end_streams(self, error: type[StreamEnded], reason: str) -> None:
         for reader in list(self._streams.values()):

@@ -93,7 +93,8 @@ def test_a_deleted_image_folder_is_no_signal_named_once_an_attempt_then_back(
     with Client(bus_address) as client:
         cam = client.camera()
         assert wait_for(lambda: cam.stats()["frames"] > 0)
-        shutil.rmtree(folder)
+        gone = folder.rename(tmp_path / "gone")  # at once (rmtree empties it file by file)
+        shutil.rmtree(gone)
         assert wait_for(lambda: cam.health()["state"] == "no_signal")
         assert wait_for(lambda: cam.stats()["last_error"] == missing), cam.stats()
         time.sleep(2.0)  # back-off 0.25, 0.5, 1 s...: a few attempts, not a flood
@@ -106,7 +107,8 @@ def test_a_deleted_image_folder_is_no_signal_named_once_an_attempt_then_back(
     assert d.proc.poll() is None
     log = d.log()
     lines = [ln for ln in log.splitlines() if "WARNING" in ln]
-    assert 2 <= len(lines) <= errors and all(ln.endswith(f"camera cam0: {missing}")
+    # (an attempt may still fail between reading the count and the folder coming back)
+    assert 2 <= len(lines) <= errors + 1 and all(ln.endswith(f"camera cam0: {missing}")
                                              for ln in lines), log[-3000:]
     assert "Traceback" not in log and "[ WARN" not in log, log[-3000:]
 

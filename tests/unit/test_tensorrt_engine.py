@@ -147,8 +147,22 @@ def test_auto_falls_back_to_onnxruntime_when_the_engine_fails(fake_trt, model, t
     assert "\n" not in warned[0]
     # asked for by name, the same failure is an error of one line
     with pytest.raises(backends.BackendError, match=needle) as err:
-        backends.create(shipped_weights(), model, "tensorrt", cache_dir=tmp_path / "other")
+        backends.create(shipped_weights(), model, "tensorrt", cache_dir=tmp_path)
     assert "\n" not in str(err.value)
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # nothing bad was cached
+
+
+def test_an_unusable_cached_engine_is_built_again(fake_trt, model, tmp_path, caplog):
+    # (a file of a TensorRT that crashed while writing, or a driver update that left the
+    # cache key the same): not a fallback to ONNX Runtime on every start from then on
+    out = trt_mod.engine_file(model, tmp_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(b"corrupt")
+    b = backends.create(shipped_weights(), model, "auto", cache_dir=tmp_path)
+    assert b.name.startswith("tensorrt:") and fake_trt.builds == 1
+    assert out.read_bytes() == ENGINE
+    warned = _warnings(caplog)
+    assert len(warned) == 1 and "unusable" in warned[0] and "building it again" in warned[0]
 
 
 def test_build_engine_command_names_an_unwritable_cache(fake_trt, tmp_path, capsys):

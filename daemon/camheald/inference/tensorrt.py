@@ -172,6 +172,12 @@ def load_engine(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp16
         logger.info("engine cache hit: %s", out)
         return out.read_bytes(), out
     engine = serialize_engine(model, fp16, max_batch, workspace_mb)
+    cache_engine(out, engine)
+    return engine, out
+
+
+def cache_engine(out: Path, engine: bytes) -> None:
+    """Write a built engine to its cache file; one warning (not an error) when it cannot be."""
     try:
         store_engine(out, engine)
     except OSError as exc:
@@ -179,7 +185,6 @@ def load_engine(model: bytes, cache_dir: str | os.PathLike = DEFAULT_CACHE, fp16
                        "built again at every start", out.parent, exc.strerror or exc)
     else:
         logger.info("engine cached: %s", out)
-    return engine, out
 
 
 class TensorRTBackend:
@@ -223,9 +228,26 @@ class TensorRTBackend:
             Exception: whatever TensorRT or pycuda raise at run time (the caller falls back).
         """
         import_trt()  # fail fast, before any build
-        engine, path = load_engine(model, cache_dir or DEFAULT_CACHE)
-        backend = cls(engine, str(path))
-        # warm-up here, so that a failing execution path is a load failure `auto` can survive
+        out = engine_file(model, cache_dir or DEFAULT_CACHE)
+        if out.is_file() and out.stat().st_size > 0:
+            try:
+                backend = cls._started(out.read_bytes(), str(out))
+            except Exception as exc:  # noqa: BLE001 - whatever TensorRT says: build it again
+                logger.warning("engine cache %s unusable (%s): building it again", out, exc)
+                out.unlink(missing_ok=True)
+            else:
+                logger.info("engine cache hit: %s", out)
+                return backend
+        engine = serialize_engine(model)
+        backend = cls._started(engine, str(out))  # cached only once it has run
+        cache_engine(out, engine)
+        return backend
+
+    @classmethod
+    def _started(cls, engine: bytes, label: str) -> TensorRTBackend:
+        """Loaded and run once on zeros, so that a failing execution path is a load failure
+        (which `auto` survives), not a failure of the first frame."""
+        backend = cls(engine, label)
         backend.run(backend._outputs,
                     {n: np.zeros_like(backend._host[n]) for n in backend._inputs})
         return backend

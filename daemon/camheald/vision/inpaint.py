@@ -136,9 +136,8 @@ class SequenceInpainter:
 
     ``method`` fills the pixels no other frame shows: "auto" (the learned network when its
     weights load and it beat Telea when evaluated, else Telea), "learned", "telea" or "ns".
-    ``stats`` counts filled pixels: "temporal" (copied from other frames), "opencv" (filled
-    spatially; the name is older than the network) and "learned" (how many of those the
-    network filled).
+    ``stats`` counts filled pixels: "temporal" (copied from other frames), "learned" (filled
+    by the network) and "opencv" (by OpenCV inpainting); a pixel is counted once.
     """
 
     def __init__(self, mask: np.ndarray, window: int = 12, method: str = "auto",
@@ -264,18 +263,23 @@ class SequenceInpainter:
             # The network (a few hundred ms per touched megapixel) only where no frame
             # showed the scene; the thin edge band alone is left to the cheap OpenCV fill.
             if self._net is not None and unseen.any():
-                # only the pieces of what is left that hold unseen pixels, each in its own
-                # crop (one box around pieces far apart costs the network a whole frame)
-                _n, labels = cv2.connectedComponents(todo.astype(np.uint8), connectivity=8)
-                net_ids = np.unique(labels[unseen])
+                # Only the groups of what is left that hold unseen pixels, each in a crop of
+                # its own: one box around pieces far apart costs the network a whole frame.
+                # Pieces within reach of each other's context are one group (the network
+                # must not take a neighbour's unfilled defect for scene).
+                c = 2 * self._net.context + 1
+                near = cv2.dilate(todo.astype(np.uint8),
+                                  cv2.getStructuringElement(cv2.MORPH_RECT, (c, c)))
+                _n, groups = cv2.connectedComponents(near, connectivity=8)
+                ids = np.unique(groups[unseen])
                 frame = target.rgb.copy()  # the network wants context beyond the box
                 frame[y0:y1, x0:x1] = filled
                 hole = np.zeros(self.mask.shape, np.uint8)
-                for k in net_ids[net_ids > 0]:
-                    hole[y0:y1, x0:x1] = labels == k
+                for k in ids:
+                    hole[y0:y1, x0:x1] = todo & (groups == k)
                     frame = self._net.fill(frame, hole)
                 filled = frame[y0:y1, x0:x1]
-                learned = np.isin(labels, net_ids[net_ids > 0])
+                learned = todo & np.isin(groups, ids)
                 self.stats["learned"] += int(learned.sum())
                 todo &= ~learned
             if todo.any():

@@ -25,6 +25,12 @@ def _median(imgs: list[np.ndarray]) -> np.ndarray:
     return imgs[0] if len(imgs) == 1 else np.minimum(*imgs)
 
 
+def _value(rgb: np.ndarray) -> np.ndarray:
+    """HSV value (the largest channel): white, yellow or cyan text is all near 255."""
+    r, g, b = cv2.split(rgb)
+    return cv2.max(cv2.max(r, g), b)
+
+
 class MovingEvidence:
     """Mixin of ``DefectTracker``: the votes while the camera moves (``_ring`` and ``_pos``
     come from ``CameraMotion``)."""
@@ -73,13 +79,14 @@ class MovingEvidence:
         # source of "the scene behind" either (shifted onto its neighbours as if it were
         # scene, it made them look dark: "cracks" along a timestamp). A thin stroke's own
         # pixels are greyed by the reduction: its brightest neighbour counts. Learned in ~7
-        # updates, forgotten in ~35 (digits that change stay in it).
+        # updates, forgotten in ~35 of a moving camera (digits that change stay in it); kept
+        # while the camera stands still (the display is still there).
         seen = _median(behind)
         k3 = np.ones((3, 3), np.uint8)
         sharp = np.abs(cv2.Sobel(self._mean, cv2.CV_32F, 1, 0, ksize=3)) \
             + np.abs(cv2.Sobel(self._mean, cv2.CV_32F, 0, 1, ksize=3))
         cur = (raw < cfg.osd_still) & (cv2.absdiff(gn, self._mean) < cfg.osd_still) \
-            & (cv2.dilate(self._value, k3) >= cfg.osd_white) \
+            & (cv2.dilate(_value(self._small), k3) >= cfg.osd_white) \
             & (cv2.dilate(sharp, k3) >= cfg.osd_edge) \
             & (seen >= 0) & (np.abs(gn - seen) > cfg.motion_diff) \
             & (cv2.dilate(self._on.astype(np.uint8), self._osd_k) == 0)

@@ -116,7 +116,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._looked = np.zeros((wh, ww), np.int16)
         # on-screen display (near-white, fixed in the image while the camera moves): learned
         # while moving (``_motion_evidence``), no votes in it and a margin around it
-        self._value = np.zeros((wh, ww), np.uint8)
+        self._small = np.zeros((wh, ww, 3), np.uint8)
         self._osd_p = np.zeros((wh, ww), np.float32)
         self._osd_zone = np.zeros((wh, ww), bool)
         m = max(1, round(cfg.osd_margin * wh))
@@ -180,7 +180,7 @@ class DefectTracker(CameraMotion, MovingEvidence, FixedEvidence, Tracks, SceneSt
         self._n += 1
         small = cv2.resize(rgb, self._ws, interpolation=cv2.INTER_LINEAR)
         g = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY).astype(np.float32)
-        self._value = small.max(axis=2)  # HSV value: white, yellow or cyan text all near 255
+        self._small = small  # (the moving camera's on-screen-display test reads it)
         events = self._scene_states(g, now)
         if self._covered:
             return events  # nothing behind the lens to learn from
