@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import gc
 import hashlib
 import json
 import mmap
@@ -29,7 +30,7 @@ from camheal.ring import (
     RingReader,
     TornFrameError,
 )
-from camheald.service.ring import FrameRing
+from camheald.service.ring import FrameRing, Waiter
 
 W, H = 64, 48
 
@@ -317,6 +318,28 @@ def test_fd_count_returns_to_baseline():
         reader.close()
         ring.remove_waiter(waiter)
         ring.close()
+    assert open_fds() == baseline
+
+
+def test_a_ring_dropped_without_close_closes_its_fds():
+    # a path that forgets close() (a stream hub dropped by a reload) must not leak the memfd
+    # and the waiters' eventfds for the life of the daemon
+    baseline = open_fds()
+    for i in range(20):
+        ring = FrameRing(W, H, slots=2, meta_bytes=64)
+        waiter = ring.add_waiter()
+        ring.add_waiter()
+        ring.write(frame_for(0), i, i)
+        ring.remove_waiter(waiter)  # closed here; the finalizer must not close it again
+        cycle = [ring]
+        cycle.append(cycle)  # dropped only by the cycle collector
+        del ring, waiter, cycle
+    gc.collect()
+    assert open_fds() == baseline
+    # a waiter dropped unclosed (its ring closed without it) closes its eventfd too
+    waiter = Waiter(os.eventfd(0))
+    assert open_fds() == baseline + 1
+    del waiter
     assert open_fds() == baseline
 
 

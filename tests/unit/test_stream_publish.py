@@ -15,6 +15,7 @@ import pytest
 
 from camheal.ring import RingReader, TornFrameError
 from camheald.capture.uri import parse_source
+from camheald.errors import UnknownCamera
 from camheald.service.camera import Camera
 from camheald.service.streams import StreamHub
 from camheald.service.vision import VisionEngine
@@ -144,6 +145,29 @@ def test_correction_runs_only_for_corrected_consumers(camera):
         cor_r.close()
     finally:
         hub.close()
+
+
+def test_a_closed_hub_grants_no_stream_and_a_stopped_camera_lets_go(camera):
+    # a reload closes the hub of a removed camera while a Subscribe may still be on its way:
+    # that one must fail, not get a ring nobody writes nor ends
+    cam = camera(None)
+    hub = StreamHub(cam)
+    cam.start()
+    assert wait_for(lambda: cam.latest() is not None)
+    before = len(os.listdir("/proc/self/fd"))
+    r = reader(hub, True)
+    assert hub.count() == 1 and cam._sinks
+    hub.close()
+    assert hub.closed and hub.count() == 0 and not cam._sinks
+    with pytest.raises(UnknownCamera, match="removed"):
+        hub.subscribe("client", False)
+    r.close()
+    assert len(os.listdir("/proc/self/fd")) == before
+    # a stopped camera drops what refers back to it (sinks, the owner's callback)
+    cam.add_sink(lambda raw, corrected: None)
+    cam.on_events = lambda c, events: None
+    cam.stop()
+    assert not cam._sinks and cam.on_events is None
 
 
 def test_without_a_correction_the_corrected_ring_carries_the_raw_pixels(camera):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import functools
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from dbus_fast import Variant
@@ -21,15 +23,17 @@ from camheald.bus.edge import (
     to_vardict,
     translate_errors,
 )
-from camheald.errors import Busy, InvalidArgument, NotReady
-from camheald.service import frames
-from camheald.service.burst import capture_burst
-from camheald.service.camera import Camera
+from camheald.errors import Busy, InvalidArgument, NotReady, UnknownCamera
+from camheald.service import burst, frames
+from camheald.service.camera import Camera, PublishedFrame
 from camheald.service.images import ImageCorrector
 from camheald.service.manager import CameraManager
 from camheald.service.streams import StreamHub
 
 MAX_OPTIONS = 16
+#: calls of one camera that may wait for its frames at once (CaptureFrame, Subscribe,
+#: CaptureBurst); more get Busy
+MAX_WAITS = 4
 T = TypeVar("T")
 
 
@@ -40,6 +44,7 @@ def guarded(key: str) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., A
         @functools.wraps(fn)
         async def wrapper(self: Any, *args: Any) -> T:
             await self._auth.check(caller.get(), key, interactive.get())
+            self._present()  # (a camera may have been removed while the caller was checked)
             return await fn(self, *args)
 
         return wrapper
@@ -65,12 +70,17 @@ class ManagerInterface(ServiceInterface):
     """io.camheal.Camheal1.Manager at /io/camheal/Camheal1."""
 
     def __init__(self, manager: CameraManager, bus: CamhealBus, images: ImageCorrector,
-                 auth: Authorizer) -> None:
+                 auth: Authorizer, image_pool: concurrent.futures.Executor | None = None
+                 ) -> None:
         super().__init__(C.MANAGER_IFACE)
         self._manager = manager
         self._bus = bus
         self._images = images
         self._auth = auth
+        self._image_pool = image_pool  # (None: the default executor)
+
+    def _present(self) -> None:
+        """The manager object is always there."""
 
     @method()
     @translate_errors
@@ -96,9 +106,11 @@ class ManagerInterface(ServiceInterface):
             quality = opts.get("quality", 90)
             if not 1 <= quality <= 100:
                 raise InvalidArgument("quality must be between 1 and 100")
-            fd, report = await asyncio.get_running_loop().run_in_executor(
-                None, functools.partial(self._images.correct, image, fmt, quality,
-                                        restore=opts.get("restore", True)))
+            with self._images.admitted():  # queued ones count: Busy past max_pending
+                fd, report = await asyncio.get_running_loop().run_in_executor(
+                    self._image_pool, functools.partial(self._images.correct, image, fmt,
+                                                        quality,
+                                                        restore=opts.get("restore", True)))
         finally:
             os.close(image)  # the received fd is ours; never keep it
         return self._bus.reply_with_fds([fd], to_vardict, report, C.IMAGE_REPORT_TYPES)
@@ -135,22 +147,74 @@ class CameraInterface(ServiceInterface):
     """io.camheal.Camheal1.Camera at /io/camheal/Camheal1/cameras/<id>."""
 
     def __init__(self, camera: Camera, bus: CamhealBus, streams: StreamHub,
-                 manager: CameraManager, auth: Authorizer) -> None:
+                 manager: CameraManager, auth: Authorizer,
+                 burst_pool: concurrent.futures.Executor | None = None) -> None:
         super().__init__(C.CAMERA_IFACE)
         self._camera = camera
         self._bus = bus
         self._streams = streams
         self._manager = manager
         self._auth = auth
-        # waits for frames hold an executor thread: a few at a time, so that no caller can
-        # starve the executor everyone else needs
-        self._waits = asyncio.Semaphore(4)
+        self._burst_pool = burst_pool  # (None: the default executor)
+        # waits for frames hold no thread (the processing thread resolves a future), but a
+        # waiting burst holds its frames: a few calls at a time per camera
+        self._waits = asyncio.Semaphore(MAX_WAITS)
+        self._waiting: set[asyncio.Future[None]] = set()
+        self._gone = False
 
-    async def _wait(self, fn: Callable[..., T], *args: Any) -> T:
+    def retire(self) -> None:
+        """The camera is being removed (a reload): calls waiting for its frames end now, and
+        every call that looks at it again gets UnknownCamera."""
+        self._gone = True
+        for waiting in self._waiting:
+            _settle(waiting)
+
+    def _present(self) -> None:
+        """UnknownCamera once the camera was removed: called after every await of a call
+        that then uses the camera (its objects outlive it: a stream granted on it would get
+        neither frames nor StreamEnded)."""
+        if self._gone:
+            raise UnknownCamera(f"camera {self._camera.id} was removed")
+
+    @contextlib.asynccontextmanager
+    async def _waiter(self) -> AsyncIterator[None]:
+        """One of the MAX_WAITS places of calls that wait for frames (Busy when none)."""
         if self._waits.locked():
             raise Busy(f"camera {self._camera.id}: too many calls are waiting for frames")
         async with self._waits:
-            return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
+            yield
+
+    async def _frames(self, count: int, timeout: float,
+                      have: Callable[[], bool] | None = None) -> list[PublishedFrame]:
+        """The next ``count`` raw frames the camera publishes; fewer when ``timeout`` s pass
+        first, none when ``have()`` is already true once the camera is watched.
+
+        No thread waits: the camera's processing thread resolves a future on the loop. Call
+        it inside ``_waiter``.
+        """
+        loop = asyncio.get_running_loop()
+        arrived: asyncio.Future[None] = loop.create_future()
+        got: list[PublishedFrame] = []
+
+        def sink(raw: PublishedFrame, _corrected: PublishedFrame) -> None:  # processing thread
+            if len(got) < count:
+                got.append(raw)  # a source hands out a new array per frame: no copy needed
+                if len(got) == count:
+                    _call_soon(loop, _settle, arrived)
+
+        self._present()
+        self._waiting.add(arrived)
+        self._camera.add_sink(sink)
+        try:
+            if have is None or not have():
+                await asyncio.wait_for(arrived, timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            self._camera.remove_sink(sink)
+            self._waiting.discard(arrived)
+        self._present()
+        return got[:count]
 
     # -- properties ------------------------------------------------------------------------
     @dbus_property(access=PropertyAccess.READ)
@@ -220,7 +284,9 @@ class CameraInterface(ServiceInterface):
         corrected = opts.get("corrected", True)
         loop = asyncio.get_running_loop()
         if self._camera.latest(corrected) is None and timeout_ms:
-            await self._wait(self._camera.wait_frame, 0, timeout_ms / 1000)
+            async with self._waiter():
+                await self._frames(1, timeout_ms / 1000,
+                                   lambda: self._camera.latest(corrected) is not None)
         frame = await loop.run_in_executor(None, self._camera.snapshot, corrected)
         if frame is None:
             raise NotReady(f"camera {self._camera.id} has no frame yet "
@@ -235,15 +301,20 @@ class CameraInterface(ServiceInterface):
     async def Subscribe(self, options: "a{sv}") -> "hha{sv}":
         opts = _options(options, {"corrected": bool})
         if self._camera.latest() is None:  # just started: give the camera a moment
-            await self._wait(self._camera.wait_frame, 0, 3.0)
+            async with self._waiter():
+                await self._frames(1, 3.0, lambda: self._camera.latest() is not None)
         owner = caller.get()
         grant = self._streams.subscribe(owner, opts.get("corrected", True))
         # The caller may have left while we waited: its NameOwnerChanged came before the
-        # subscription existed, so nothing would ever release it.
-        if not await self._bus.has_owner(owner):
-            self._streams.unsubscribe(owner, grant.sub_id)
+        # subscription existed, so nothing would ever release it. The camera may have been
+        # removed too: its StreamEnded went out, but before this reply.
+        caller_here = await self._bus.has_owner(owner)
+        if not caller_here or self._gone:
+            if not self._streams.closed:
+                self._streams.unsubscribe(owner, grant.sub_id)
             os.close(grant.ring_fd)
             os.close(grant.wake_fd)
+            self._present()
             raise InvalidArgument("the caller left the bus")
         return self._bus.reply_with_fds([grant.ring_fd, grant.wake_fd], to_vardict,
                                         grant.info, C.STREAM_INFO_TYPES)
@@ -265,15 +336,25 @@ class CameraInterface(ServiceInterface):
         fmt = opts.get("format", "rgb")
         if fmt not in frames.FORMATS:
             raise InvalidArgument(f"format must be one of {', '.join(frames.FORMATS)}")
+        burst.check_count(count)
+        corrected, restore = opts.get("corrected", True), opts.get("restore", False)
         loop = asyncio.get_running_loop()
-        shots, report = await self._wait(capture_burst, self._camera, count,
-                                         opts.get("corrected", True), 10.0,
-                                         opts.get("restore", False))
+        # frames are awaited on the loop; the correction and the packaging (seconds) run in
+        # the burst executor, never in the one quick calls need
+        async with self._waiter():
+            with burst.restoring(corrected and restore):
+                got = await self._frames(count, burst.FRAMES_TIMEOUT_S)
+                if len(got) < count:
+                    raise NotReady(f"camera {self._camera.id} delivered {len(got)} of "
+                                   f"{count} frames in {burst.FRAMES_TIMEOUT_S:g} s")
+                shots, report = await loop.run_in_executor(
+                    self._burst_pool, burst.correct_burst, self._camera, got, corrected,
+                    restore)
         fds, metas = [], []
         try:
             for shot in shots:
                 fd, meta = await loop.run_in_executor(
-                    None, frames.package, shot, fmt, opts.get("quality", 90))
+                    self._burst_pool, frames.package, shot, fmt, opts.get("quality", 90))
                 fds.append(fd)
                 metas.append(to_vardict(meta, C.FRAME_META_TYPES))
         except BaseException:
@@ -328,6 +409,20 @@ class CameraInterface(ServiceInterface):
     @dbus_signal()
     def StateChanged(self, state: str) -> "s":
         return state
+
+
+def _settle(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, fn: Callable[..., object], *args: Any) -> None:
+    """``fn(*args)`` on ``loop``, from another thread; nothing once the loop is closed (the
+    daemon is exiting and nobody waits any more)."""
+    try:
+        loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:
+        pass
 
 
 def _burst_report(report: dict[str, Any], types: dict[str, str]) -> dict[str, Variant]:

@@ -21,7 +21,7 @@ from camheald.config import CameraConfig, Config
 from camheald.errors import CamhealError
 from camheald.service.camera import Camera
 from camheald.service.health import HealthEvent
-from camheald.service.manager import CameraManager
+from camheald.service.manager import CameraManager, release_memory
 from camheald.service.streams import StreamHub, Subscription
 
 logger = logging.getLogger(__name__)
@@ -30,6 +30,11 @@ SHUTDOWN_REASON = "camheald is shutting down"
 #: how long the exit waits for work still running in executor threads: a restoring burst
 #: takes tens of seconds and cannot be interrupted, so what is left then is abandoned
 EXECUTOR_GRACE_S = 2.0
+#: threads of the executors for slow work, apart from the default one that quick work (a
+#: snapshot, packaging a frame, a defect mask, planning a reload) needs at once: CorrectImage
+#: runs one image at a time anyway (one model instance); bursts take seconds each
+IMAGE_WORKERS = 1
+BURST_WORKERS = 2
 
 
 def sd_notify(state: str) -> None:
@@ -68,6 +73,9 @@ class Server:
         self.streams: dict[str, StreamHub] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = asyncio.Event()
+        # slow work waits in its own queues: it never holds the default executor's threads
+        self.image_pool = _Pool(IMAGE_WORKERS, "camheald-image")
+        self.burst_pool = _Pool(BURST_WORKERS, "camheald-burst")
 
     def _on_events(self, camera: Camera, events: list[HealthEvent]) -> None:
         """Called from capture/analysis threads: re-post to the loop."""
@@ -102,8 +110,6 @@ class Server:
 
     async def run(self) -> int:
         self._loop = asyncio.get_running_loop()
-        for cam in self.manager.cameras.values():
-            cam.on_events = self._on_events
         for sig in (signal.SIGTERM, signal.SIGINT):
             self._loop.add_signal_handler(sig, self._stopping.set)
         self._loop.add_signal_handler(signal.SIGHUP, self._reload)
@@ -111,10 +117,11 @@ class Server:
         self.bus = await CamhealBus(bus_type=bus_type).connect()
         self._auth = Authorizer(self.bus)
         self.bus.export(C.MANAGER_PATH, ManagerInterface(self.manager, self.bus,
-                                                         self.manager.images, self._auth))
+                                                         self.manager.images, self._auth,
+                                                         self.image_pool))
         await self._watch_clients()
-        for cam_id, camera in self.manager.cameras.items():
-            self._export_camera(cam_id, camera)
+        for cam_id in list(self.manager.cameras):  # (no Camera left in a variable of this
+            self._export_camera(cam_id, self.manager.cameras[cam_id])  # coroutine: see _tick)
         await self._loop.run_in_executor(None, self.manager.load_state)
         load = self._loop.run_in_executor(None, self.manager.load_models)
         reply = await self.bus.request_name(C.BUS_NAME, NameFlag.DO_NOT_QUEUE)
@@ -144,7 +151,8 @@ class Server:
         hub = StreamHub(camera, max_subscriptions=self.manager.config.daemon.max_clients_per_camera,
                         on_ended=lambda sub, why, c=cam_id: self._stream_ended(c, sub, why))
         self.streams[cam_id] = hub
-        iface = CameraInterface(camera, self.bus, hub, self.manager, self._auth)
+        iface = CameraInterface(camera, self.bus, hub, self.manager, self._auth,
+                                self.burst_pool)
         self._camera_ifaces[cam_id] = iface
         self.bus.export(C.camera_path(cam_id), iface)
 
@@ -186,6 +194,8 @@ class Server:
                 await self._remove_camera(cam_id)
             except Exception:  # noqa: BLE001 - a reload must not kill the daemon
                 logger.exception("SIGHUP: stopping camera %s failed", cam_id)
+        if gone:
+            await self._loop.run_in_executor(None, release_memory)
         for cam_id, camera in fresh.items():
             try:
                 await self._loop.run_in_executor(None, camera.vision.load)
@@ -209,8 +219,9 @@ class Server:
             for sub_id in hub.subscription_ids():
                 if iface is not None:
                     iface.StreamEnded(sub_id, "camera reconfigured")
-            hub.close()
+            hub.close()  # (no await since the ids were taken: no stream can start between)
         if iface is not None:
+            iface.retire()  # calls still waiting on this camera end with UnknownCamera
             self.bus.unexport(C.camera_path(cam_id))
         camera = self.manager.cameras.pop(cam_id, None)
         if camera is not None:
@@ -226,8 +237,7 @@ class Server:
         watchdog = bool(os.environ.get("WATCHDOG_USEC"))
         while True:
             await asyncio.sleep(1.0)
-            for camera in self.manager.cameras.values():
-                camera.tick()
+            self.manager.tick()  # (no loop variable here: it would pin a removed camera)
             if watchdog:
                 sd_notify("WATCHDOG=1")
 
@@ -312,11 +322,11 @@ class Server:
 
 
 class _Pool(concurrent.futures.ThreadPoolExecutor):
-    """The daemon's executor; it keeps its unfinished work so that the exit can bound its
+    """An executor of the daemon; it keeps its unfinished work so that the exit can bound its
     wait for it (asyncio.run would wait for every job, however long)."""
 
-    def __init__(self) -> None:
-        super().__init__(thread_name_prefix="camheald")
+    def __init__(self, max_workers: int | None = None, name: str = "camheald") -> None:
+        super().__init__(max_workers, thread_name_prefix=name)
         self.unfinished: set[concurrent.futures.Future] = set()
 
     def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
@@ -334,14 +344,17 @@ def serve(server: Server) -> int:
     otherwise wait for those threads at exit.
     """
     pool = _Pool()
+    pools = (pool, server.image_pool, server.burst_pool)
     loop = asyncio.new_event_loop()  # (what asyncio.run does, less its unbounded executor wait;
     # asyncio.Runner would do it too, but needs Python 3.11 and JetPack 6 has 3.10)
     asyncio.set_event_loop(loop)
     loop.set_default_executor(pool)
     try:
         rc = loop.run_until_complete(server.run())
-        pool.shutdown(wait=False, cancel_futures=True)
-        _, left = concurrent.futures.wait(set(pool.unfinished), timeout=EXECUTOR_GRACE_S)
+        for p in pools:
+            p.shutdown(wait=False, cancel_futures=True)
+        _, left = concurrent.futures.wait(set().union(*(p.unfinished for p in pools)),
+                                          timeout=EXECUTOR_GRACE_S)
         if left:
             logger.info("not waiting for %d unfinished job(s)", len(left))
             logging.shutdown()

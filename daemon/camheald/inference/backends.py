@@ -106,7 +106,7 @@ def create(model_path: Path, model: bytes, backend: str = "auto", threads: int =
         except trt_backend.TensorRTUnavailable as exc:
             if backend == "tensorrt":
                 raise BackendError(str(exc)) from None
-            logger.info("backend auto: no TensorRT (%s)", exc)
+            logger.info("backend auto: no TensorRT (%s)", str(exc))  # (no traceback pinned)
         except Exception as exc:  # noqa: BLE001 - TensorRT and pycuda raise many types
             # TensorRT is here but its engine is not usable: ONNX Runtime still runs the model
             if backend == "tensorrt":

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from camheald.errors import Busy, InvalidArgument, NotReady
+from camheald.errors import Busy, InvalidArgument
 from camheald.service.camera import Camera, PublishedFrame
 from camheald.service.images import MAX_RESTORE_PIXELS
 from camheald.vision.inpaint import fill_sequence
 from camheald.vision.spec import MIN_SIDE
 
 MAX_BURST = 16
+#: how long a burst waits for its frames
+FRAMES_TIMEOUT_S = 10.0
 # A restored burst holds three copies of its frames (raw, merged, restored) and takes ~3 s
 # per blurred 1080p frame on one core: restoration is for bursts up to this many pixels in
 # all (16 frames of 1080p), one at a time in the whole daemon (a second one gets Busy).
@@ -21,60 +25,52 @@ MAX_BURST_RESTORE_PIXELS = 40_000_000
 _RESTORING = threading.BoundedSemaphore(1)
 
 
-def capture_burst(camera: Camera, count: int, corrected: bool = True,
-                  timeout_s: float = 10.0, restore: bool = False
-                  ) -> tuple[list[PublishedFrame], dict[str, object]]:
-    """Collect ``count`` consecutive frames and correct them as a burst (blocking).
+def check_count(count: int) -> None:
+    """Refuse a burst length outside 1..MAX_BURST (InvalidArgument)."""
+    if not 1 <= count <= MAX_BURST:
+        raise InvalidArgument(f"count must be between 1 and {MAX_BURST}")
+
+
+@contextmanager
+def restoring(restore: bool) -> Iterator[None]:
+    """Hold the daemon's one restoring-burst slot for the block when ``restore`` (a second
+    restoring burst gets Busy; bursts without restoration are not limited)."""
+    if not restore:
+        yield
+        return
+    if not _RESTORING.acquire(blocking=False):
+        raise Busy("a restoring burst is already running (restore=false is not limited)")
+    try:
+        yield
+    finally:
+        _RESTORING.release()
+
+
+def correct_burst(camera: Camera, got: list[PublishedFrame], corrected: bool = True,
+                  restore: bool = False) -> tuple[list[PublishedFrame], dict[str, object]]:
+    """Correct consecutive raw frames of ``camera`` as a burst (blocking: seconds with
+    ``restore``). The caller collects the frames (a sink of the camera) and holds
+    ``restoring(corrected and restore)`` around both.
 
     The persistent defect mask the camera has learned (lens dirt, crack) is filled in every
     frame, from the other frames of the burst where the scene behind it was visible and by
     inpainting elsewhere; the global correction of the latest analysis is applied to every
     frame (one correction: the frames match; with ``restore``, before the camera's first
     analysis, the middle frame's). With ``restore`` (with a model, frames of MIN_SIDE to
-    MAX_RESTORE_PIXELS, up to
-    MAX_BURST_RESTORE_PIXELS in all, one restoring burst at a time in the daemon, else
-    Busy): when the middle frame shows noise, every frame is first averaged
-    with its aligned neighbours where they agree with it (``vision.merge``, action
-    "merge"); then each frame is analysed on its own and restored as ``CorrectImage``
-    restores a still (``offline.correct_image``: denoising what noise is left, deblurring
-    or sharpening where its own analysis finds blur: a shaken frame among sharp ones is
-    deblurred alone). That costs seconds per blurred frame; without it a burst takes
-    milliseconds per frame plus the inpainting.
+    MAX_RESTORE_PIXELS, up to MAX_BURST_RESTORE_PIXELS in all): when the middle frame shows
+    noise, every frame is first averaged with its aligned neighbours where they agree with
+    it (``vision.merge``, action "merge"); then each frame is analysed on its own and
+    restored as ``CorrectImage`` restores a still (``offline.correct_image``: denoising what
+    noise is left, deblurring or sharpening where its own analysis finds blur: a shaken
+    frame among sharp ones is deblurred alone). That costs seconds per blurred frame;
+    without it a burst takes milliseconds per frame plus the inpainting.
 
     Returns:
         (frames, report) — report: count, seqs, defects (as in Health), actions (every
         action applied to any frame; each frame's meta names its own), restored.
     """
-    if not 1 <= count <= MAX_BURST:
-        raise InvalidArgument(f"count must be between 1 and {MAX_BURST}")
-    if not (corrected and restore):
-        return _capture(camera, count, corrected, timeout_s, False)
-    if not _RESTORING.acquire(blocking=False):
-        raise Busy("a restoring burst is already running (restore=false is not limited)")
-    try:
-        return _capture(camera, count, corrected, timeout_s, True)
-    finally:
-        _RESTORING.release()
-
-
-def _capture(camera: Camera, count: int, corrected: bool, timeout_s: float, restore: bool
-             ) -> tuple[list[PublishedFrame], dict[str, object]]:
-    got: list[PublishedFrame] = []
-    done = threading.Event()
-
-    def sink(raw: PublishedFrame, _corrected: PublishedFrame) -> None:
-        if len(got) < count:
-            got.append(raw)  # a source hands out a new array per frame: no copy needed
-            if len(got) == count:
-                done.set()
-
-    camera.add_sink(sink)
-    try:
-        if not done.wait(timeout_s):
-            raise NotReady(f"camera {camera.id} delivered {len(got)} of {count} frames "
-                           f"in {timeout_s:g} s")
-    finally:
-        camera.remove_sink(sink)
+    count = len(got)
+    restore = corrected and restore
     health = camera.health_report()
     report: dict[str, object] = {"count": count, "seqs": [f.seq for f in got],
                                  "defects": health["defects"], "actions": [],

@@ -125,6 +125,12 @@ class Camera:
         # itself when read() returns; closing it here at the same time is not safe.
         if not any(t.is_alive() and t.name.startswith("capture") for t in self._threads):
             self.source.close()
+        # consumers and the owner's callback refer back to this camera (a stream hub holds
+        # it): let go of them, so that a removed camera is freed without waiting for the
+        # cycle collector
+        with self._lock:
+            self._sinks = []
+        self.on_events = None
 
     # -- consumers ---------------------------------------------------------------------------
     def add_sink(self, sink: FrameSink) -> None:
@@ -240,8 +246,9 @@ class Camera:
 
     # -- threads -----------------------------------------------------------------------------
     def _emit(self, events: list[HealthEvent]) -> None:
-        if events and self.on_events is not None:
-            self.on_events(self, events)
+        on_events = self.on_events  # (read once: stop() clears it)
+        if events and on_events is not None:
+            on_events(self, events)
 
     def _capture_loop(self) -> None:
         """Open, read until the source fails, reconnect; until stop() or the source ends.
@@ -545,14 +552,26 @@ def _named(name: str, target: Callable[[], None]) -> Callable[[], None]:
     return run
 
 
+_priority_refused = False  # logged once per process, not once per camera
+
+
 def lower_thread_priority(increment: int) -> None:
     """Raise the calling thread's nice value by ``increment`` (Linux: per thread; lowering a
-    priority needs no privilege). Best effort: logged at debug level when refused."""
+    priority needs no privilege). Best effort: a refusal is logged once, as a warning (the
+    analysis then competes with capture on equal terms)."""
+    global _priority_refused
     try:
         tid = threading.get_native_id()
         os.setpriority(os.PRIO_PROCESS, tid, os.getpriority(os.PRIO_PROCESS, tid) + increment)
-    except (OSError, AttributeError) as exc:
-        logger.debug("thread priority unchanged: %s", exc)
+    except AttributeError:  # (no per-thread priorities on this platform)
+        return
+    except OSError as exc:
+        if _priority_refused:
+            return
+        _priority_refused = True
+        logger.warning("analysis threads keep the capture threads' priority: setpriority "
+                       "refused (%s); a seccomp filter is the likely cause (systemd's "
+                       "SystemCallFilter=@resources denies it)", exc)
 
 
 def set_os_thread_name(name: str) -> None:

@@ -7,6 +7,8 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import cv2
 import numpy as np
@@ -83,7 +85,8 @@ def check_min_size(width: int, height: int) -> None:
 
 
 class ImageCorrector:
-    """Runs CorrectImage requests on a private model instance, a few at a time."""
+    """Runs CorrectImage requests on a private model instance, one at a time, with a few
+    more admitted to wait (``admitted``)."""
 
     def __init__(self, vision: VisionEngine, max_pending: int = 8) -> None:
         self.vision = vision
@@ -92,47 +95,54 @@ class ImageCorrector:
         self._pending_lock = threading.Lock()
         self.max_pending = max_pending
 
+    @contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Count one request from its arrival to its end, queued ones included (Busy past
+        ``max_pending``): hold it around the queueing for a thread and ``correct``."""
+        with self._pending_lock:
+            if self._pending >= self.max_pending:
+                raise Busy(f"{self.max_pending} images are already being corrected")
+            self._pending += 1
+        try:
+            yield
+        finally:
+            with self._pending_lock:
+                self._pending -= 1
+
     def correct(self, fd: int, fmt: str = "png", quality: int = 90,
                 max_pixels: int = MAX_PIXELS, restore: bool = True) -> tuple[int, dict]:
-        """Blocking (run in an executor): fd of encoded image -> (result fd, report).
+        """Blocking (run in an executor, inside ``admitted``): fd of encoded image -> (result
+        fd, report).
 
         With ``restore`` the image gets what ``camheal correct`` does (``offline.
         correct_image``: denoising, deblurring, then the global correction, as detected) up
         to MAX_RESTORE_PIXELS (the report's ``restored`` says whether it did); without it
         only the global tone/colour correction (fast, as the stream's).
         """
-        with self._pending_lock:
-            if self._pending >= self.max_pending:
-                raise Busy(f"{self.max_pending} images are already being corrected")
-            self._pending += 1
-        try:
-            if not self.vision.ready:
-                raise NotReady(self.vision.error or "the model is not loaded")
-            data = read_image_fd(fd)
-            rgb, family = decode(data, max_pixels)
-            t0 = time.perf_counter()
-            restore = restore and rgb.shape[0] * rgb.shape[1] <= MAX_RESTORE_PIXELS \
-                and self.vision.detector is not None
-            with self._lock:
-                if restore:
-                    # imported here: it pulls in the detector's runtime, which the service
-                    # loads only in VisionEngine.load (frames pass through without it)
-                    from camheald.offline import correct_image
+        if not self.vision.ready:
+            raise NotReady(self.vision.error or "the model is not loaded")
+        data = read_image_fd(fd)
+        rgb, family = decode(data, max_pixels)
+        t0 = time.perf_counter()
+        restore = restore and rgb.shape[0] * rgb.shape[1] <= MAX_RESTORE_PIXELS \
+            and self.vision.detector is not None
+        with self._lock:
+            if restore:
+                # imported here: it pulls in the detector's runtime, which the service
+                # loads only in VisionEngine.load (frames pass through without it)
+                from camheald.offline import correct_image
 
-                    out, analysis, actions = correct_image(self.vision.detector, rgb)
-                else:
-                    analysis = self.vision.analyze(rgb)
-                    out, actions = self.vision.correct(rgb, analysis)
-            elapsed = (time.perf_counter() - t0) * 1e3
-            encoded, layout = frames.encode(out, fmt, quality)
-            result = frames.sealed_memfd(encoded, "camheal-corrected")
-            report = dict(layout)
-            report.update(size=len(encoded), input_format=family,
-                          scores=dict(analysis.scores) if analysis else {},
-                          detected=list(analysis.detected) if analysis else [],
-                          actions=list(actions), restored=restore, model=self.vision.name,
-                          elapsed_ms=round(elapsed, 2))
-            return result, report
-        finally:
-            with self._pending_lock:
-                self._pending -= 1
+                out, analysis, actions = correct_image(self.vision.detector, rgb)
+            else:
+                analysis = self.vision.analyze(rgb)
+                out, actions = self.vision.correct(rgb, analysis)
+        elapsed = (time.perf_counter() - t0) * 1e3
+        encoded, layout = frames.encode(out, fmt, quality)
+        result = frames.sealed_memfd(encoded, "camheal-corrected")
+        report = dict(layout)
+        report.update(size=len(encoded), input_format=family,
+                      scores=dict(analysis.scores) if analysis else {},
+                      detected=list(analysis.detected) if analysis else [],
+                      actions=list(actions), restored=restore, model=self.vision.name,
+                      elapsed_ms=round(elapsed, 2))
+        return result, report

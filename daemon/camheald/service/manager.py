@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import os
 from collections.abc import Callable
@@ -36,6 +38,24 @@ def set_opencv_threads(cameras: int, cpus: int | None = None) -> int:
     cv2.setNumThreads(threads)
     logger.info("OpenCV uses %d thread(s) (%d cores, %d camera(s))", threads, cpus, cameras)
     return threads
+
+
+def release_memory() -> None:
+    """Give back the memory of removed cameras at once (blocking: up to a second).
+
+    Their objects sit in reference cycles (dbus-fast's method handlers refer back to the
+    exported object) that the cycle collector would reach only at its next full pass, and
+    glibc keeps the pages they freed: without this, RSS grew by ~150 MB at every reload
+    cycle that added and removed 20 demo cameras (measured on the 2-core host; flat with
+    it). Without glibc's malloc_trim (musl) only the collection runs.
+    """
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)
 
 
 class CameraManager:
@@ -112,6 +132,11 @@ class CameraManager:
         for camera in self.cameras.values():
             camera.start()
             logger.info("camera %s started: %s", camera.id, camera.source.uri)
+
+    def tick(self) -> None:
+        """About once a second (the owner's timer): every camera's liveness check."""
+        for camera in list(self.cameras.values()):
+            camera.tick()
 
     def stop(self) -> None:
         for camera in list(self.cameras.values()):

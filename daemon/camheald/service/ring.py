@@ -13,6 +13,7 @@ import fcntl
 import logging
 import mmap
 import os
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -68,10 +69,14 @@ class Waiter:
     """A subscriber's wake-up: an eventfd the writer bumps after every frame.
 
     Pass ``fd`` to the client (over D-Bus, as ``h``); the ring keeps ownership and closes it in
-    :meth:`FrameRing.remove_waiter` / :meth:`FrameRing.close`.
+    :meth:`FrameRing.remove_waiter` / :meth:`FrameRing.close`, or when the waiter is dropped
+    unclosed (a path that forgot it must not leak the fd).
     """
 
     fd: int
+
+    def __post_init__(self) -> None:
+        self._release = weakref.finalize(self, os.close, self.fd)
 
     @property
     def closed(self) -> bool:
@@ -79,8 +84,8 @@ class Waiter:
 
     def _close(self) -> None:
         if self.fd >= 0:
-            os.close(self.fd)
             self.fd = -1
+            self._release()  # closes the fd, once
 
 
 class FrameRing:
@@ -108,6 +113,9 @@ class FrameRing:
     ) -> None:
         self.layout = RingLayout.for_frame(width, height, slots, meta_bytes)
         self._fd = os.memfd_create(name, _MFD_FLAGS)
+        # closes the memfd when the ring is dropped without close() (the mapping goes with
+        # the mmap object itself): a forgotten ring must not keep its memory for good
+        self._release = weakref.finalize(self, os.close, self._fd)
         self._mm: mmap.mmap | None = None
         try:
             os.ftruncate(self._fd, self.layout.total_size)
@@ -119,7 +127,7 @@ class FrameRing:
         except BaseException:
             if self._mm is not None:
                 self._mm.close()
-            os.close(self._fd)
+            self._release()
             raise
         self._write_count = np.frombuffer(self._mm, np.uint64, 1, WRITE_COUNT_OFFSET)
         self._slots = [SlotView(self._mm, self.layout, i) for i in range(slots)]
@@ -282,8 +290,8 @@ class FrameRing:
             self._mm.close()
             self._mm = None
         if self._fd >= 0:
-            os.close(self._fd)
             self._fd = -1
+            self._release()
 
     def __enter__(self) -> FrameRing:
         return self

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from camheald.errors import Busy, InvalidArgument, NotReady
+from camheald.errors import Busy, InvalidArgument, NotReady, UnknownCamera
 from camheald.service.camera import Camera, PublishedFrame
 from camheald.service.ring import FrameRing, Waiter
 
@@ -50,7 +50,7 @@ class StreamHub:
     unsubscribes. One lock orders both, so a waiter's eventfd is never closed while it is
     being signalled. A slow client cannot slow capture: writing is a copy (raw) or the
     correction (corrected) into the ring and a non-blocking eventfd bump per subscriber,
-    whatever the subscribers do.
+    whatever the subscribers do. Once closed (its camera removed), it grants no stream.
     """
 
     def __init__(self, camera: Camera, slots: int = 4, max_subscriptions: int = 32,
@@ -64,16 +64,27 @@ class StreamHub:
         self._rings: dict[bool, FrameRing] = {}
         self._subs: dict[int, Subscription] = {}
         self._attached = False
+        self._closed = False
         self.frames_written = 0
         self._meta_cache: dict[bool, tuple[tuple[int, tuple[str, ...], bool],
                                            dict[str, float], bytes]] = {}
 
     # -- loop side ---------------------------------------------------------------------------
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
     def subscribe(self, owner: str, corrected: bool) -> Grant:
+        """A new stream for ``owner``; UnknownCamera once the hub is closed (a stream granted
+        then would get neither frames nor an end)."""
+        if self._closed:
+            raise UnknownCamera(f"camera {self.camera.id} was removed")
         frame = self.camera.latest(corrected)
         if frame is None:
             raise NotReady(f"camera {self.camera.id} has no frame yet")
         with self._lock:
+            if self._closed:
+                raise UnknownCamera(f"camera {self.camera.id} was removed")
             if len(self._subs) >= self.max_subscriptions:
                 raise Busy(f"camera {self.camera.id} already serves "
                            f"{self.max_subscriptions} streams")
@@ -126,12 +137,15 @@ class StreamHub:
             return sum(owner is None or s.owner == owner for s in self._subs.values())
 
     def close(self) -> None:
+        """End every stream and free the rings; later subscribes fail (UnknownCamera)."""
         with self._lock:
+            self._closed = True
             for sub in list(self._subs.values()):
                 self._drop(sub)
             for ring in self._rings.values():
                 ring.close()
             self._rings.clear()
+            self.on_ended = None  # (a closure over the owner: nothing left to tell it)
 
     # -- internals (hold the lock) -------------------------------------------------------------
     def _replace_ring(self, corrected: bool, width: int, height: int) -> FrameRing:
