@@ -75,8 +75,18 @@ async def _one_round(d, conf, bus_address: str) -> tuple[list[tuple[int, int]], 
             granted.append((reply.body[2]["id"].value, *reply.unix_fds))
         else:
             errors.append(reply.error_name)
-    # a stream granted on the removed camera ended (the signal leaves before the reload ends)
-    await asyncio.sleep(1.0)
+    # a stream granted on the removed camera ended: its StreamEnded left before the camera's
+    # path was unexported, and one connection's messages stay in order, so once cam2 answers
+    # UnknownCamera every such signal has arrived
+    deadline = time.monotonic() + 20
+    while True:
+        reply = await bus.call(call("cam2", "GetDefectMask", "a{sv}", [{}]))
+        for fd in reply.unix_fds or ():
+            os.close(fd)
+        if reply.error_name == C.ERROR_UNKNOWN_CAMERA:
+            break
+        assert time.monotonic() < deadline, reply.error_name
+        await asyncio.sleep(0.05)
     streams = []
     for sub_id, ring, wake in granted:
         try:

@@ -76,6 +76,9 @@ async def test_waits_on_dead_cameras_do_not_starve_a_healthy_one(start_daemon, b
         assert more.error_name == C.ERROR_BUSY
         more = await other.call(burst("dead1", 2))
         assert more.error_name == C.ERROR_BUSY
+        # ... and so does the daemon's: 4 bursts hold their places (and their frames)
+        more = await other.call(burst("cam0", 2))
+        assert more.error_name == C.ERROR_BUSY and "bursts" in more.body[0], more.body
         # a burst that gets no frame says so when its wait ends
         t0 = time.monotonic()
         ends = await asyncio.wait_for(asyncio.gather(*blockers[4:]), 15.0)
@@ -113,12 +116,14 @@ async def test_correct_image_calls_do_not_starve_captures(start_daemon, bus_addr
         assert (await timed_capture(other))[1] == ""
         # the daemon's limit (each takes ~1.2 s here, one at a time), then one more at once
         jobs = [asyncio.ensure_future(correct()) for _ in range(9)]
-        await asyncio.sleep(0.5)
+        # the ninth is refused, queued ones included: its reply comes after the eight were
+        # admitted (one connection's calls are served in order)
+        busy = await jobs.pop()
+        assert busy.error_name == C.ERROR_BUSY
+        running = not all(j.done() for j in jobs)
         took, error = await timed_capture(other)
         assert error == "" and took < 2.0, (took, error)
-        assert not all(j.done() for j in jobs[:8])  # (the corrections were still running)
-        busy = await jobs.pop()  # the ninth is refused, queued ones included
-        assert busy.error_name == C.ERROR_BUSY
+        assert running  # (the capture was timed while corrections were still queued)
     finally:
         for j in jobs:
             j.cancel()

@@ -34,6 +34,8 @@ MAX_OPTIONS = 16
 #: calls of one camera that may wait for its frames at once (CaptureFrame, Subscribe,
 #: CaptureBurst); more get Busy
 MAX_WAITS = 4
+#: bursts in progress at once in the whole daemon (each holds up to 16 frames); more get Busy
+MAX_BURSTS = 4
 T = TypeVar("T")
 
 
@@ -148,7 +150,8 @@ class CameraInterface(ServiceInterface):
 
     def __init__(self, camera: Camera, bus: CamhealBus, streams: StreamHub,
                  manager: CameraManager, auth: Authorizer,
-                 burst_pool: concurrent.futures.Executor | None = None) -> None:
+                 burst_pool: concurrent.futures.Executor | None = None,
+                 burst_slots: asyncio.Semaphore | None = None) -> None:
         super().__init__(C.CAMERA_IFACE)
         self._camera = camera
         self._bus = bus
@@ -156,6 +159,8 @@ class CameraInterface(ServiceInterface):
         self._manager = manager
         self._auth = auth
         self._burst_pool = burst_pool  # (None: the default executor)
+        # bursts in progress in the whole daemon (shared by every camera's interface)
+        self._burst_slots = burst_slots or asyncio.Semaphore(MAX_BURSTS)
         # waits for frames hold no thread (the processing thread resolves a future), but a
         # waiting burst holds its frames: a few calls at a time per camera
         self._waits = asyncio.Semaphore(MAX_WAITS)
@@ -310,10 +315,12 @@ class CameraInterface(ServiceInterface):
         # removed too: its StreamEnded went out, but before this reply.
         caller_here = await self._bus.has_owner(owner)
         if not caller_here or self._gone:
-            if not self._streams.closed:
-                self._streams.unsubscribe(owner, grant.sub_id)
             os.close(grant.ring_fd)
             os.close(grant.wake_fd)
+            if not self._streams.closed:
+                # (already gone when its owner's NameOwnerChanged came first: drop_owner)
+                with contextlib.suppress(InvalidArgument):
+                    self._streams.unsubscribe(owner, grant.sub_id)
             self._present()
             raise InvalidArgument("the caller left the bus")
         return self._bus.reply_with_fds([grant.ring_fd, grant.wake_fd], to_vardict,
@@ -340,28 +347,20 @@ class CameraInterface(ServiceInterface):
         corrected, restore = opts.get("corrected", True), opts.get("restore", False)
         loop = asyncio.get_running_loop()
         # frames are awaited on the loop; the correction and the packaging (seconds) run in
-        # the burst executor, never in the one quick calls need
-        async with self._waiter():
+        # the burst executor, in one job, never in the one quick calls need. A burst holds
+        # its frames (~100 MB at 1080p) until it replies: a few in the whole daemon.
+        if self._burst_slots.locked():
+            raise Busy("too many bursts are in progress in camheald")
+        async with self._burst_slots, self._waiter():
             with burst.restoring(corrected and restore):
                 got = await self._frames(count, burst.FRAMES_TIMEOUT_S)
                 if len(got) < count:
                     raise NotReady(f"camera {self._camera.id} delivered {len(got)} of "
                                    f"{count} frames in {burst.FRAMES_TIMEOUT_S:g} s")
-                shots, report = await loop.run_in_executor(
-                    self._burst_pool, burst.correct_burst, self._camera, got, corrected,
-                    restore)
-        fds, metas = [], []
-        try:
-            for shot in shots:
-                fd, meta = await loop.run_in_executor(
-                    self._burst_pool, frames.package, shot, fmt, opts.get("quality", 90))
-                fds.append(fd)
-                metas.append(to_vardict(meta, C.FRAME_META_TYPES))
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
-        report["frames"] = metas
+                fds, metas, report = await loop.run_in_executor(
+                    self._burst_pool, _corrected_burst, self._camera, got, corrected, restore,
+                    fmt, opts.get("quality", 90))
+        report["frames"] = [to_vardict(m, C.FRAME_META_TYPES) for m in metas]
         types = {**C.HEALTH_TYPES, "count": "u", "seqs": "at", "actions": "as",
                  "elapsed_s": "d", "frames": "aa{sv}", "restored": "b"}
         reply = self._bus.reply_with_fds(fds, _burst_report, report, types)
@@ -409,6 +408,25 @@ class CameraInterface(ServiceInterface):
     @dbus_signal()
     def StateChanged(self, state: str) -> "s":
         return state
+
+
+def _corrected_burst(camera: Camera, got: list[PublishedFrame], corrected: bool,
+                     restore: bool, fmt: str, quality: int
+                     ) -> tuple[list[int], list[dict[str, Any]], dict[str, Any]]:
+    """A burst's correction and packaging, one executor job: (fds, frame metas, report);
+    the fds made so far are closed when packaging one frame fails."""
+    shots, report = burst.correct_burst(camera, got, corrected, restore)
+    fds, metas = [], []
+    try:
+        for shot in shots:
+            fd, meta = frames.package(shot, fmt, quality)
+            fds.append(fd)
+            metas.append(meta)
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        raise
+    return fds, metas, report
 
 
 def _settle(future: asyncio.Future[None]) -> None:

@@ -16,7 +16,7 @@ from dbus_fast.constants import NameFlag
 from camheal import constants as C
 from camheald.bus.auth import Authorizer
 from camheald.bus.edge import CamhealBus
-from camheald.bus.interfaces import CameraInterface, ManagerInterface
+from camheald.bus.interfaces import MAX_BURSTS, CameraInterface, ManagerInterface
 from camheald.config import CameraConfig, Config
 from camheald.errors import CamhealError
 from camheald.service.camera import Camera
@@ -76,6 +76,7 @@ class Server:
         # slow work waits in its own queues: it never holds the default executor's threads
         self.image_pool = _Pool(IMAGE_WORKERS, "camheald-image")
         self.burst_pool = _Pool(BURST_WORKERS, "camheald-burst")
+        self.burst_slots = asyncio.Semaphore(MAX_BURSTS)  # (every camera's bursts together)
 
     def _on_events(self, camera: Camera, events: list[HealthEvent]) -> None:
         """Called from capture/analysis threads: re-post to the loop."""
@@ -120,8 +121,10 @@ class Server:
                                                          self.manager.images, self._auth,
                                                          self.image_pool))
         await self._watch_clients()
-        for cam_id in list(self.manager.cameras):  # (no Camera left in a variable of this
-            self._export_camera(cam_id, self.manager.cameras[cam_id])  # coroutine: see _tick)
+        # (no Camera left in a variable of this coroutine, which lives as long as the daemon:
+        # a camera removed by a reload would stay in memory; see _tick)
+        for cam_id in list(self.manager.cameras):
+            self._export_camera(cam_id, self.manager.cameras[cam_id])
         await self._loop.run_in_executor(None, self.manager.load_state)
         load = self._loop.run_in_executor(None, self.manager.load_models)
         reply = await self.bus.request_name(C.BUS_NAME, NameFlag.DO_NOT_QUEUE)
@@ -152,7 +155,7 @@ class Server:
                         on_ended=lambda sub, why, c=cam_id: self._stream_ended(c, sub, why))
         self.streams[cam_id] = hub
         iface = CameraInterface(camera, self.bus, hub, self.manager, self._auth,
-                                self.burst_pool)
+                                self.burst_pool, self.burst_slots)
         self._camera_ifaces[cam_id] = iface
         self.bus.export(C.camera_path(cam_id), iface)
 

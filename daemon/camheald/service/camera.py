@@ -571,7 +571,7 @@ def lower_thread_priority(increment: int) -> None:
         _priority_refused = True
         logger.warning("analysis threads keep the capture threads' priority: setpriority "
                        "refused (%s); a seccomp filter is the likely cause (systemd's "
-                       "SystemCallFilter=@resources denies it)", exc)
+                       "SystemCallFilter=~@resources denies it)", exc)
 
 
 def set_os_thread_name(name: str) -> None:
