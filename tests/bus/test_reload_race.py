@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import time
+from collections.abc import Callable
 
 from dbus_fast import Message, MessageType, Variant
 from dbus_fast.aio import MessageBus
@@ -35,6 +36,21 @@ def call(cam: str, member: str, signature: str = "", body: list | None = None) -
                    member=member, signature=signature, body=body or [])
 
 
+async def until(bus: MessageBus, make: Callable[[], Message], done: Callable[[Message], bool],
+                timeout: float) -> None:
+    """Repeat the call ``make()`` (a new message each time; the reply's fds closed) until
+    ``done(reply)``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = await bus.call(make())
+        for fd in reply.unix_fds or ():
+            os.close(fd)
+        if done(reply):
+            return
+        assert time.monotonic() < deadline, reply.error_name
+        await asyncio.sleep(0.05)
+
+
 async def _one_round(d, conf, bus_address: str) -> tuple[list[tuple[int, int]], list[str]]:
     """Add cam2, then remove it with Subscribes in flight; (streams granted but never ended
     as (id, wake-ups), error names)."""
@@ -52,16 +68,9 @@ async def _one_round(d, conf, bus_address: str) -> tuple[list[tuple[int, int]], 
         body=[f"type='signal',interface='{C.CAMERA_IFACE}',member='StreamEnded'"]))
     conf.write_text(HEAD + CAM0 + CAM2)
     d.proc.send_signal(signal.SIGHUP)
-    deadline = time.monotonic() + 15
-    while True:  # until cam2 serves frames
-        reply = await bus.call(call("cam2", "CaptureFrame", "a{sv}",
-                                    [{"timeout_ms": Variant("i", 0)}]))
-        for fd in reply.unix_fds or ():
-            os.close(fd)
-        if reply.message_type == MessageType.METHOD_RETURN:
-            break
-        assert time.monotonic() < deadline, reply.error_name
-        await asyncio.sleep(0.05)
+    await until(bus, lambda: call("cam2", "CaptureFrame", "a{sv}",
+                                  [{"timeout_ms": Variant("i", 0)}]),
+                lambda r: r.message_type == MessageType.METHOD_RETURN, 15)  # cam2 serves
     conf.write_text(HEAD + CAM0)
     d.proc.send_signal(signal.SIGHUP)
     calls = []
@@ -78,15 +87,8 @@ async def _one_round(d, conf, bus_address: str) -> tuple[list[tuple[int, int]], 
     # a stream granted on the removed camera ended: its StreamEnded left before the camera's
     # path was unexported, and one connection's messages stay in order, so once cam2 answers
     # UnknownCamera every such signal has arrived
-    deadline = time.monotonic() + 20
-    while True:
-        reply = await bus.call(call("cam2", "GetDefectMask", "a{sv}", [{}]))
-        for fd in reply.unix_fds or ():
-            os.close(fd)
-        if reply.error_name == C.ERROR_UNKNOWN_CAMERA:
-            break
-        assert time.monotonic() < deadline, reply.error_name
-        await asyncio.sleep(0.05)
+    await until(bus, lambda: call("cam2", "GetDefectMask", "a{sv}", [{}]),
+                lambda r: r.error_name == C.ERROR_UNKNOWN_CAMERA, 20)
     streams = []
     for sub_id, ring, wake in granted:
         try:
