@@ -108,10 +108,10 @@ class Client:
         It left the bus (stopped, crashed, killed), was replaced, or the bus connection was
         lost; ``reason`` says which in one line (see ``AsyncClient.on_service_lost``). Closing
         the client calls nothing. The callback runs on the client's private thread: keep it
-        short.
+        short. Like any call, it starts an activatable camheald that is not running.
 
         Raises:
-            ServiceUnavailable: camheald is not on the bus now.
+            ServiceUnavailable: camheald is not on the bus and could not be started.
         """
         self._run(self._aio.on_service_lost(callback))
 
