@@ -53,6 +53,7 @@ class DaemonConfig:
     log_level: str = "info"
     analyze_fps: float = 5.0
     max_clients_per_camera: int = 32
+    max_cameras: int = 32  # each runs its own model instances and threads (tens of MB)
     state_dir: str = ""  # empty: /var/lib/camheal (system bus) or ~/.local/state/camheal
 
 
@@ -123,6 +124,12 @@ def validate(config: Config) -> Config:
         raise ConfigError("daemon.analyze_fps: must be between 0.1 and 120")
     if not 1 <= d.max_clients_per_camera <= 1024:
         raise ConfigError("daemon.max_clients_per_camera: must be between 1 and 1024")
+    if not 1 <= d.max_cameras <= 256:
+        raise ConfigError("daemon.max_cameras: must be between 1 and 256")
+    if len(config.camera) > d.max_cameras:
+        raise ConfigError(f"camera: {len(config.camera)} cameras configured, more than "
+                          f"daemon.max_cameras ({d.max_cameras}); raise it if this board "
+                          "has the memory (each camera runs its own models and threads)")
     sm = config.samples
     if not (0 < sm.max_bytes and 0 < sm.max_age_days and 0 < sm.max_count
             and sm.min_interval_s >= 0):

@@ -42,6 +42,10 @@ def test_cameras_and_types(tmp_path):
     ("[[camera]]\nid = 'a'\nsource = 'demo'\n[[camera]]\nid = 'a'\nsource = 'demo'\n",
      "duplicate id"),
     ("camera = 3\n", "array of tables"),
+    ("[daemon]\nmax_cameras = 0\n", "daemon.max_cameras: must be between 1 and 256"),
+    ("[daemon]\nmax_cameras = 1\n" + "".join(f"[[camera]]\nid = 'c{i}'\nsource = 'demo'\n"
+                                              for i in range(2)),
+     "camera: 2 cameras configured, more than daemon.max_cameras"),
     ("[daemon\n", "invalid TOML"),
 ])
 def test_invalid_configs_name_the_key(tmp_path, text, needle):
