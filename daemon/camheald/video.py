@@ -33,7 +33,7 @@ import numpy as np
 
 from camheal.constants import ANOMALIES
 from camheal.files import identity, public
-from camheald.capture.opencv import quiet_opencv
+from camheald.cvlog import quiet_opencv
 from camheald.service.defects import DefectTracker
 from camheald.vision import imageio
 from camheald.vision.inpaint import SequenceInpainter
@@ -146,9 +146,8 @@ class _Sink:
         except OSError as e:
             raise VideoError(f"{out}: cannot write ({e.strerror or e})") from None
         self.tmp = Path(name)
-        with quiet_opencv():  # (its notice on FFmpeg's thread safety, every open)
-            self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*FOURCC[ext]),
-                                           clip.fps, (clip.width, clip.height))
+        self._writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter_fourcc(*FOURCC[ext]),
+                                       clip.fps, (clip.width, clip.height))
         if not self._writer.isOpened():
             self.abort()
             raise VideoError(f"{out}: cannot open a {FOURCC[ext]} video writer")

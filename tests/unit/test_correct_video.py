@@ -21,6 +21,9 @@ N = 36
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, CAMHEAL_MODEL="/nonexistent/model.onnx")  # temporal evidence only
+    # as a user's shell has it: this test process imported the daemon's capture sources,
+    # which tell OpenCV (through this variable) that FFmpeg is thread-safe
+    env.pop("OPENCV_FFMPEG_IS_THREAD_SAFE", None)
     return subprocess.run([str(CAMHEAL), "correct-video", *args], env=env, capture_output=True,
                           text=True, timeout=120)
 

@@ -9,18 +9,16 @@ on real hardware here.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from camheald.capture.base import Source, SourceClosed, SourceEnded
+from camheald.cvlog import quiet_opencv
 
 logger = logging.getLogger(__name__)
 
@@ -44,36 +42,6 @@ def network_timeouts(open_ms: int = NETWORK_OPEN_TIMEOUT_MS,
     """VideoCapture open parameters that bound FFmpeg's waits (they only work when passed at
     open time, not through ``set()`` afterwards)."""
     return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, open_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, read_ms]
-
-
-_quiet_lock = threading.Lock()
-_quiet: list[int] = []  # [the level to restore] while any block is open
-_quiet_n = 0  # open blocks (threads may overlap them)
-
-
-@contextlib.contextmanager
-def quiet_opencv() -> Iterator[None]:
-    """Silence OpenCV's own stderr lines for a moment (a probe whose failure we report in
-    one line of our own). Process-wide: keep the block short. Blocks may overlap (threads):
-    the level is restored when the last one ends."""
-    global _quiet_n
-    try:
-        from cv2.utils import logging as cvlog
-    except ImportError:  # an OpenCV build without it: just noisier
-        yield
-        return
-    with _quiet_lock:
-        if _quiet_n == 0:
-            _quiet[:] = [cvlog.getLogLevel()]
-            cvlog.setLogLevel(cvlog.LOG_LEVEL_SILENT)
-        _quiet_n += 1
-    try:
-        yield
-    finally:
-        with _quiet_lock:
-            _quiet_n -= 1
-            if _quiet_n == 0:
-                cvlog.setLogLevel(_quiet[0])
 
 
 def _to_rgb(bgr: np.ndarray) -> np.ndarray:

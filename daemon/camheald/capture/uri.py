@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl
 import cv2
 
 from camheald.capture.base import Source
-from camheald.capture.opencv import network_timeouts, quiet_opencv
+from camheald.capture.opencv import network_timeouts
+from camheald.cvlog import quiet_opencv
 from camheald.errors import SourceError
 
 SCHEMES = ("demo", "file", "v4l2", "rtsp", "rtsps", "http", "https", "gst", "picamera2", "inject")
